@@ -1,0 +1,13 @@
+//! The ze installer's sans-IO core.
+//!
+//! Every decision the installer makes lives here, as plain functions and
+//! state machines that are told the time and the events and answer with
+//! actions. Nothing here performs a syscall; the runner in `main.rs` does,
+//! through `ze-hal`. That is what lets `cargo test` exercise the whole
+//! installer on the host (see `../shared/DESIGN.md` §3).
+#![cfg_attr(not(test), no_std)]
+
+pub mod console;
+
+/// The installer's version, printed in its first console line.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

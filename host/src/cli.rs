@@ -1,0 +1,174 @@
+//! The `ze` command line. Doc comments here are the `--help` text.
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// ze: install, provision and build network appliances.
+#[derive(FromArgs, Debug)]
+#[argh(
+    note = "Run the servers of a config file with `ze <config-file>`, or read the config from standard input with `ze -`.",
+    note = "Environment: ZE_CONFIG_DIR sets the config directory; ZE_SYSROOT resolves every system path under another root (for tests and image builds).",
+    note = "Exit status: 0 success, 1 failure, 2 bad usage."
+)]
+pub struct Ze {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Install(Install),
+    Uninstall(Uninstall),
+    Init(Init),
+    Version(Version),
+}
+
+/// install ze on this host (binary, systemd service)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "install")]
+pub struct Install {
+    #[argh(subcommand)]
+    pub what: InstallWhat,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum InstallWhat {
+    Local(InstallLocal),
+    Systemd(InstallSystemd),
+}
+
+/// copy the running ze binary to <prefix>/bin/ze and create the config directory
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "local",
+    note = "Without --prefix, on a terminal, a menu offers 1) /usr/local (recommended), 2) /usr (system), 3) /opt/ze (self-contained); Enter picks 1.",
+    note = "The config directory is /etc/ze for /usr/local and /usr, and <prefix>/etc/ze otherwise. It is created only when it holds no database.zefs yet.",
+    note = "Next step: `ze init` to create the database."
+)]
+pub struct InstallLocal {
+    /// installation prefix; the binary goes to <prefix>/bin/ze (default: ask)
+    #[argh(option)]
+    pub prefix: Option<PathBuf>,
+    /// print what would be done without making changes
+    #[argh(switch)]
+    pub dry_run: bool,
+}
+
+/// install, enable and optionally start the ze systemd service
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "systemd",
+    note = "Requires <config-dir>/database.zefs (run `ze init` first). Creates the system user and group ze if missing, gives them the config directory and the database, writes /etc/systemd/system/ze.service, then runs `systemctl daemon-reload` and `systemctl enable ze.service`.",
+    note = "The unit sets XDG_RUNTIME_DIR=/run/ze, so the daemon socket is /run/ze/ze.socket."
+)]
+pub struct InstallSystemd {
+    /// print the unit and every action without making changes (needs neither root nor systemd)
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// config directory written into the unit (default: ZE_CONFIG_DIR, else derived from the binary's location)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// replace an existing /etc/systemd/system/ze.service
+    #[argh(switch)]
+    pub force: bool,
+    /// start the service after enabling it
+    #[argh(switch)]
+    pub start: bool,
+}
+
+/// remove what `ze install` put on this host
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "uninstall",
+    note = "Remove the service before the binary: `ze uninstall systemd`, then `ze uninstall local`."
+)]
+pub struct Uninstall {
+    #[argh(subcommand)]
+    pub what: UninstallWhat,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum UninstallWhat {
+    Local(UninstallLocal),
+    Systemd(UninstallSystemd),
+}
+
+/// remove the ze binary, and with --purge the config directory and database
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "local",
+    note = "Refuses while /etc/systemd/system/ze.service exists: run `ze uninstall systemd` first.",
+    note = "Without --yes, lists what will be removed and asks for confirmation."
+)]
+pub struct UninstallLocal {
+    /// installation prefix (default: detected from the running binary)
+    #[argh(option)]
+    pub prefix: Option<PathBuf>,
+    /// also remove the config directory and the database
+    #[argh(switch)]
+    pub purge: bool,
+    /// print what would be done without making changes
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// do not ask for confirmation
+    #[argh(switch)]
+    pub yes: bool,
+}
+
+/// stop, disable and remove the ze systemd service
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "systemd",
+    note = "Without --yes, lists what will be removed and asks for confirmation."
+)]
+pub struct UninstallSystemd {
+    /// also remove the system user and group ze
+    #[argh(switch)]
+    pub purge: bool,
+    /// print what would be done without making changes
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// do not ask for confirmation
+    #[argh(switch)]
+    pub yes: bool,
+}
+
+/// create the config database (database.zefs) with one admin user
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "init",
+    note = "On a terminal, asks for the username and for the password (twice, without echo). The password is stored only as a bcrypt hash (cost 10).",
+    note = "The config directory is --config, else ZE_CONFIG_DIR, else derived from the binary's location (/etc/ze for /usr/local/bin/ze and /usr/bin/ze, <prefix>/etc/ze otherwise). It must exist: `ze install local` creates it."
+)]
+pub struct Init {
+    /// config directory holding database.zefs
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// admin username (default: ask on the terminal)
+    #[argh(option)]
+    pub username: Option<String>,
+    /// read the password from the first line of standard input
+    #[argh(switch)]
+    pub password_stdin: bool,
+    /// replace an existing database.zefs (its contents are lost)
+    #[argh(switch)]
+    pub force: bool,
+}
+
+/// print ze's version, build date and commit, and the installed image
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "version",
+    note = "On an appliance, /perm/ze/build.json adds the `image:` and `appliance:` lines (ZE_BUILD_JSON overrides the path)."
+)]
+pub struct Version {}

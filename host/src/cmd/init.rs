@@ -1,0 +1,115 @@
+//! `ze init`: create `database.zefs` with one admin user (checklist L6).
+
+use crate::{
+    build,
+    cli::Init,
+    context::Context,
+    credentials, prompt, timefmt,
+    zefs::{self, UserRecord, Zefs, keys},
+};
+use anyhow::{Context as _, bail};
+use std::os::unix::fs::MetadataExt;
+
+/// The role of the user `ze init` creates.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// Run `ze init`.
+pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
+    let dir = ctx.config_dir(args.config.as_deref())?;
+    let real_dir = ctx.real(&dir);
+    if !real_dir.exists() {
+        bail!(
+            "config directory {} does not exist: run `ze install local` first, or pass --config DIR",
+            dir.display()
+        );
+    }
+    if !real_dir.is_dir() {
+        bail!("config directory {} is not a directory", dir.display());
+    }
+    let db_path = dir.join(zefs::FILE_NAME);
+    let real_db = ctx.real(&db_path);
+    let old_owner = match std::fs::symlink_metadata(&real_db) {
+        Ok(_) if !args.force => {
+            bail!("{} already exists: pass --force to replace it (its contents are lost)", db_path.display());
+        }
+        Ok(meta) => Some((meta.uid(), meta.gid())),
+        Err(_) => None,
+    };
+
+    let username = match &args.username {
+        Some(u) => u.clone(),
+        None if prompt::stdin_is_terminal() && !args.password_stdin => ask_username()?,
+        None => bail!("no terminal to ask on: pass --username NAME (and --password-stdin)"),
+    };
+    credentials::validate_username(&username)?;
+    let password = if args.password_stdin {
+        credentials::password_from_stdin()?
+    } else if prompt::stdin_is_terminal() {
+        credentials::password_from_terminal()?
+    } else {
+        bail!("no terminal to ask for the password: pass --password-stdin and write the password to standard input");
+    };
+
+    let db = new_database(&username, &password, timefmt::now())?;
+    let bytes = db.to_bytes();
+    match old_owner {
+        Some(owner) => crate::fsutil::write_atomic_owned(&real_db, &bytes, zefs::FILE_MODE, owner),
+        None => crate::fsutil::write_atomic(&real_db, &bytes, zefs::FILE_MODE),
+    }
+    .with_context(|| format!("cannot write {}; nothing was changed", db_path.display()))?;
+    println!(
+        "{} {} with user {username} (role {ADMIN_ROLE})",
+        if old_owner.is_some() { "replaced" } else { "created" },
+        db_path.display()
+    );
+    Ok(())
+}
+
+/// A fresh database: one admin user, `meta/created`, `meta/version`.
+pub fn new_database(username: &str, password: &str, now: i64) -> anyhow::Result<Zefs> {
+    let mut db = Zefs::new();
+    db.set_user(
+        username,
+        &UserRecord {
+            role: ADMIN_ROLE.into(),
+            password_hash: credentials::hash_password(password)?,
+        },
+    )?;
+    db.insert(keys::META_CREATED, timefmt::rfc3339(now))?;
+    db.insert(keys::META_VERSION, build::VERSION)?;
+    Ok(db)
+}
+
+fn ask_username() -> anyhow::Result<String> {
+    for _ in 0..prompt::MAX_ATTEMPTS {
+        let Some(answer) = prompt::ask("Username: ")? else {
+            bail!("no username entered (end of input); nothing was changed");
+        };
+        let answer = answer.trim().to_string();
+        match credentials::validate_username(&answer) {
+            Ok(()) => return Ok(answer),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+    bail!("no valid username after {} attempts; nothing was changed", prompt::MAX_ATTEMPTS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l6_new_database_holds_user_and_meta_only() {
+        let db = new_database("admin", "secret", 1_781_712_000).unwrap();
+        assert_eq!(
+            db.keys().collect::<Vec<_>>(),
+            ["auth/user/admin", "meta/created", "meta/version"]
+        );
+        assert_eq!(db.get(keys::META_CREATED).unwrap(), b"2026-06-17T16:00:00Z");
+        let user = db.user("admin").unwrap();
+        assert_eq!(user.role, "admin");
+        assert!(credentials::verify_password("secret", &user.password_hash));
+        let bytes = db.to_bytes();
+        assert!(!bytes.windows(6).any(|w| w == b"secret"), "plaintext stored");
+    }
+}

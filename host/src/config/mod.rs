@@ -1,0 +1,3 @@
+//! ze's configuration: the brace format and its typed views.
+
+pub mod brace;

@@ -1,0 +1,19 @@
+//! ze, the host tool: installs itself and its systemd service, runs the
+//! PXE provisioning servers, and builds the appliance image, installer
+//! kernel, initrd and ISO. The `ze` binary is a thin shell over this crate.
+
+pub mod build;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod context;
+pub mod credentials;
+pub mod fsutil;
+pub mod layout;
+pub mod manifest;
+pub mod plan;
+pub mod prompt;
+pub mod sysroot;
+pub mod timefmt;
+pub mod users;
+pub mod zefs;

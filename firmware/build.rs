@@ -9,7 +9,13 @@ fn main() {
     println!("cargo:rerun-if-changed={script}");
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var_os("CARGO_FEATURE_PID1").is_some() {
-        for arg in ["-nostartfiles", "-nostdlib", "-static", "-Wl,--gc-sections", "-Wl,--build-id=none"] {
+        for arg in [
+            "-nostartfiles",
+            "-nostdlib",
+            "-static",
+            "-Wl,--gc-sections",
+            "-Wl,--build-id=none",
+        ] {
             println!("cargo:rustc-link-arg-bins={arg}");
         }
         println!("cargo:rustc-link-arg-bins=-T{script}");

@@ -47,7 +47,10 @@ impl Line {
         if take < bytes.len() {
             self.truncated = true;
         }
-        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + take), bytes.get(..take)) {
+        if let (Some(dst), Some(src)) = (
+            self.buf.get_mut(self.len..self.len + take),
+            bytes.get(..take),
+        ) {
             dst.copy_from_slice(src);
             self.len += take;
         }
@@ -90,8 +93,12 @@ mod tests {
     #[test]
     fn lines_carry_prefix_and_newline() {
         let mut line = Line::new();
-        write!(line, "downloading {} from {}", "ze.img", "192.0.2.1").unwrap();
-        assert_eq!(line.finish(), b"[ze-install] downloading ze.img from 192.0.2.1\n");
+        let (image, server) = ("ze.img", "192.0.2.1");
+        write!(line, "downloading {image} from {server}").unwrap();
+        assert_eq!(
+            line.finish(),
+            b"[ze-install] downloading ze.img from 192.0.2.1\n"
+        );
     }
 
     #[test]

@@ -47,7 +47,12 @@ mod start {
 
 extern "C" fn entry(_stack: *const usize) -> ! {
     let mut line = Line::new();
-    let _ = write!(line, "ze-installer {} starting (pid {})", ze_installer::VERSION, linux::pid());
+    let _ = write!(
+        line,
+        "ze-installer {} starting (pid {})",
+        ze_installer::VERSION,
+        linux::pid()
+    );
     let _ = linux::write_all(linux::stderr(), line.finish());
     if linux::pid() == 1 {
         let mut line = Line::fatal();

@@ -85,10 +85,7 @@ pub fn scan<S: SysFs + ?Sized>(fs: &S) -> Result<Scan, Error> {
 }
 
 /// Read the facts of one device, `name` being its `/sys/block` entry.
-pub fn read_facts<S: SysFs + ?Sized>(
-    fs: &S,
-    name: &str,
-) -> Result<BlockFacts, Error> {
+pub fn read_facts<S: SysFs + ?Sized>(fs: &S, name: &str) -> Result<BlockFacts, Error> {
     let mut path: String<96> = String::new();
     let mut attr = |leaf: &str| -> Result<u64, Error> {
         path.clear();
@@ -117,7 +114,10 @@ mod tests {
 
     fn disk(sys: &mut FakeSys, name: &str, size: u64, removable: u8, ro: u8) {
         sys.file(&format!("/sys/block/{name}/size"), &format!("{size}\n"));
-        sys.file(&format!("/sys/block/{name}/removable"), &format!("{removable}\n"));
+        sys.file(
+            &format!("/sys/block/{name}/removable"),
+            &format!("{removable}\n"),
+        );
         sys.file(&format!("/sys/block/{name}/ro"), &format!("{ro}\n"));
     }
 

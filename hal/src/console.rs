@@ -54,13 +54,19 @@ mod tests {
     #[test]
     fn parses_the_kernel_list() {
         let got = parse_active("tty0 ttyS0\n");
-        assert_eq!(got.iter().map(|s| s.as_str()).collect::<std::vec::Vec<_>>(), ["tty0", "ttyS0"]);
+        assert_eq!(
+            got.iter().map(|s| s.as_str()).collect::<std::vec::Vec<_>>(),
+            ["tty0", "ttyS0"]
+        );
     }
 
     #[test]
     fn drops_duplicates_paths_and_overlong_names() {
         let got = parse_active("ttyS0 ttyS0 ../sda a/b ttyAMA0 averyveryverylongconsolename\n");
-        assert_eq!(got.iter().map(|s| s.as_str()).collect::<std::vec::Vec<_>>(), ["ttyS0", "ttyAMA0"]);
+        assert_eq!(
+            got.iter().map(|s| s.as_str()).collect::<std::vec::Vec<_>>(),
+            ["ttyS0", "ttyAMA0"]
+        );
     }
 
     #[test]

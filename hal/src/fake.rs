@@ -79,7 +79,9 @@ pub struct FakeClock {
 impl FakeClock {
     /// A clock reading `millis`.
     pub fn at(millis: u64) -> Self {
-        FakeClock { now: Cell::new(millis) }
+        FakeClock {
+            now: Cell::new(millis),
+        }
     }
 
     /// Move the clock forward.
@@ -106,7 +108,8 @@ mod tests {
             .file("/sys/block/sda/ro", "0\n")
             .file("/sys/block/vda/size", "1\n");
         let mut names = Vec::new();
-        sys.list("/sys/block", &mut |n| names.push(n.to_string())).unwrap();
+        sys.list("/sys/block", &mut |n| names.push(n.to_string()))
+            .unwrap();
         assert_eq!(names, ["sda", "vda"]);
         assert!(sys.exists("/sys/block/sda"));
         assert!(!sys.exists("/sys/block/sdb"));

@@ -33,10 +33,7 @@ impl SysFs for Linux {
     fn read(&self, path: &str, buf: &mut [u8]) -> Result<usize, Error> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
         let mut filled = 0;
-        loop {
-            let Some(rest) = buf.get_mut(filled..) else {
-                break;
-            };
+        while let Some(rest) = buf.get_mut(filled..) {
             if rest.is_empty() {
                 // Full: the file fits only if the next read sees its end.
                 let mut probe = [0u8; 1];
@@ -105,7 +102,10 @@ pub fn stderr() -> BorrowedFd<'static> {
 
 /// This process's id (1 when running as init).
 pub fn pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+    rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs()
 }
 
 /// Flush every filesystem's dirty data to disk.
@@ -150,9 +150,15 @@ mod tests {
         let mut buf = [0u8; 4096];
         let n = Linux.read("/proc/self/stat", &mut buf).unwrap();
         assert!(n > 10);
-        assert_eq!(Linux.read("/proc/self/does-not-exist", &mut buf), Err(Error::NotFound));
+        assert_eq!(
+            Linux.read("/proc/self/does-not-exist", &mut buf),
+            Err(Error::NotFound)
+        );
         let mut tiny = [0u8; 2];
-        assert_eq!(Linux.read("/proc/self/stat", &mut tiny), Err(Error::TooLarge));
+        assert_eq!(
+            Linux.read("/proc/self/stat", &mut tiny),
+            Err(Error::TooLarge)
+        );
     }
 
     #[test]

@@ -49,8 +49,17 @@ mod tests {
     fn arithmetic_saturates() {
         let t = Instant::from_millis(1_000);
         assert_eq!((t + Duration::from_secs(2)).as_millis(), 3_000);
-        assert_eq!(Instant::from_millis(u64::MAX) + Duration::from_secs(1), Instant::from_millis(u64::MAX));
-        assert_eq!(t.saturating_since(Instant::from_millis(1_500)), Duration::ZERO);
-        assert_eq!(Instant::from_millis(2_500).saturating_since(t), Duration::from_millis(1_500));
+        assert_eq!(
+            Instant::from_millis(u64::MAX) + Duration::from_secs(1),
+            Instant::from_millis(u64::MAX)
+        );
+        assert_eq!(
+            t.saturating_since(Instant::from_millis(1_500)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            Instant::from_millis(2_500).saturating_since(t),
+            Duration::from_millis(1_500)
+        );
     }
 }

@@ -16,8 +16,11 @@ pub const MAX_USERNAME: usize = 32;
 /// then lowercase letters, digits, `_`, `-` or `.`.
 pub fn validate_username(name: &str) -> anyhow::Result<()> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
     if name.is_empty() || name.len() > MAX_USERNAME || !first_ok || !rest_ok {
         bail!(
             "invalid username {name:?}: use 1 to {MAX_USERNAME} characters, starting with a lowercase letter or '_', then lowercase letters, digits, '_', '-' or '.'"
@@ -32,7 +35,10 @@ pub fn validate_password(password: &str) -> anyhow::Result<()> {
         bail!("the password is empty");
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        bail!("the password is {} bytes long; bcrypt uses at most {MAX_PASSWORD_BYTES}", password.len());
+        bail!(
+            "the password is {} bytes long; bcrypt uses at most {MAX_PASSWORD_BYTES}",
+            password.len()
+        );
     }
     Ok(())
 }
@@ -101,7 +107,16 @@ mod tests {
         for ok in ["admin", "_svc", "a.b-c_9", &"a".repeat(32)] {
             validate_username(ok).unwrap();
         }
-        for bad in ["", "Admin", "9lives", "-x", "a b", "a:b", "ü", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "Admin",
+            "9lives",
+            "-x",
+            "a b",
+            "a:b",
+            "ü",
+            &"a".repeat(33),
+        ] {
             assert!(validate_username(bad).is_err(), "{bad:?}");
         }
     }

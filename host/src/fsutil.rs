@@ -10,7 +10,10 @@ use std::{
 /// Where [`write_atomic`] stages `path` before renaming it into place: a
 /// hidden name in the same directory, so the rename never crosses filesystems.
 pub fn staging_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -25,7 +28,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// Like [`write_atomic`], and give the new file to `owner` (uid, gid)
 /// before it replaces the old one, so a service that could read the old
 /// file can read the new.
-pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, owner: (u32, u32)) -> io::Result<()> {
+pub fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: (u32, u32),
+) -> io::Result<()> {
     write_atomic_with(path, mode, |file| {
         std::os::unix::fs::fchown(&*file, Some(owner.0), Some(owner.1))?;
         file.write_all(bytes)
@@ -62,7 +70,11 @@ pub fn write_atomic_with(
 
 /// fsync a directory, so a rename or unlink inside it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)?.sync_all()
 }
 
@@ -79,7 +91,11 @@ mod tests {
         write_atomic(&path, b"new", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no staging file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no staging file left"
+        );
     }
 
     #[test]

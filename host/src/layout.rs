@@ -42,7 +42,8 @@ pub fn prefix_of(binary: &Path) -> Option<PathBuf> {
 
 /// The config directory for an installation prefix.
 pub fn config_dir_for_prefix(prefix: &Path) -> PathBuf {
-    if prefix == Path::new("/usr") || prefix == Path::new("/usr/local") || prefix == Path::new("/") {
+    if prefix == Path::new("/usr") || prefix == Path::new("/usr/local") || prefix == Path::new("/")
+    {
         PathBuf::from(SYSTEM_CONFIG_DIR)
     } else {
         prefix.join("etc/ze")
@@ -70,13 +71,20 @@ mod tests {
             ("/tmp/x/bin/ze", "/tmp/x/etc/ze"),
             ("/home/me/src/ze/target/debug/ze", "/etc/ze"),
         ] {
-            assert_eq!(config_dir_for_binary(Path::new(bin)), Path::new(dir), "{bin}");
+            assert_eq!(
+                config_dir_for_binary(Path::new(bin)),
+                Path::new(dir),
+                "{bin}"
+            );
         }
     }
 
     #[test]
     fn prefix_of_needs_a_bin_directory() {
-        assert_eq!(prefix_of(Path::new("/opt/ze/bin/ze")).unwrap(), Path::new("/opt/ze"));
+        assert_eq!(
+            prefix_of(Path::new("/opt/ze/bin/ze")).unwrap(),
+            Path::new("/opt/ze")
+        );
         assert_eq!(prefix_of(Path::new("/bin/ze")).unwrap(), Path::new("/"));
         assert!(prefix_of(Path::new("/opt/ze/ze")).is_none());
     }

@@ -39,7 +39,10 @@ impl Manifest {
 
     /// The `image:` and `appliance:` lines of `ze version`.
     pub fn version_lines(&self) -> String {
-        format!("image: {} (built {})\nappliance: {}\n", self.image, self.built, self.appliance)
+        format!(
+            "image: {} (built {})\nappliance: {}\n",
+            self.image, self.built, self.appliance
+        )
     }
 }
 
@@ -53,7 +56,10 @@ mod tests {
             r#"{"image":"ze-20260617-160000.img","built":"20260617-160000","appliance":"prod","ze-version":"0.1.0"}"#,
         )
         .unwrap();
-        assert_eq!(m.version_lines(), "image: ze-20260617-160000.img (built 20260617-160000)\nappliance: prod\n");
+        assert_eq!(
+            m.version_lines(),
+            "image: ze-20260617-160000.img (built 20260617-160000)\nappliance: prod\n"
+        );
         assert!(m.sha256.is_none());
         let text = serde_json::to_string(&m).unwrap();
         assert!(!text.contains("sha256"));

@@ -94,11 +94,24 @@ impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::CreateDir(p) => format!("create directory {}", p.display()),
-            Step::CopyFile { from_label, to, mode, .. } => {
+            Step::CopyFile {
+                from_label,
+                to,
+                mode,
+                ..
+            } => {
                 format!("copy {from_label} to {} (mode {mode:04o})", to.display())
             }
-            Step::WriteFile { path, content, mode } => {
-                format!("write {} ({} bytes, mode {mode:04o})", path.display(), content.len())
+            Step::WriteFile {
+                path,
+                content,
+                mode,
+            } => {
+                format!(
+                    "write {} ({} bytes, mode {mode:04o})",
+                    path.display(),
+                    content.len()
+                )
             }
             Step::Chown { path, user, group } => format!("chown {user}:{group} {}", path.display()),
             Step::RemoveFile(p) => format!("remove {}", p.display()),
@@ -127,35 +140,53 @@ impl Step {
         match self {
             Step::CreateDir(p) => {
                 let real = root.path(p);
-                fs::create_dir_all(&real).with_context(|| format!("cannot create {}", p.display()))?;
+                fs::create_dir_all(&real)
+                    .with_context(|| format!("cannot create {}", p.display()))?;
             }
             Step::CopyFile { from, to, mode, .. } => {
                 let real = root.path(to);
-                let mut src = fs::File::open(from).with_context(|| format!("cannot read {}", from.display()))?;
+                let mut src = fs::File::open(from)
+                    .with_context(|| format!("cannot read {}", from.display()))?;
                 fsutil::write_atomic_with(&real, *mode, |dst| io::copy(&mut src, dst).map(|_| ()))
                     .with_context(|| format!("cannot write {}", to.display()))?;
             }
-            Step::WriteFile { path, content, mode } => {
+            Step::WriteFile {
+                path,
+                content,
+                mode,
+            } => {
                 fsutil::write_atomic(&root.path(path), content, *mode)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             Step::Chown { path, user, group } => {
-                let uid = users::uid(root, user)?
-                    .with_context(|| format!("user {user} does not exist in {}", root.path("/etc/passwd").display()))?;
-                let gid = users::gid(root, group)?
-                    .with_context(|| format!("group {group} does not exist in {}", root.path("/etc/group").display()))?;
+                let uid = users::uid(root, user)?.with_context(|| {
+                    format!(
+                        "user {user} does not exist in {}",
+                        root.path("/etc/passwd").display()
+                    )
+                })?;
+                let gid = users::gid(root, group)?.with_context(|| {
+                    format!(
+                        "group {group} does not exist in {}",
+                        root.path("/etc/group").display()
+                    )
+                })?;
                 std::os::unix::fs::chown(root.path(path), Some(uid), Some(gid))
                     .with_context(|| format!("cannot chown {}", path.display()))?;
             }
             Step::RemoveFile(p) => {
-                fs::remove_file(root.path(p)).with_context(|| format!("cannot remove {}", p.display()))?;
+                fs::remove_file(root.path(p))
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
             }
             Step::RemoveTree(p) => {
-                fs::remove_dir_all(root.path(p)).with_context(|| format!("cannot remove {}", p.display()))?;
+                fs::remove_dir_all(root.path(p))
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
             }
             Step::RemoveDirIfEmpty(p) => match fs::remove_dir(root.path(p)) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty || e.kind() == io::ErrorKind::NotFound => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::DirectoryNotEmpty
+                        || e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("cannot remove {}", p.display())),
             },
             Step::EnsureGroup(g) => {
@@ -319,7 +350,10 @@ mod tests {
         plan.push(Step::RemoveFile("/missing".into()));
         plan.push(Step::CreateDir("/b".into()));
         let err = plan.apply(&root, &mut Vec::new()).unwrap_err();
-        assert!(format!("{err:#}").contains("stopped at step 2 of 3"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("stopped at step 2 of 3"),
+            "{err:#}"
+        );
         assert!(dir.path().join("a").is_dir());
         assert!(!dir.path().join("b").exists());
     }
@@ -328,7 +362,10 @@ mod tests {
     fn failing_programs_report_status_and_stderr() {
         let err = run("sh", &["-c".into(), "echo boom >&2; exit 3".into()]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("exit status: 3") && text.contains("boom"), "{text}");
+        assert!(
+            text.contains("exit status: 3") && text.contains("boom"),
+            "{text}"
+        );
         let err = run("ze-no-such-program", &[]).unwrap_err();
         assert!(err.to_string().contains("not installed"));
     }

@@ -66,11 +66,15 @@ pub fn ask_secret(prompt: &str) -> io::Result<Secret> {
     raw.special_codes[SpecialCodeIndex::VMIN] = 1;
     raw.special_codes[SpecialCodeIndex::VTIME] = 0;
 
+    // Echo goes off before the prompt shows, so nothing typed after the
+    // prompt can be echoed.
+    termios::tcsetattr(&stdin, OptionalActions::Now, &raw)?;
     let mut err = io::stderr().lock();
-    err.write_all(prompt.as_bytes())?;
-    err.flush()?;
-    termios::tcsetattr(&stdin, OptionalActions::Flush, &raw)?;
-    let result = read_secret_bytes(&stdin);
+    let result = err
+        .write_all(prompt.as_bytes())
+        .and_then(|()| err.flush())
+        .and_then(|()| read_secret_bytes(&stdin));
+    // Restore the terminal whatever happened above.
     termios::tcsetattr(&stdin, OptionalActions::Now, &saved)?;
     writeln!(err)?;
     result
@@ -86,7 +90,11 @@ fn read_secret_bytes(stdin: &io::Stdin) -> io::Result<Secret> {
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            return Ok(if line.is_empty() { Secret::Eof } else { Secret::Text(utf8(line)) });
+            return Ok(if line.is_empty() {
+                Secret::Eof
+            } else {
+                Secret::Text(utf8(line))
+            });
         }
         match byte[0] {
             b'\r' | b'\n' => return Ok(Secret::Text(utf8(line))),

@@ -27,7 +27,9 @@ impl Default for Sysroot {
 impl Sysroot {
     /// The real machine.
     pub fn host() -> Self {
-        Sysroot { root: PathBuf::from("/") }
+        Sysroot {
+            root: PathBuf::from("/"),
+        }
     }
 
     /// A sysroot at `root`, which must be an existing absolute directory.
@@ -108,8 +110,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Sysroot::at(dir.path()).unwrap();
         let real = root.path("/etc/ze/database.zefs");
-        assert_eq!(real, dir.path().canonicalize().unwrap().join("etc/ze/database.zefs"));
-        assert_eq!(root.logical(&real).unwrap(), Path::new("/etc/ze/database.zefs"));
+        assert_eq!(
+            real,
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .join("etc/ze/database.zefs")
+        );
+        assert_eq!(
+            root.logical(&real).unwrap(),
+            Path::new("/etc/ze/database.zefs")
+        );
         assert!(!root.is_host());
         assert_eq!(Sysroot::host().path("/etc/ze"), Path::new("/etc/ze"));
     }
@@ -122,7 +133,10 @@ mod tests {
 
     #[test]
     fn normalizes() {
-        assert_eq!(normalize(Path::new("/opt//ze/./bin/../")).unwrap(), Path::new("/opt/ze"));
+        assert_eq!(
+            normalize(Path::new("/opt//ze/./bin/../")).unwrap(),
+            Path::new("/opt/ze")
+        );
         assert_eq!(normalize(Path::new("/..")).unwrap(), Path::new("/"));
         assert!(normalize(Path::new("opt/ze")).is_none());
     }

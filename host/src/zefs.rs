@@ -136,7 +136,10 @@ impl Zefs {
         }
         let version = le16(bytes, 8);
         if version != VERSION {
-            return Err(corrupt(8, format!("unsupported format version {version} (this ze reads {VERSION})")));
+            return Err(corrupt(
+                8,
+                format!("unsupported format version {version} (this ze reads {VERSION})"),
+            ));
         }
         let flags = le16(bytes, 10);
         if flags != 0 {
@@ -147,7 +150,10 @@ impl Zefs {
             return Err(corrupt(16, "header checksum mismatch"));
         }
         if count > MAX_ENTRIES {
-            return Err(corrupt(12, format!("entry count {count} exceeds {MAX_ENTRIES}")));
+            return Err(corrupt(
+                12,
+                format!("entry count {count} exceeds {MAX_ENTRIES}"),
+            ));
         }
         let mut entries = BTreeMap::new();
         let mut at = HEADER_LEN;
@@ -157,7 +163,9 @@ impl Zefs {
             if left < ENTRY_HEAD_LEN {
                 return Err(corrupt(
                     bytes.len(),
-                    format!("truncated: entry {index} head starts at offset {at} but only {left} bytes remain"),
+                    format!(
+                        "truncated: entry {index} head starts at offset {at} but only {left} bytes remain"
+                    ),
                 ));
             }
             let key_len = usize::from(le16(bytes, at));
@@ -165,13 +173,22 @@ impl Zefs {
             let value_len = le32(bytes, at + 4) as usize;
             let crc = le32(bytes, at + 8);
             if key_len == 0 || key_len > MAX_KEY_LEN {
-                return Err(corrupt(at, format!("entry {index}: key length {key_len} is not 1..={MAX_KEY_LEN}")));
+                return Err(corrupt(
+                    at,
+                    format!("entry {index}: key length {key_len} is not 1..={MAX_KEY_LEN}"),
+                ));
             }
             if reserved != 0 {
-                return Err(corrupt(at + 2, format!("entry {index}: reserved field is {reserved}, not 0")));
+                return Err(corrupt(
+                    at + 2,
+                    format!("entry {index}: reserved field is {reserved}, not 0"),
+                ));
             }
             if value_len > MAX_VALUE_LEN {
-                return Err(corrupt(at + 4, format!("entry {index}: value length {value_len} exceeds {MAX_VALUE_LEN}")));
+                return Err(corrupt(
+                    at + 4,
+                    format!("entry {index}: value length {value_len} exceeds {MAX_VALUE_LEN}"),
+                ));
             }
             let data = at + ENTRY_HEAD_LEN;
             let need = key_len + value_len;
@@ -192,14 +209,20 @@ impl Zefs {
             let key_text = std::str::from_utf8(key)
                 .map_err(|_| corrupt(data, format!("entry {index}: key is not UTF-8")))?;
             if previous.is_some_and(|p| p >= key) {
-                return Err(corrupt(data, format!("entry {index}: key {key_text:?} is out of order or repeated")));
+                return Err(corrupt(
+                    data,
+                    format!("entry {index}: key {key_text:?} is out of order or repeated"),
+                ));
             }
             previous = Some(key);
             entries.insert(key_text.to_string(), value.to_vec());
             at = data + need;
         }
         if at != bytes.len() {
-            return Err(corrupt(at, format!("{} unexpected bytes after the last entry", bytes.len() - at)));
+            return Err(corrupt(
+                at,
+                format!("{} unexpected bytes after the last entry", bytes.len() - at),
+            ));
         }
         Ok(Zefs { entries })
     }
@@ -207,7 +230,12 @@ impl Zefs {
     /// The file bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            HEADER_LEN + self.entries.iter().map(|(k, v)| ENTRY_HEAD_LEN + k.len() + v.len()).sum::<usize>(),
+            HEADER_LEN
+                + self
+                    .entries
+                    .iter()
+                    .map(|(k, v)| ENTRY_HEAD_LEN + k.len() + v.len())
+                    .sum::<usize>(),
         );
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -228,8 +256,10 @@ impl Zefs {
 
     /// Read and parse `path`.
     pub fn load(path: &Path) -> anyhow::Result<Zefs> {
-        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Zefs::parse(&bytes).map_err(|e| anyhow::anyhow!("{} is not a valid zefs database: {e}", path.display()))
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Zefs::parse(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not a valid zefs database: {e}", path.display()))
     }
 
     /// Write to `path` atomically with mode 0600.
@@ -246,7 +276,10 @@ impl Zefs {
             !key.is_empty() && key.len() <= MAX_KEY_LEN,
             "zefs key {key:?} must be 1 to {MAX_KEY_LEN} bytes"
         );
-        anyhow::ensure!(value.len() <= MAX_VALUE_LEN, "zefs value for {key:?} exceeds {MAX_VALUE_LEN} bytes");
+        anyhow::ensure!(
+            value.len() <= MAX_VALUE_LEN,
+            "zefs value for {key:?} exceeds {MAX_VALUE_LEN} bytes"
+        );
         self.entries.insert(key.to_string(), value);
         Ok(())
     }
@@ -290,7 +323,8 @@ impl Zefs {
 
     /// The names of every user, ascending.
     pub fn users(&self) -> impl Iterator<Item = &str> {
-        self.keys().filter_map(|k| k.strip_prefix(keys::USER_PREFIX))
+        self.keys()
+            .filter_map(|k| k.strip_prefix(keys::USER_PREFIX))
     }
 }
 
@@ -301,12 +335,14 @@ mod tests {
     fn sample() -> Zefs {
         let mut db = Zefs::new();
         db.insert(keys::META_VERSION, "0.1.0").unwrap();
-        db.insert(keys::META_CREATED, "2026-11-25T19:00:00Z").unwrap();
+        db.insert(keys::META_CREATED, "2026-11-25T19:00:00Z")
+            .unwrap();
         db.set_user(
             "admin",
             &UserRecord {
                 role: "admin".into(),
-                password_hash: "$2b$10$0123456789012345678901abcdefghijklmnopqrstuvwxyzABCDE".into(),
+                password_hash: "$2b$10$0123456789012345678901abcdefghijklmnopqrstuvwxyzABCDE"
+                    .into(),
             },
         )
         .unwrap();
@@ -361,7 +397,10 @@ mod tests {
 
         let mut bytes = sample().to_bytes();
         bytes[0] = b'X';
-        assert_eq!(Zefs::parse(&bytes).unwrap_err().to_string(), "bad magic: not a zefs database at offset 0");
+        assert_eq!(
+            Zefs::parse(&bytes).unwrap_err().to_string(),
+            "bad magic: not a zefs database at offset 0"
+        );
 
         // A value length pointing past the end of the file.
         let mut bytes = sample().to_bytes();

@@ -30,7 +30,10 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
     let real_db = ctx.real(&db_path);
     let old_owner = match std::fs::symlink_metadata(&real_db) {
         Ok(_) if !args.force => {
-            bail!("{} already exists: pass --force to replace it (its contents are lost)", db_path.display());
+            bail!(
+                "{} already exists: pass --force to replace it (its contents are lost)",
+                db_path.display()
+            );
         }
         Ok(meta) => Some((meta.uid(), meta.gid())),
         Err(_) => None,
@@ -47,7 +50,9 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
     } else if prompt::stdin_is_terminal() {
         credentials::password_from_terminal()?
     } else {
-        bail!("no terminal to ask for the password: pass --password-stdin and write the password to standard input");
+        bail!(
+            "no terminal to ask for the password: pass --password-stdin and write the password to standard input"
+        );
     };
 
     let db = new_database(&username, &password, timefmt::now())?;
@@ -59,7 +64,11 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
     .with_context(|| format!("cannot write {}; nothing was changed", db_path.display()))?;
     println!(
         "{} {} with user {username} (role {ADMIN_ROLE})",
-        if old_owner.is_some() { "replaced" } else { "created" },
+        if old_owner.is_some() {
+            "replaced"
+        } else {
+            "created"
+        },
         db_path.display()
     );
     Ok(())
@@ -91,7 +100,10 @@ fn ask_username() -> anyhow::Result<String> {
             Err(e) => eprintln!("{e}"),
         }
     }
-    bail!("no valid username after {} attempts; nothing was changed", prompt::MAX_ATTEMPTS)
+    bail!(
+        "no valid username after {} attempts; nothing was changed",
+        prompt::MAX_ATTEMPTS
+    )
 }
 
 #[cfg(test)]
@@ -110,6 +122,9 @@ mod tests {
         assert_eq!(user.role, "admin");
         assert!(credentials::verify_password("secret", &user.password_hash));
         let bytes = db.to_bytes();
-        assert!(!bytes.windows(6).any(|w| w == b"secret"), "plaintext stored");
+        assert!(
+            !bytes.windows(6).any(|w| w == b"secret"),
+            "plaintext stored"
+        );
     }
 }

@@ -21,13 +21,18 @@ pub const BINARY_MODE: u32 = 0o755;
 pub fn run(ctx: &Context, args: &InstallLocal) -> anyhow::Result<()> {
     let prefix = match &args.prefix {
         Some(p) => sysroot::normalize(p).with_context(|| {
-            format!("--prefix {}: must be an absolute path, e.g. /usr/local", p.display())
+            format!(
+                "--prefix {}: must be an absolute path, e.g. /usr/local",
+                p.display()
+            )
         })?,
         None if prompt::stdin_is_terminal() => match ask_prefix()? {
             Some(p) => p,
             None => bail!("aborted: no prefix chosen; nothing was changed"),
         },
-        None => bail!("no terminal to ask on: pass --prefix, e.g. `ze install local --prefix /usr/local`"),
+        None => bail!(
+            "no terminal to ask on: pass --prefix, e.g. `ze install local --prefix /usr/local`"
+        ),
     };
     let plan = plan_install(ctx, &prefix)?;
     let binary = layout::binary_in(&prefix);
@@ -39,11 +44,22 @@ pub fn run(ctx: &Context, args: &InstallLocal) -> anyhow::Result<()> {
     }
     plan.apply(&ctx.sysroot, &mut out)?;
     let config = layout::config_dir_for_prefix(&prefix);
-    writeln!(out, "installed ze {} as {}", crate::build::VERSION, binary.display())?;
+    writeln!(
+        out,
+        "installed ze {} as {}",
+        crate::build::VERSION,
+        binary.display()
+    )?;
     if ctx.real(config.join(zefs::FILE_NAME)).exists() {
         writeln!(out, "kept the existing database in {}", config.display())?;
     } else {
-        writeln!(out, "next: run `{} init` to create {}/{}", binary.display(), config.display(), zefs::FILE_NAME)?;
+        writeln!(
+            out,
+            "next: run `{} init` to create {}/{}",
+            binary.display(),
+            config.display(),
+            zefs::FILE_NAME
+        )?;
     }
     Ok(())
 }
@@ -68,21 +84,33 @@ fn ask_prefix() -> anyhow::Result<Option<PathBuf>> {
             ),
         }
     }
-    bail!("no valid choice after {} attempts; nothing was changed", prompt::MAX_ATTEMPTS)
+    bail!(
+        "no valid choice after {} attempts; nothing was changed",
+        prompt::MAX_ATTEMPTS
+    )
 }
 
 /// The menu answer's prefix: empty means the first entry.
 pub fn parse_choice(answer: &str) -> Option<&'static str> {
     let answer = answer.trim();
-    let index = if answer.is_empty() { 1 } else { answer.parse::<usize>().ok()? };
-    layout::MENU_PREFIXES.get(index.checked_sub(1)?).map(|(p, _)| *p)
+    let index = if answer.is_empty() {
+        1
+    } else {
+        answer.parse::<usize>().ok()?
+    };
+    layout::MENU_PREFIXES
+        .get(index.checked_sub(1)?)
+        .map(|(p, _)| *p)
 }
 
 /// Check the target and list the steps (checklist L1, L4).
 pub fn plan_install(ctx: &Context, prefix: &Path) -> anyhow::Result<Plan> {
     let real_prefix = ctx.real(prefix);
     if real_prefix.exists() && !real_prefix.is_dir() {
-        bail!("--prefix {}: exists and is not a directory", prefix.display());
+        bail!(
+            "--prefix {}: exists and is not a directory",
+            prefix.display()
+        );
     }
     let bin_dir = prefix.join("bin");
     let real_bin_dir = ctx.real(&bin_dir);
@@ -107,7 +135,10 @@ pub fn plan_install(ctx: &Context, prefix: &Path) -> anyhow::Result<Plan> {
     let config = layout::config_dir_for_prefix(prefix);
     let real_config = ctx.real(&config);
     if real_config.exists() && !real_config.is_dir() {
-        bail!("config directory {} exists and is not a directory", config.display());
+        bail!(
+            "config directory {} exists and is not a directory",
+            config.display()
+        );
     }
     if !real_config.join(zefs::FILE_NAME).exists() && !real_config.is_dir() {
         plan.push(Step::CreateDir(config));

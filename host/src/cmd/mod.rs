@@ -12,7 +12,12 @@ use std::io::Write;
 
 /// Print a plan and, unless `yes`, ask before applying it. `dry_run`
 /// prints and stops. Shared by the uninstallers.
-pub fn confirm_and_apply(plan: &Plan, root: &Sysroot, dry_run: bool, yes: bool) -> anyhow::Result<bool> {
+pub fn confirm_and_apply(
+    plan: &Plan,
+    root: &Sysroot,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<bool> {
     let mut out = std::io::stdout().lock();
     if dry_run {
         plan.print_dry_run(&mut out)?;
@@ -26,7 +31,9 @@ pub fn confirm_and_apply(plan: &Plan, root: &Sysroot, dry_run: bool, yes: bool) 
         }
         out.flush()?;
         if !prompt::stdin_is_terminal() {
-            bail!("not confirmed: standard input is not a terminal; pass --yes to proceed without asking");
+            bail!(
+                "not confirmed: standard input is not a terminal; pass --yes to proceed without asking"
+            );
         }
         if !prompt::confirm("Proceed?")? {
             writeln!(out, "aborted: nothing was changed")?;

@@ -73,13 +73,20 @@ pub fn install(ctx: &Context, args: &InstallSystemd) -> anyhow::Result<()> {
         bail!(
             "{} does not exist: run `ze init` first{}",
             db.display(),
-            if args.config.is_none() { " (or pass --config DIR)" } else { "" }
+            if args.config.is_none() {
+                " (or pass --config DIR)"
+            } else {
+                ""
+            }
         );
     }
     Zefs::load(&real_db)?;
     let unit_path = Path::new(layout::UNIT_PATH);
     if ctx.real(unit_path).exists() && !args.force {
-        bail!("{} already exists: pass --force to replace it", unit_path.display());
+        bail!(
+            "{} already exists: pass --force to replace it",
+            unit_path.display()
+        );
     }
     let binary = &ctx.exe_logical;
     let unit = unit_text(binary, &config);
@@ -147,7 +154,11 @@ pub fn uninstall(ctx: &Context, args: &UninstallSystemd) -> anyhow::Result<()> {
         plan.push(Step::RemoveFile(unit_path.to_path_buf()));
         plan.push(Step::run("systemctl", &["daemon-reload"]));
     } else {
-        println!("{} is not installed ({} does not exist)", layout::UNIT_NAME, unit_path.display());
+        println!(
+            "{} is not installed ({} does not exist)",
+            layout::UNIT_NAME,
+            unit_path.display()
+        );
     }
     if args.purge {
         plan.push(Step::DeleteUser(SERVICE_USER.into()));
@@ -160,7 +171,14 @@ pub fn uninstall(ctx: &Context, args: &UninstallSystemd) -> anyhow::Result<()> {
         require_systemd(ctx)?;
     }
     if super::confirm_and_apply(&plan, &ctx.sysroot, args.dry_run, args.yes)? {
-        println!("{} removed", if installed { layout::UNIT_NAME } else { "the ze user and group were" });
+        println!(
+            "{} removed",
+            if installed {
+                layout::UNIT_NAME
+            } else {
+                "the ze user and group were"
+            }
+        );
     }
     Ok(())
 }

@@ -19,10 +19,16 @@ pub fn text(ctx: &Context) -> String {
     match std::fs::read_to_string(&path) {
         Ok(text) => match manifest::Manifest::parse(&text) {
             Ok(m) => out.push_str(&m.version_lines()),
-            Err(e) => out.push_str(&format!("image: unknown ({} is not valid: {e})\n", path.display())),
+            Err(e) => out.push_str(&format!(
+                "image: unknown ({} is not valid: {e})\n",
+                path.display()
+            )),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => out.push_str(&format!("image: unknown (cannot read {}: {e})\n", path.display())),
+        Err(e) => out.push_str(&format!(
+            "image: unknown (cannot read {}: {e})\n",
+            path.display()
+        )),
     }
     out
 }

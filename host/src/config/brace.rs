@@ -92,7 +92,9 @@ impl Node {
 
     /// The single argument of the first `name value;` child.
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.child(name).and_then(|n| n.args.first()).map(String::as_str)
+        self.child(name)
+            .and_then(|n| n.args.first())
+            .map(String::as_str)
     }
 }
 
@@ -149,7 +151,9 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.pos)?;
         match &self.kind {
-            ErrorKind::UnterminatedString => f.write_str("unterminated string: missing closing '\"'"),
+            ErrorKind::UnterminatedString => {
+                f.write_str("unterminated string: missing closing '\"'")
+            }
             ErrorKind::BadEscape(e) => write!(f, "unknown escape '\\{e}' in string"),
             ErrorKind::ControlInString => {
                 f.write_str("control character in string (write it as an escape, e.g. \\n)")
@@ -157,7 +161,10 @@ impl fmt::Display for ParseError {
             ErrorKind::UnexpectedClose => f.write_str("'}' without a matching '{'"),
             ErrorKind::MissingName(c) => write!(f, "'{c}' without a statement name before it"),
             ErrorKind::MissingTerminator(name) => {
-                write!(f, "statement '{name}' is not ended: add ';' or a '{{ … }}' block")
+                write!(
+                    f,
+                    "statement '{name}' is not ended: add ';' or a '{{ … }}' block"
+                )
             }
             ErrorKind::UnclosedBlock(name, open) => {
                 write!(f, "block '{name}' opened at {open} is not closed: add '}}'")
@@ -398,9 +405,11 @@ fn parse_block(
 fn is_bare(word: &str) -> bool {
     !word.is_empty()
         && !word.starts_with('#')
-        && word
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, ';' | '{' | '}' | '"' | '\\' | '#'))
+        && word.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(c, ';' | '{' | '}' | '"' | '\\' | '#')
+        })
 }
 
 /// Write a word, quoted and escaped when it could not be read back bare.
@@ -506,7 +515,21 @@ empty { }
 
     #[test]
     fn awkward_words_round_trip() {
-        let words = ["", " ", "a;b", "{", "}", "#x", "a#b", "q\"q", "back\\slash", "tab\there", "\u{1}", "ünï", "\r\n"];
+        let words = [
+            "",
+            " ",
+            "a;b",
+            "{",
+            "}",
+            "#x",
+            "a#b",
+            "q\"q",
+            "back\\slash",
+            "tab\there",
+            "\u{1}",
+            "ünï",
+            "\r\n",
+        ];
         let doc = Document {
             nodes: vec![Node::leaf("w", &words)],
         };
@@ -523,23 +546,38 @@ empty { }
         let e = err("a 1;\nb \"open");
         assert_eq!(e.pos, Pos { line: 2, col: 3 });
         assert_eq!(e.kind, ErrorKind::UnterminatedString);
-        assert_eq!(e.to_string(), "2:3: unterminated string: missing closing '\"'");
+        assert_eq!(
+            e.to_string(),
+            "2:3: unterminated string: missing closing '\"'"
+        );
 
         let e = err("a {\n  b 1;\n");
-        assert_eq!(e.kind, ErrorKind::UnclosedBlock("a".into(), Pos { line: 1, col: 1 }));
+        assert_eq!(
+            e.kind,
+            ErrorKind::UnclosedBlock("a".into(), Pos { line: 1, col: 1 })
+        );
 
         let e = err("a 1;\n}");
-        assert_eq!((e.pos, e.kind), (Pos { line: 2, col: 1 }, ErrorKind::UnexpectedClose));
+        assert_eq!(
+            (e.pos, e.kind),
+            (Pos { line: 2, col: 1 }, ErrorKind::UnexpectedClose)
+        );
 
         let e = err("a 1");
         assert_eq!(e.kind, ErrorKind::MissingTerminator("a".into()));
-        assert_eq!(e.to_string(), "1:4: statement 'a' is not ended: add ';' or a '{ … }' block");
+        assert_eq!(
+            e.to_string(),
+            "1:4: statement 'a' is not ended: add ';' or a '{ … }' block"
+        );
 
         assert_eq!(err(";").kind, ErrorKind::MissingName(';'));
         assert_eq!(err("  {").kind, ErrorKind::MissingName('{'));
         assert_eq!(err("a \"\\q\";").kind, ErrorKind::BadEscape("q".into()));
         assert_eq!(err("a \"x\u{7}\";").kind, ErrorKind::ControlInString);
-        assert_eq!(err("a \"\\u{110000}\";").kind, ErrorKind::BadEscape("u{110000}".into()));
+        assert_eq!(
+            err("a \"\\u{110000}\";").kind,
+            ErrorKind::BadEscape("u{110000}".into())
+        );
     }
 
     #[test]
@@ -552,7 +590,11 @@ empty { }
     fn depth_is_bounded() {
         let deep = "a {".repeat(MAX_DEPTH + 1);
         assert_eq!(err(&deep).kind, ErrorKind::TooDeep);
-        let ok = format!("{}{}", "a {".repeat(MAX_DEPTH - 1), "}".repeat(MAX_DEPTH - 1));
+        let ok = format!(
+            "{}{}",
+            "a {".repeat(MAX_DEPTH - 1),
+            "}".repeat(MAX_DEPTH - 1)
+        );
         assert!(parse(&ok).is_ok());
     }
 

@@ -1,0 +1,66 @@
+# ze: the entry points a person types. `make demo` and `make test` work on a
+# fresh Debian 12 machine: they install what is missing first.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+ARCH ?= amd64
+FIRMWARE_TRIPLE_amd64 := x86_64-unknown-linux-gnu
+FIRMWARE_TRIPLE_arm64 := aarch64-unknown-linux-gnu
+FIRMWARE_TRIPLE := $(FIRMWARE_TRIPLE_$(ARCH))
+FIRMWARE_RUSTFLAGS_VAR := CARGO_TARGET_$(shell echo $(FIRMWARE_TRIPLE) | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+ZE := target/release/ze
+
+# Debian packages the tests and the demo use. `make deps` installs the
+# missing ones (as root, or through sudo).
+APT_PACKAGES := \
+	qemu-system-x86 qemu-utils ovmf ipxe ipxe-qemu \
+	xorriso grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk fdisk \
+	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
+	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
+	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
+	iproute2 systemd openssh-client sshpass socat
+
+.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean
+
+all: build
+
+## demo: the main job on a built-in virtual target
+demo: deps build
+	bash qemu/demo.sh
+
+## test: every test tier that exists, on a fresh machine
+test: deps build firmware
+	$(CARGO) test --workspace --locked
+	$(MAKE) lint
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all $(words $(APT_PACKAGES)) packages present"; fi
+
+build:
+	$(CARGO) build --release --locked -p ze
+
+## firmware: the installer PID 1 for ARCH (see linker/README.md)
+firmware:
+	$(FIRMWARE_RUSTFLAGS_VAR)="$$(tr '\n' ' ' < linker/rustflags)" \
+	  $(CARGO) build --locked -p ze-installer --bin ze-installer --features pid1 \
+	    --profile firmware --target $(FIRMWARE_TRIPLE) --target-dir target/firmware
+	@ls -l target/firmware/$(FIRMWARE_TRIPLE)/firmware/ze-installer
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf build

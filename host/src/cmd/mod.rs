@@ -1,7 +1,9 @@
 //! One module per `ze` subcommand.
 
+pub mod daemon;
 pub mod init;
 pub mod install_local;
+pub mod install_remote;
 pub mod systemd;
 pub mod uninstall_local;
 pub mod version;

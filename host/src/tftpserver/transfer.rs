@@ -111,7 +111,9 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
                     n.oack.push((lname, t.to_string()));
                 }
             }
-            "tsize" if v.is_some() => n.oack.push((lname, size.to_string())),
+            // An empty file's size is left out: curl (7.88) rejects an
+            // OACK with tsize 0, and RFC 2349 lets the server stay silent.
+            "tsize" if v.is_some() && size > 0 => n.oack.push((lname, size.to_string())),
             _ => {}
         }
     }

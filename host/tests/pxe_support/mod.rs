@@ -409,3 +409,65 @@ pub fn write(path: &Path, bytes: &[u8]) {
     }
     fs::write(path, bytes).unwrap();
 }
+
+/// Run `f` on a thread that has entered namespace `ns`; sockets it
+/// creates belong to that namespace wherever they are used afterwards.
+pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+/// A UDP socket in `ns` bound to `bind`, optionally to a device, allowed
+/// to broadcast, with a receive timeout.
+pub fn udp_in(ns: &Netns, bind: &str, device: Option<&str>) -> std::net::UdpSocket {
+    let bind: std::net::SocketAddr = bind.parse().unwrap();
+    let device = device.map(str::to_string);
+    in_ns(ns, move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_broadcast(true).unwrap();
+        if let Some(d) = device {
+            s.bind_device(Some(d.as_bytes())).unwrap();
+        }
+        s.bind(&bind.into()).unwrap();
+        let s: std::net::UdpSocket = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    })
+}
+
+/// A TCP connection made from inside `ns`.
+pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    in_ns(ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    })
+}
+
+/// The resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -20,7 +20,7 @@ APT_PACKAGES := \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat
 
-.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean
+.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean ze-pxe bench bench-pxe fuzz-pxe
 
 all: build
 
@@ -64,3 +64,38 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+## ze-pxe: stage build/pxe for `ze install remote` (kernel, initrd, iPXE)
+PXE_DIR ?= build/pxe
+IPXE_DIR ?= /usr/lib/ipxe
+ze-pxe:
+	@missing=0; \
+	if [ ! -f build/kernel/Image ]; then \
+	  echo "make ze-pxe: $(CURDIR)/build/kernel/Image is missing: build it with \`make kernel\`" >&2; missing=1; fi; \
+	if [ ! -f build/initrd/initrd.img.gz ]; then \
+	  echo "make ze-pxe: $(CURDIR)/build/initrd/initrd.img.gz is missing: build it with \`ze appliance initrd\`" >&2; missing=1; fi; \
+	for f in ipxe.efi ipxe.pxe; do \
+	  if [ ! -f $(IPXE_DIR)/$$f ]; then \
+	    echo "make ze-pxe: $(IPXE_DIR)/$$f is missing: install Debian's ipxe package (\`make deps\`) or pass IPXE_DIR=" >&2; missing=1; fi; \
+	done; \
+	[ $$missing = 0 ] || exit 1
+	install -d $(PXE_DIR)/boot $(PXE_DIR)/tftp $(PXE_DIR)/state
+	install -m 0644 build/kernel/Image $(PXE_DIR)/boot/vmlinuz
+	install -m 0644 build/initrd/initrd.img.gz $(PXE_DIR)/boot/initrd.img.gz
+	for f in ipxe.efi ipxe.pxe undionly.kpxe snponly.efi; do \
+	  [ ! -f $(IPXE_DIR)/$$f ] || install -m 0644 $(IPXE_DIR)/$$f $(PXE_DIR)/tftp/$$f; \
+	done
+	@echo "staged $(CURDIR)/$(PXE_DIR): boot/vmlinuz boot/initrd.img.gz tftp/ipxe.efi tftp/ipxe.pxe"
+
+## bench: every benchmark; results and commands in docs/PERFORMANCE.md
+bench: bench-pxe
+
+## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea (root)
+bench-pxe: deps build
+	bash bench/pxe.sh
+
+## fuzz-pxe: run each provisioning-server fuzz target (nightly, cargo-fuzz)
+FUZZ_SECONDS ?= 120
+fuzz-pxe:
+	cd fuzz && for t in dhcp_packet tftp_packet http_request brace_config; do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done

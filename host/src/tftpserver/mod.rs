@@ -59,6 +59,44 @@ pub const HEADER_OVERHEAD: usize = 20 + 8 + 4;
 /// Receive buffer for requests: any datagram fits, so a long one is seen
 /// whole and refused rather than cut.
 const RECV_BUF: usize = 65_536;
+/// The longest a transfer waits in `recv` before looking at its timers.
+const RECV_SLICE: Duration = Duration::from_millis(100);
+/// Bytes read from the file at a time for a transfer.
+pub const READ_AHEAD: usize = 256 * 1024;
+
+/// Reads a file through a buffer of [`READ_AHEAD`] bytes: one `pread` per
+/// buffer instead of one per block.
+struct ReadAhead<'a> {
+    file: &'a std::fs::File,
+    cache: std::cell::RefCell<(u64, Vec<u8>)>,
+}
+
+impl<'a> ReadAhead<'a> {
+    fn new(file: &'a std::fs::File) -> Self {
+        ReadAhead {
+            file,
+            cache: std::cell::RefCell::new((0, Vec::with_capacity(READ_AHEAD))),
+        }
+    }
+}
+
+impl transfer::BlockSource for ReadAhead<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut cache = self.cache.borrow_mut();
+        let (start, data) = &mut *cache;
+        let end = *start + data.len() as u64;
+        if offset < *start || offset + buf.len() as u64 > end {
+            data.resize(READ_AHEAD.max(buf.len()), 0);
+            let n = transfer::BlockSource::read_at(self.file, data, offset)?;
+            data.truncate(n);
+            *start = offset;
+        }
+        let from = (offset - *start) as usize;
+        let n = buf.len().min(data.len().saturating_sub(from));
+        buf[..n].copy_from_slice(&data[from..from + n]);
+        Ok(n)
+    }
+}
 
 /// A `tftpserver { … }` block, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,10 +371,17 @@ fn run_transfer(
     let started = Instant::now();
     let mut out = vec![0u8; t.max_packet()];
     let mut inbuf = vec![0u8; 1024];
+    let source = ReadAhead::new(&file);
+    // recv blocks at most this long, so retransmission timers and the drain
+    // deadline are looked at even when the client is silent.
+    if let Err(e) = socket.set_read_timeout(Some(RECV_SLICE)) {
+        tracing::warn!(target: NAME, "cannot set a receive timeout: {e}");
+        return;
+    }
     loop {
         let now = Instant::now();
         loop {
-            match t.poll_transmit(now, &file, &mut out) {
+            match t.poll_transmit(now, &source, &mut out) {
                 Ok(Some(n)) => {
                     if let Err(e) = socket.send(&out[..n]) {
                         tracing::debug!(target: NAME, client = %client, "send failed: {e}");
@@ -358,50 +403,27 @@ fn run_transfer(
             tracing::info!(target: NAME, file = name, client = %client, "transfer cut short by shutdown");
             return;
         }
-        let mut wait = t
-            .poll_timeout()
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(1));
-        if let Some(d) = shutdown.deadline() {
-            wait = wait.min(d.saturating_duration_since(Instant::now()));
-        }
-        match crate::daemon::shutdown::wait_fds(socket.as_fd(), None, Some(wait)) {
-            Ok(Wake::Ready) => {}
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(target: NAME, "poll failed: {e}");
+        let n = match rustix::net::recv(&socket, &mut inbuf[..], rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::CONNREFUSED) => {
+                // ICMP port unreachable: the client is gone.
+                tracing::debug!(target: NAME, client = %client, "client port closed");
                 return;
             }
-        }
-        // Take everything that arrived; sends stay blocking, so a full
-        // window waits for buffer space instead of being dropped.
-        for _ in 0..256 {
-            let n = match rustix::net::recv(
-                &socket,
-                &mut inbuf[..],
-                rustix::net::RecvFlags::DONTWAIT,
-            ) {
-                Ok((n, _)) => n,
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(rustix::io::Errno::CONNREFUSED) => {
-                    // ICMP port unreachable: the client is gone.
-                    tracing::debug!(target: NAME, client = %client, "client port closed");
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(target: NAME, client = %client, "receive failed: {e}");
-                    break;
-                }
-            };
-            match Repr::parse(&inbuf[..n]) {
-                Ok(Repr::Ack { block }) => t.handle_ack(Instant::now(), block),
-                Ok(Repr::Error { code, message }) => t.handle_error(code.code(), message),
-                Ok(other) => {
-                    tracing::debug!(target: NAME, client = %client, "ignored unexpected packet: {other:?}");
-                }
-                Err(e) => {
-                    tracing::debug!(target: NAME, client = %client, "ignored malformed packet: {e}")
-                }
+            Err(e) => {
+                tracing::debug!(target: NAME, client = %client, "receive failed: {e}");
+                continue;
+            }
+        };
+        match Repr::parse(&inbuf[..n]) {
+            Ok(Repr::Ack { block }) => t.handle_ack(Instant::now(), block),
+            Ok(Repr::Error { code, message }) => t.handle_error(code.code(), message),
+            Ok(other) => {
+                tracing::debug!(target: NAME, client = %client, "ignored unexpected packet: {other:?}");
+            }
+            Err(e) => {
+                tracing::debug!(target: NAME, client = %client, "ignored malformed packet: {e}")
             }
         }
     }

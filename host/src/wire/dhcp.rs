@@ -61,9 +61,10 @@ pub const MIN_MESSAGE_LEN: usize = 300;
 /// The largest message every client must accept (RFC 2131 §2): the IP
 /// minimum datagram, 576 bytes, less the IP and UDP headers.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 576 - 28;
-/// Longest `sname` content (the field holds a NUL-terminated string).
+/// Longest `sname` content that leaves room for the terminating NUL.
 pub const SNAME_MAX: usize = 63;
-/// Longest `file` content.
+/// Longest `file` content that leaves room for the terminating NUL; the
+/// server puts longer bootfiles only in option 67.
 pub const FILE_MAX: usize = 127;
 /// Broadcast bit of `flags` (RFC 2131 §2, figure 2).
 pub const FLAG_BROADCAST: u16 = 0x8000;
@@ -352,18 +353,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_chaddr(&mut self, v: &[u8; 16]) {
         self.bytes_mut()[field::CHADDR].copy_from_slice(v);
     }
-    /// Write `v` (at most 63 bytes are kept) NUL-padded into `sname`.
+    /// Write `v` NUL-padded into `sname` (64 bytes; longer is cut). A
+    /// value that fills the field has no NUL, as a peer may have sent it.
     pub fn set_sname(&mut self, v: &[u8]) {
         let f = &mut self.bytes_mut()[field::SNAME];
         f.fill(0);
-        let n = v.len().min(SNAME_MAX);
+        let n = v.len().min(f.len());
         f[..n].copy_from_slice(&v[..n]);
     }
-    /// Write `v` (at most 127 bytes are kept) NUL-padded into `file`.
+    /// Write `v` NUL-padded into `file` (128 bytes; longer is cut).
     pub fn set_file(&mut self, v: &[u8]) {
         let f = &mut self.bytes_mut()[field::FILE];
         f.fill(0);
-        let n = v.len().min(FILE_MAX);
+        let n = v.len().min(f.len());
         f[..n].copy_from_slice(&v[..n]);
     }
     pub fn set_magic(&mut self) {
@@ -737,7 +739,7 @@ impl Repr {
 
     /// Bytes [`Repr::emit`] writes: header, options, END, padded to
     /// [`MIN_MESSAGE_LEN`]. `sname` and `file` are written into their
-    /// fields (truncated to 63 and 127 bytes); options never overload them.
+    /// fields (cut to 64 and 128 bytes); options never overload them.
     pub fn buffer_len(&self) -> usize {
         (HEADER_LEN + self.options.wire_len() + 1).max(MIN_MESSAGE_LEN)
     }
@@ -949,6 +951,18 @@ mod tests {
         let mut bad_hlen = bytes.clone();
         bad_hlen[2] = 17;
         assert_eq!(Repr::parse_bytes(&bad_hlen), Err(Error::BadHlen(17)));
+    }
+
+    #[test]
+    fn full_sname_and_file_without_nul_round_trip() {
+        // Found by the fuzzer: a 64-byte sname with no terminator was cut to
+        // 63 bytes on emit.
+        let mut bytes = discover().to_bytes();
+        bytes[field::SNAME].fill(b's');
+        bytes[field::FILE].fill(b'f');
+        let repr = Repr::parse_bytes(&bytes).unwrap();
+        assert_eq!((repr.sname.len(), repr.file.len()), (64, 128));
+        assert_eq!(Repr::parse_bytes(&repr.to_bytes()).unwrap(), repr);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 # dhcpserver against their peers, side by side in one run (make bench-pxe).
 #
 #   TFTP  64 MiB, blksize 1468, curl: ze vs tftpd-hpa vs dnsmasq (loopback)
-#         ze windowsize 16 vs windowsize 1 (atftp client)
+#         ze windowsize 16 vs windowsize 1 (host/examples/tftp_get.rs)
 #   HTTP  1 GiB, curl -o /dev/null: ze vs nginx with sendfile (loopback)
 #   DHCP  perfdhcp -4 full DORA across a veth pair: ze vs kea-dhcp4
 #         (memfile): the highest rate with < 2.5 % drops
@@ -30,10 +30,11 @@ OUT="$BENCH_DIR/pxe.md"
 : > "$OUT"
 
 [ "$(id -u)" = 0 ] || { echo "bench/pxe.sh: needs root (network namespaces, ports 67/69/80)" >&2; exit 1; }
-for tool in curl atftp in.tftpd dnsmasq nginx kea-dhcp4 perfdhcp ip; do
+for tool in curl in.tftpd dnsmasq nginx kea-dhcp4 perfdhcp ip taskset; do
   command -v "$tool" >/dev/null || { echo "bench/pxe.sh: $tool is missing: run \`make deps\`" >&2; exit 1; }
 done
 [ -x "$ZE" ] || { echo "bench/pxe.sh: $ZE is missing: run \`make build\`" >&2; exit 1; }
+cargo build --release --locked -q -p ze --example tftp_get
 
 PIDS=()
 NSS=()
@@ -72,7 +73,9 @@ bench_tftp() {
   newns $ns_ze; newns $ns_hpa; newns $ns_dm
   printf 'daemon { log warn; }\ntftpserver { address 127.0.0.1; root %s; }\n' "$dir" > "$BENCH_DIR/tftp.conf"
   ip netns exec $ns_ze "$ZE" "$BENCH_DIR/tftp.conf" & PIDS+=($!)
-  ip netns exec $ns_hpa in.tftpd -L -a 127.0.0.1:69 -s "$dir" & PIDS+=($!)
+  # (-a 127.0.0.1 fails: getaddrinfo with AI_ADDRCONFIG finds no
+  # non-loopback address in the namespace; all addresses is the same here)
+  ip netns exec $ns_hpa in.tftpd -L -a :69 -s "$dir" & PIDS+=($!)
   ip netns exec $ns_dm dnsmasq -k --conf-file=/dev/null --port=0 --enable-tftp --tftp-root="$dir" \
     --listen-address=127.0.0.1 --bind-interfaces --pid-file= --user=root --log-facility=/dev/null & PIDS+=($!)
   wait_port $ns_ze u 69; wait_port $ns_hpa u 69; wait_port $ns_dm u 69
@@ -102,32 +105,35 @@ bench_tftp() {
 }
 
 bench_window() {
-  local dir=$BENCH_DIR/tftp ns=$TAG-tw
-  newns $ns
+  local dir=$BENCH_DIR/tftp ns=$TAG-tw nsp=$TAG-tp client
+  client=$(realpath target/release/examples/tftp_get)
+  newns $ns; newns $nsp
   printf 'daemon { log warn; }\ntftpserver { address 127.0.0.1; root %s; }\n' "$dir" > "$BENCH_DIR/tftpw.conf"
   ip netns exec $ns "$ZE" "$BENCH_DIR/tftpw.conf" & PIDS+=($!)
-  wait_port $ns u 69
+  # The same server pinned to CPU 0 with the client on CPU 1: every block
+  # and ACK then crosses CPUs, which gives a round trip like a LAN's.
+  ip netns exec $nsp taskset -c 0 "$ZE" "$BENCH_DIR/tftpw.conf" & PIDS+=($!)
+  wait_port $ns u 69; wait_port $nsp u 69
   declare -A speeds=()
   for i in $(seq "$RUNS"); do
     for w in 1 16; do
-      local t0 t1
-      t0=$(date +%s.%N)
-      ip netns exec $ns atftp --option "blksize 1468" --option "windowsize $w" -g -r file64 -l /dev/null 127.0.0.1 >/dev/null 2>&1
-      t1=$(date +%s.%N)
-      speeds[$w]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", 67108864/(b-a)}') "
+      speeds[s$w]+="$(ip netns exec $ns "$client" 127.0.0.1 file64 1468 $w | awk '{print $1 / $4}') "
+      speeds[p$w]+="$(ip netns exec $nsp taskset -c 1 "$client" 127.0.0.1 file64 1468 $w | awk '{print $1 / $4}') "
     done
   done
-  local w1 w16
-  w1=$(tr ' ' '\n' <<< "${speeds[1]}" | grep . | median)
-  w16=$(tr ' ' '\n' <<< "${speeds[16]}" | grep . | median)
-  row "### TFTP windowsize (RFC 7440): 64 MiB at blksize 1468, atftp client"
+  local s1 s16 p1 p16
+  s1=$(tr ' ' '\n' <<< "${speeds[s1]}" | grep . | median)
+  s16=$(tr ' ' '\n' <<< "${speeds[s16]}" | grep . | median)
+  p1=$(tr ' ' '\n' <<< "${speeds[p1]}" | grep . | median)
+  p16=$(tr ' ' '\n' <<< "${speeds[p16]}" | grep . | median)
+  row "### TFTP windowsize (RFC 7440): 64 MiB at blksize 1468, client \`host/examples/tftp_get.rs\`, loopback"
   row ""
-  row "| ze tftpserver | median MiB/s |"
-  row "|---|---|"
-  row "| windowsize 1 | $(mib "$w1") |"
-  row "| windowsize 16 | $(mib "$w16") |"
+  row "| ze tftpserver | windowsize 1, MiB/s | windowsize 16, MiB/s | 16 / 1 |"
+  row "|---|---|---|---|"
+  row "| client and server share the CPUs | $(mib "$s1") | $(mib "$s16") | **$(ratio "$s16" "$s1")x** |"
+  row "| client on CPU 1, server on CPU 0 | $(mib "$p1") | $(mib "$p16") | **$(ratio "$p16" "$p1")x** |"
   row ""
-  row "windowsize 16 / windowsize 1: **$(ratio "$w16" "$w1")x** (target >= 4x). Command: \`atftp --option \"blksize 1468\" --option \"windowsize 16\" -g -r file64 -l /dev/null 127.0.0.1\`"
+  row "Target >= 4x. Commands: \`tftp_get 127.0.0.1 file64 1468 16\` (and \`1\`); pinned: server under \`taskset -c 0\`, client under \`taskset -c 1\`."
   row ""
 }
 
@@ -225,7 +231,7 @@ bench_dhcp() {
 EOF
   # A rate ladder; each server's figure is the highest rate whose median
   # drop ratio over RUNS runs stays under 2.5 %.
-  local rates=${DHCP_RATES:-"1000 2000 3000 4000 6000 8000 12000 16000"}
+  local rates=${DHCP_RATES:-"1000 2000 3000 4000 5000 6000 8000 10000 12000 16000"}
   declare -A best=() achieved=()
   for server in ze kea; do
     best[$server]=0

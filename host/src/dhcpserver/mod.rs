@@ -467,6 +467,10 @@ impl Service for DhcpService {
         let mut last_save = Instant::now();
         let mut pending = false;
         loop {
+            // Checked first: under a flood the socket is always ready.
+            if shutdown.is_triggered() {
+                break;
+            }
             let timeout = pending.then(|| LEASE_FILE_INTERVAL.saturating_sub(last_save.elapsed()));
             match shutdown.wait(self.socket.as_fd(), timeout)? {
                 Wake::Shutdown => break,

@@ -12,7 +12,7 @@
 //! of DISCOVERs from random MACs cannot grow it or push out a bound lease.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
 };
 
@@ -79,7 +79,8 @@ impl Refusal {
 }
 
 /// The pool: a range of addresses, the addresses never to hand out, and
-/// the lease table.
+/// the lease table. Every lease is indexed by client, by address and by
+/// expiry, so each request costs O(log n) even when the table is full.
 #[derive(Debug, Clone)]
 pub struct LeasePool {
     start: u32,
@@ -88,6 +89,9 @@ pub struct LeasePool {
     declined: HashMap<u32, u64>,
     leases: HashMap<ClientKey, Lease>,
     by_ip: HashMap<u32, ClientKey>,
+    /// (end of the lease or hold, address) of every lease; a released
+    /// lease ends when it was released.
+    by_expiry: BTreeSet<(u64, u32)>,
     cursor: u32,
     max_leases: usize,
     changed: bool,
@@ -105,6 +109,7 @@ impl LeasePool {
             declined: HashMap::new(),
             leases: HashMap::new(),
             by_ip: HashMap::new(),
+            by_expiry: BTreeSet::new(),
             cursor: start,
             max_leases: max_leases.max(1),
             changed: false,
@@ -114,6 +119,16 @@ impl LeasePool {
     /// How many addresses the range holds.
     pub fn size(&self) -> u64 {
         u64::from(self.end.saturating_sub(self.start)) + 1
+    }
+
+    /// How many addresses of the range may be handed out.
+    fn usable(&self) -> u64 {
+        let excluded = self
+            .excluded
+            .iter()
+            .filter(|&&n| (self.start..=self.end).contains(&n))
+            .count() as u64;
+        self.size() - excluded
     }
 
     /// Whether `ip` is one this pool may hand out.
@@ -147,6 +162,33 @@ impl LeasePool {
         std::mem::take(&mut self.changed)
     }
 
+    /// Store `lease` for `key`, keeping the indexes in step.
+    fn put(&mut self, key: &[u8], lease: Lease) {
+        if let Some(old) = self.leases.get(key).copied() {
+            self.by_expiry.remove(&(old.expires, u32::from(old.ip)));
+            if old.ip != lease.ip {
+                self.by_ip.remove(&u32::from(old.ip));
+            }
+        }
+        self.by_expiry.insert((lease.expires, u32::from(lease.ip)));
+        self.by_ip.insert(u32::from(lease.ip), key.to_vec());
+        if lease.state != LeaseState::Offered {
+            self.changed = true;
+        }
+        self.leases.insert(key.to_vec(), lease);
+    }
+
+    /// Drop the lease of `key`.
+    fn remove(&mut self, key: &[u8]) -> Option<Lease> {
+        let lease = self.leases.remove(key)?;
+        self.by_expiry.remove(&(lease.expires, u32::from(lease.ip)));
+        self.by_ip.remove(&u32::from(lease.ip));
+        if lease.state != LeaseState::Offered {
+            self.changed = true;
+        }
+        Some(lease)
+    }
+
     /// Whether `ip` can go to `key` at `now`.
     fn check(&self, key: &[u8], ip: Ipv4Addr, now: u64) -> Result<(), Refusal> {
         let n = u32::from(ip);
@@ -168,51 +210,26 @@ impl LeasePool {
         }
     }
 
-    /// Give `ip` to `key` with `lease`, evicting whatever held it.
+    /// Give `lease.ip` to `key`, evicting whatever record held it, and
+    /// making room in a full table by dropping the oldest ended lease.
     fn assign(&mut self, key: &[u8], lease: Lease, now: u64) -> Result<(), Refusal> {
         let n = u32::from(lease.ip);
-        if !self.leases.contains_key(key) && self.leases.len() >= self.max_leases {
-            self.evict_one_expired(now)?;
-        }
         if let Some(owner) = self.by_ip.get(&n).cloned()
             && owner.as_slice() != key
         {
-            self.leases.remove(&owner);
+            self.remove(&owner);
         }
-        if let Some(old) = self.leases.get(key)
-            && old.ip != lease.ip
-        {
-            self.by_ip.remove(&u32::from(old.ip));
-        }
-        self.by_ip.insert(n, key.to_vec());
-        if lease.state != LeaseState::Offered {
-            self.changed = true;
-        }
-        self.leases.insert(key.to_vec(), lease);
-        Ok(())
-    }
-
-    /// Drop one record whose lease is over, to make room.
-    fn evict_one_expired(&mut self, now: u64) -> Result<(), Refusal> {
-        // The oldest expiry goes first; nothing still active is evicted.
-        let victim = self
-            .leases
-            .iter()
-            .filter(|(_, l)| !l.active(now))
-            .min_by_key(|(_, l)| l.expires)
-            .map(|(k, _)| k.clone());
-        match victim {
-            Some(k) => {
-                if let Some(l) = self.leases.remove(&k) {
-                    self.by_ip.remove(&u32::from(l.ip));
-                    if l.state != LeaseState::Offered {
-                        self.changed = true;
-                    }
-                }
-                Ok(())
+        if !self.leases.contains_key(key) && self.leases.len() >= self.max_leases {
+            let (ends, ip) = *self.by_expiry.first().ok_or(Refusal::Full)?;
+            if ends > now {
+                return Err(Refusal::Full);
             }
-            None => Err(Refusal::Full),
+            if let Some(owner) = self.by_ip.get(&ip).cloned() {
+                self.remove(&owner);
+            }
         }
+        self.put(key, lease);
+        Ok(())
     }
 
     /// Choose an address for a DISCOVER from `key` (RFC 2131 §4.3.1): its
@@ -224,15 +241,16 @@ impl LeasePool {
         if let Some(lease) = self.leases.get(key).copied()
             && self.check(key, lease.ip, now).is_ok()
         {
-            let updated = match lease.state {
-                LeaseState::Bound if lease.expires > now => lease,
-                _ => Lease {
-                    ip: lease.ip,
-                    expires: hold,
-                    state: LeaseState::Offered,
-                },
-            };
-            self.leases.insert(key.to_vec(), updated);
+            if !(lease.state == LeaseState::Bound && lease.expires > now) {
+                self.put(
+                    key,
+                    Lease {
+                        ip: lease.ip,
+                        expires: hold,
+                        state: LeaseState::Offered,
+                    },
+                );
+            }
             return Some(lease.ip);
         }
         let candidate = requested
@@ -247,39 +265,29 @@ impl LeasePool {
         Some(candidate)
     }
 
-    /// The next address from the cursor that no active lease holds:
-    /// addresses never leased first, then ones whose lease is over.
+    /// An address no active lease holds: one never leased, from a cursor
+    /// that moves through the range, else the one whose lease ended first.
     fn next_free(&mut self, key: &[u8], now: u64) -> Option<Ipv4Addr> {
-        let size = self.size();
-        // With at most `max_leases` records, an address without a record
-        // turns up within that many steps; bound the scan by both.
-        let limit = size.min(
-            self.max_leases as u64 + self.excluded.len() as u64 + self.declined.len() as u64 + 1,
-        );
-        let mut reusable = None;
-        let mut n = self.cursor;
-        for _ in 0..limit {
-            let ip = Ipv4Addr::from(n);
-            n = if n >= self.end { self.start } else { n + 1 };
-            if !self.by_ip.contains_key(&u32::from(ip)) {
-                if self.check(key, ip, now).is_ok() {
+        let unleased = self.usable().saturating_sub(self.by_ip.len() as u64);
+        if unleased > 0 && self.leases.len() < self.max_leases {
+            let mut n = self.cursor;
+            for _ in 0..self.size() {
+                let here = n;
+                n = if n >= self.end { self.start } else { n + 1 };
+                if !self.by_ip.contains_key(&here)
+                    && self.check(key, Ipv4Addr::from(here), now).is_ok()
+                {
                     self.cursor = n;
-                    return Some(ip);
+                    return Some(Ipv4Addr::from(here));
                 }
-            } else if reusable.is_none() && self.check(key, ip, now).is_ok() {
-                reusable = Some(ip);
             }
         }
-        if reusable.is_none() && limit < size {
-            // Everything scanned is taken; look for any expired record.
-            reusable = self
-                .leases
-                .values()
-                .filter(|l| !l.active(now))
-                .map(|l| l.ip)
-                .find(|&ip| self.check(key, ip, now).is_ok());
-        }
-        reusable
+        // Reuse the lease that ended first (declined addresses are skipped).
+        self.by_expiry
+            .iter()
+            .take_while(|(ends, _)| *ends <= now)
+            .map(|&(_, ip)| Ipv4Addr::from(ip))
+            .find(|&ip| self.check(key, ip, now).is_ok())
     }
 
     /// Bind `ip` to `key` for `lease_secs` (REQUEST → ACK).
@@ -308,20 +316,24 @@ impl LeasePool {
             .leases
             .get(key)
             .is_some_and(|l| l.state == LeaseState::Offered)
-            && let Some(l) = self.leases.remove(key)
         {
-            self.by_ip.remove(&u32::from(l.ip));
+            self.remove(key);
         }
     }
 
     /// RELEASE: the client gives `ip` back. The record stays, so the client
     /// gets the same address next time unless someone else needs it.
     pub fn release(&mut self, key: &[u8], ip: Ipv4Addr, now: u64) -> bool {
-        match self.leases.get_mut(key) {
+        match self.leases.get(key).copied() {
             Some(l) if l.ip == ip && l.state == LeaseState::Bound => {
-                l.state = LeaseState::Released;
-                l.expires = now;
-                self.changed = true;
+                self.put(
+                    key,
+                    Lease {
+                        ip,
+                        expires: now,
+                        state: LeaseState::Released,
+                    },
+                );
                 true
             }
             _ => false,
@@ -334,11 +346,8 @@ impl LeasePool {
         if !self.in_pool(ip) {
             return false;
         }
-        if self.leases.get(key).is_some_and(|l| l.ip == ip)
-            && let Some(l) = self.leases.remove(key)
-        {
-            self.by_ip.remove(&u32::from(l.ip));
-            self.changed = true;
+        if self.leases.get(key).is_some_and(|l| l.ip == ip) {
+            self.remove(key);
         }
         // Bounded like the lease table: drop holds that are over first.
         if self.declined.len() >= self.max_leases {
@@ -361,8 +370,8 @@ impl LeasePool {
         {
             return false;
         }
-        self.by_ip.insert(u32::from(lease.ip), key.clone());
-        self.leases.insert(key, lease);
+        self.put(&key, lease);
+        self.changed = false;
         true
     }
 }
@@ -395,10 +404,11 @@ mod tests {
             .collect();
         assert_eq!(got, [ip("10.0.0.2"), ip("10.0.0.4"), ip("10.0.0.5")]);
         assert_eq!(p.offer(b"e", None, 1000), None, "pool exhausted");
-        // Offers lapse after the hold; the address goes to someone else.
+        // Offers lapse after the hold; the one that ended first goes to
+        // someone else (a's hold was renewed at 1001).
         assert_eq!(
             p.offer(b"e", None, 1000 + OFFER_HOLD_SECS + 2),
-            Some(ip("10.0.0.1"))
+            Some(ip("10.0.0.2"))
         );
     }
 
@@ -479,6 +489,28 @@ mod tests {
         assert!(p.offer(b"late", None, 10 + OFFER_HOLD_SECS + 1).is_some());
         assert!(p.len() <= 1000);
         assert_eq!(p.lease(b"known").unwrap().ip, known);
+    }
+
+    #[test]
+    fn a_full_pool_answers_in_bounded_time() {
+        // A /16 pool fully held by offers: each further DISCOVER must not
+        // scan the range.
+        let mut p = LeasePool::new(ip("10.0.0.1"), ip("10.0.255.254"), &[], 1 << 20);
+        for i in 0..65_534u32 {
+            assert!(p.offer(&i.to_be_bytes(), None, 0).is_some(), "{i}");
+        }
+        let t0 = std::time::Instant::now();
+        for i in 0..20_000u32 {
+            assert_eq!(p.offer(&(1_000_000 + i).to_be_bytes(), None, 1), None);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t0.elapsed()
+        );
+        // Once the holds end, the oldest address is reused.
+        assert!(p.offer(b"late", None, OFFER_HOLD_SECS + 1).is_some());
+        assert_eq!(p.len(), 65_534);
     }
 
     #[test]

@@ -402,6 +402,10 @@ impl Service for ImageService {
     fn run(self: Box<Self>, shutdown: &Shutdown) -> anyhow::Result<()> {
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         loop {
+            // Checked first: under a flood the socket is always ready.
+            if shutdown.is_triggered() {
+                break;
+            }
             match shutdown.wait(self.listener.as_fd(), Some(Duration::from_secs(5)))? {
                 Wake::Shutdown => break,
                 Wake::Timeout => {}

@@ -359,6 +359,35 @@ impl TftpService {
     }
 }
 
+/// Send the datagrams `out[i * slot..][..lens[i]]` with sendmmsg(2).
+fn send_batch(socket: &UdpSocket, out: &[u8], slot: usize, lens: &[usize]) -> std::io::Result<()> {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
+    use std::io::IoSlice;
+    let iovs: Vec<[IoSlice<'_>; 1]> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| [IoSlice::new(&out[i * slot..i * slot + n])])
+        .collect();
+    let mut done = 0;
+    while done < iovs.len() {
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = (done..iovs.len())
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = iovs[done..]
+            .iter()
+            .zip(controls.iter_mut())
+            .map(|(iov, control)| MMsgHdr::new(iov, control))
+            .collect();
+        match sendmmsg(socket, &mut msgs, SendFlags::empty()) {
+            Ok(0) => return Err(std::io::Error::other("sendmmsg sent nothing")),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 fn run_transfer(
     socket: UdpSocket,
     file: std::fs::File,
@@ -369,7 +398,12 @@ fn run_transfer(
 ) {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
-    let mut out = vec![0u8; t.max_packet()];
+    // A whole window is built first and sent with one sendmmsg(2): the
+    // client is woken once per window, not once per block.
+    let slot = t.max_packet();
+    let batch_max = t.windowsize().clamp(1, u64::from(transfer::MAX_WINDOW)) as usize + 1;
+    let mut out = vec![0u8; slot * batch_max];
+    let mut lens: Vec<usize> = Vec::with_capacity(batch_max);
     let mut inbuf = vec![0u8; 1024];
     let source = ReadAhead::new(&file);
     // recv blocks at most this long, so retransmission timers and the drain
@@ -380,13 +414,11 @@ fn run_transfer(
     }
     loop {
         let now = Instant::now();
-        loop {
-            match t.poll_transmit(now, &source, &mut out) {
-                Ok(Some(n)) => {
-                    if let Err(e) = socket.send(&out[..n]) {
-                        tracing::debug!(target: NAME, client = %client, "send failed: {e}");
-                    }
-                }
+        lens.clear();
+        while lens.len() < batch_max {
+            let at = lens.len() * slot;
+            match t.poll_transmit(now, &source, &mut out[at..at + slot]) {
+                Ok(Some(n)) => lens.push(n),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(target: NAME, file = name, client = %client, "read failed: {e}");
@@ -394,6 +426,9 @@ fn run_transfer(
                     return;
                 }
             }
+        }
+        if let Err(e) = send_batch(&socket, &out, slot, &lens) {
+            tracing::debug!(target: NAME, client = %client, "send failed: {e}");
         }
         if t.is_finished() {
             break;
@@ -461,6 +496,10 @@ impl Service for TftpService {
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         let mut buf = vec![0u8; RECV_BUF];
         loop {
+            // Checked first: under a flood the socket is always ready.
+            if shutdown.is_triggered() {
+                break;
+            }
             match shutdown.wait(self.socket.as_fd(), Some(Duration::from_secs(5)))? {
                 Wake::Shutdown => break,
                 Wake::Timeout => {}

@@ -232,6 +232,23 @@ fn t6_ovmf_network_boot_through_tftp_ipxe_and_http() {
     drop(vm);
     let log = stop(&ns, servers);
     eprintln!("--- server log (OVMF boot) ---\n{log}--- end ---");
+    eprintln!("--- guest console (excerpt) ---");
+    for line in console.lines().filter(|l| {
+        [
+            "Station IP",
+            "NBP file",
+            "iPXE 1",
+            "Linux version",
+            "Command line",
+            "Run /init",
+            INIT_MARKER,
+        ]
+        .iter()
+        .any(|k| l.contains(k))
+    }) {
+        eprintln!("{}", line.trim_end());
+    }
+    eprintln!("--- end ---");
 
     let url = "bootfile=http://192.0.2.1/install/boot/boot.ipxe";
     assert_in_order(

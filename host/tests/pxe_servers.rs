@@ -1300,4 +1300,23 @@ fn r11_r13_dry_run_prints_steps_and_config_and_changes_nothing() {
     let addrs =
         String::from_utf8_lossy(&ns.run("ip", &["-4", "addr", "show", "d0"]).stdout).into_owned();
     assert!(!addrs.contains("192.0.2.1"), "{addrs}");
+    // With an address on the interface, that address is the server's and
+    // nothing is added; the pool leaves it out.
+    ns.ip(&["addr", "add", "192.0.2.7/24", "dev", "d0"]);
+    let out = run(&[
+        "--dry-run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--initrd",
+        i.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("would add address"), "{text}");
+    assert!(text.contains("address 192.0.2.7;"), "{text}");
+    assert!(
+        text.contains("boot-script-url http://192.0.2.7/install/boot/boot.ipxe;"),
+        "{text}"
+    );
+    assert!(text.contains("pool 192.0.2.1 192.0.2.254;"), "{text}");
 }

@@ -36,7 +36,6 @@ use crate::{
     servefs::{OpenError, Root},
     timefmt,
     wire::http::{self, Method, RangeRequest},
-    zefs::{self, UserRecord, Zefs},
 };
 use anyhow::Context as _;
 use bootscript::BootScript;
@@ -74,8 +73,6 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SENDFILE_CHUNK: usize = 8 << 20;
 /// The file name of the database route.
 pub const DATABASE_NAME: &str = "database.zefs";
-/// The role of the user in the served database.
-pub const ADMIN_ROLE: &str = "admin";
 
 /// An `imageserver { … }` block, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,19 +228,9 @@ pub fn sha256_file(file: &mut File) -> io::Result<String> {
 }
 
 /// The `database.zefs` served to installers: one admin user with the
-/// given bcrypt hash, plus creation time and version.
+/// given bcrypt hash, plus creation time and version (as `ze init` writes).
 pub fn build_database(username: &str, password_hash: &str, now: i64) -> anyhow::Result<Vec<u8>> {
-    let mut db = Zefs::new();
-    db.set_user(
-        username,
-        &UserRecord {
-            role: ADMIN_ROLE.into(),
-            password_hash: password_hash.into(),
-        },
-    )?;
-    db.insert(zefs::keys::META_CREATED, timefmt::rfc3339(now))?;
-    db.insert(zefs::keys::META_VERSION, build::VERSION)?;
-    Ok(db.to_bytes())
+    Ok(crate::cmd::init::new_database_with_hash(username, password_hash, now)?.to_bytes())
 }
 
 #[derive(Debug)]
@@ -601,6 +588,12 @@ fn serve_connection(
         SocketAddr::V4(a) => *a.ip(),
         SocketAddr::V6(a) => a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
     };
+    let conn = Conn {
+        stream: &stream,
+        site,
+        local,
+        shutdown,
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
@@ -651,21 +644,8 @@ fn serve_connection(
         };
         let keep_alive = req.keep_alive && !shutdown.is_triggered();
         let head_len = req.head_len;
-        let method = req.method;
-        let target = req.target.to_string();
-        let range = req.range.map(str::to_string);
-        let head_only = method == Method::Head;
-        let (status, sent) = match method {
-            Method::Get | Method::Head => respond(
-                &stream,
-                site,
-                &target,
-                range.as_deref(),
-                local,
-                keep_alive,
-                head_only,
-                shutdown,
-            )?,
+        let (status, sent) = match req.method {
+            Method::Get | Method::Head => respond(&conn, &req, keep_alive)?,
             Method::Other(_) => {
                 let mut s = &stream;
                 s.write_all(&simple_response(
@@ -677,7 +657,7 @@ fn serve_connection(
                 (405, 0)
             }
         };
-        log_request(peer, method.as_str(), &target, status, sent, started);
+        log_request(peer, req.method.as_str(), req.target, status, sent, started);
         buf.drain(..head_len);
         if !keep_alive || status >= 500 {
             return Ok(());
@@ -705,18 +685,21 @@ fn log_request(
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    stream: &TcpStream,
-    site: &Site,
-    target: &str,
-    range: Option<&str>,
+/// What a request is answered with and from where.
+struct Conn<'a> {
+    stream: &'a TcpStream,
+    site: &'a Site,
+    /// Our address as the client reached it (for the boot script).
     local: Ipv4Addr,
-    keep_alive: bool,
-    head_only: bool,
-    shutdown: &Shutdown,
-) -> io::Result<(u16, u64)> {
-    let (body, ctype) = match resolve(site, target, local) {
+    shutdown: &'a Shutdown,
+}
+
+/// Answer a GET or HEAD; returns the status and the body bytes sent.
+fn respond(conn: &Conn<'_>, req: &http::Request<'_>, keep_alive: bool) -> io::Result<(u16, u64)> {
+    let (stream, shutdown) = (conn.stream, conn.shutdown);
+    let head_only = req.method == Method::Head;
+    let range = req.range;
+    let (body, ctype) = match resolve(conn.site, req.target, conn.local) {
         Resolved::Error(status, text) => {
             let mut s = stream;
             s.write_all(&simple_response(status, &text, keep_alive, head_only))?;
@@ -725,7 +708,7 @@ fn respond(
         Resolved::Body { body, content_type } => (body, content_type),
     };
     let len = body.len();
-    let conn = if keep_alive { "keep-alive" } else { "close" };
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let (status, start, count, extra) = match http::parse_range(range, len) {
         RangeRequest::Full => (200, 0, len, String::new()),
         RangeRequest::Partial { start, end } => (
@@ -736,7 +719,7 @@ fn respond(
         ),
         RangeRequest::Unsatisfiable => {
             let head = format!(
-                "HTTP/1.1 416 {}\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: {conn}\r\n\r\n",
+                "HTTP/1.1 416 {}\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n",
                 http::reason(416)
             );
             let mut s = stream;
@@ -745,7 +728,7 @@ fn respond(
         }
     };
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nServer: ze/{}\r\nContent-Type: {ctype}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n{extra}Connection: {conn}\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nServer: ze/{}\r\nContent-Type: {ctype}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n{extra}Connection: {connection}\r\n\r\n",
         http::reason(status),
         build::VERSION
     );
@@ -846,7 +829,7 @@ mod tests {
         let hash = crate::credentials::hash_password("hunter2").unwrap();
         let bytes = build_database("admin", &hash, 1_781_712_000).unwrap();
         assert!(!bytes.windows(7).any(|w| w == b"hunter2"));
-        let db = Zefs::parse(&bytes).unwrap();
+        let db = crate::zefs::Zefs::parse(&bytes).unwrap();
         let user = db.user("admin").unwrap();
         assert_eq!(user.role, "admin");
         assert!(crate::credentials::verify_password(

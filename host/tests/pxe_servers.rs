@@ -1320,3 +1320,43 @@ fn r11_r13_dry_run_prints_steps_and_config_and_changes_nothing() {
     );
     assert!(text.contains("pool 192.0.2.1 192.0.2.254;"), "{text}");
 }
+
+#[test]
+fn bad_inputs_tftp_transfers_are_bounded() {
+    if !prerequisites("tftp_limit", &[]) {
+        return;
+    }
+    let site = Site::new();
+    let (pair, mut d) = setup("tlim", &site, "");
+    // max-transfers is 8: eight clients that never ACK hold every slot.
+    let silent: Vec<UdpSocket> = (0..8).map(|_| tftp_sock(&pair.client)).collect();
+    for s in &silent {
+        s.send_to(b"\x00\x01s1468\x00octet\x00", (SERVER, 69))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let n = s.recv(&mut buf).unwrap();
+        assert!(matches!(
+            tftp::Repr::parse(&buf[..n]),
+            Ok(tftp::Repr::Data { block: 1, .. })
+        ));
+    }
+    let ninth = tftp_sock(&pair.client);
+    let err = tftp_get(&ninth, b"s512", &[], false).unwrap_err();
+    assert_eq!(err, "error 0: server busy: too many transfers, try again");
+    // Once they time out (1 s timeout, 3 retries), requests are served again.
+    d.wait_for("transfer timed out", Duration::from_secs(10));
+    let start = Instant::now();
+    let data = loop {
+        match tftp_get(&ninth, b"s512", &[], false) {
+            Ok(f) => break f.data,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                assert!(e.contains("busy"), "{e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(data, fs::read(site.path("tftp/s512")).unwrap());
+    d.signal(rustix::process::Signal::TERM);
+    d.wait_exit(Duration::from_secs(10));
+}

@@ -8,7 +8,11 @@ FIRMWARE_TRIPLE_amd64 := x86_64-unknown-linux-gnu
 FIRMWARE_TRIPLE_arm64 := aarch64-unknown-linux-gnu
 FIRMWARE_TRIPLE := $(FIRMWARE_TRIPLE_$(ARCH))
 FIRMWARE_RUSTFLAGS_VAR := CARGO_TARGET_$(shell echo $(FIRMWARE_TRIPLE) | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+PROFILE ?= qemu
 ZE := target/release/ze
+# The debug build shares its dependencies with `cargo test`; the make
+# targets that only drive other work use it to avoid a second compile.
+ZE_DEV := target/debug/ze
 
 # Debian packages the tests and the demo use. `make deps` installs the
 # missing ones (as root, or through sudo).
@@ -20,7 +24,7 @@ APT_PACKAGES := \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat
 
-.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean
+.PHONY: all demo test deps build build-dev firmware kernel lint fmt clean
 
 all: build
 
@@ -29,7 +33,7 @@ demo: deps build
 	bash qemu/demo.sh
 
 ## test: every test tier that exists, on a fresh machine
-test: deps build firmware
+test: deps build-dev firmware kernel
 	$(CARGO) test --workspace --locked
 	$(MAKE) lint
 
@@ -47,6 +51,14 @@ deps:
 build:
 	$(CARGO) build --release --locked -p ze
 
+build-dev:
+	$(CARGO) build --locked -p ze
+
+## kernel: the installer kernel (PROFILE=qemu|hardware, ARCH=amd64|arm64) at
+## build/kernel/Image; cached under ~/.cache/ze/installer-kernel/
+kernel: build-dev
+	$(ZE_DEV) appliance kernel --profile $(PROFILE) --arch $(ARCH)
+
 ## firmware: the installer PID 1 for ARCH (see linker/README.md)
 firmware:
 	$(FIRMWARE_RUSTFLAGS_VAR)="$$(tr '\n' ' ' < linker/rustflags)" \
@@ -57,6 +69,9 @@ firmware:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(FIRMWARE_RUSTFLAGS_VAR)="$$(tr '\n' ' ' < linker/rustflags)" \
+	  $(CARGO) clippy --locked -p ze-installer --bin ze-installer --features pid1 \
+	    --profile firmware --target $(FIRMWARE_TRIPLE) --target-dir target/firmware -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -22,6 +22,7 @@ pub enum Command {
     Uninstall(Uninstall),
     Init(Init),
     Version(Version),
+    Appliance(Appliance),
 }
 
 /// install ze on this host (binary, systemd service)
@@ -172,3 +173,56 @@ pub struct Init {
     note = "On an appliance, /perm/ze/build.json adds the `image:` and `appliance:` lines (ZE_BUILD_JSON overrides the path)."
 )]
 pub struct Version {}
+
+/// build appliance artifacts: the installer kernel (more to come)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "appliance")]
+pub struct Appliance {
+    #[argh(subcommand)]
+    pub what: ApplianceWhat,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ApplianceWhat {
+    Kernel(ApplianceKernel),
+}
+
+/// build the installer kernel: Linux from Debian's linux-source (or --source) with ze's config fragments
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "kernel",
+    note = "With NAME, the arch and profile come from ~/.config/ze/appliances/NAME/appliance.json; --arch and --profile override them.",
+    note = "Output: <output>/Image and <output>/config. Finished kernels are cached under $XDG_CACHE_HOME/ze/installer-kernel/<key>/ (default ~/.cache/ze/) and reused while the source and the fragments are unchanged.",
+    note = "Fails, naming each one, when a symbol of the profile's *.require list does not end up =y."
+)]
+pub struct ApplianceKernel {
+    /// driver profile: qemu (virtio, e1000; default) or hardware (bare-metal NICs, AHCI, NVMe, USB, framebuffer, exFAT)
+    #[argh(option)]
+    pub profile: Option<crate::appliance::KernelProfile>,
+    /// target architecture: amd64 or arm64 (default: the host's)
+    #[argh(option)]
+    pub arch: Option<crate::appliance::Arch>,
+    /// kernel source: a tarball or an unconfigured tree (default: the newest /usr/src/linux-source-*.tar.xz)
+    #[argh(option)]
+    pub source: Option<PathBuf>,
+    /// extra config fragment merged after the profile (repeatable), for site-specific drivers
+    #[argh(option)]
+    pub fragment: Vec<PathBuf>,
+    /// output directory (default: build/kernel)
+    #[argh(option, default = "PathBuf::from(\"build/kernel\")")]
+    pub output: PathBuf,
+    /// parallel make jobs (default: the number of CPUs)
+    #[argh(option)]
+    pub jobs: Option<usize>,
+    /// list missing prerequisites and exit (non-zero when something is missing)
+    #[argh(switch)]
+    pub check: bool,
+    /// print what would be built and where, without building
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// appliance whose appliance.json gives the arch and profile
+    #[argh(positional)]
+    pub name: Option<String>,
+}

@@ -2,6 +2,7 @@
 //! PXE provisioning servers, and builds the appliance image, installer
 //! kernel, initrd and ISO. The `ze` binary is a thin shell over this crate.
 
+pub mod appliance;
 pub mod build;
 pub mod cli;
 pub mod cmd;

@@ -22,6 +22,7 @@ pub enum Command {
     Uninstall(Uninstall),
     Init(Init),
     Version(Version),
+    Appliance(Appliance),
 }
 
 /// install ze on this host (binary, systemd service)
@@ -172,3 +173,43 @@ pub struct Init {
     note = "On an appliance, /perm/ze/build.json adds the `image:` and `appliance:` lines (ZE_BUILD_JSON overrides the path)."
 )]
 pub struct Version {}
+
+/// build appliance artifacts: the installer initrd (and, from other work, kernel, image, ISO)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "appliance")]
+pub struct Appliance {
+    #[argh(subcommand)]
+    pub what: ApplianceWhat,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ApplianceWhat {
+    Initrd(ApplianceInitrd),
+}
+
+/// build the installer firmware and pack it as build/initrd/initrd.img.gz
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "initrd",
+    note = "The initrd is a gzip-compressed newc cpio holding exactly one file, init (mode 0755): the static, libc-free installer firmware. It is built like `make firmware` (cargo with --target and the flags of linker/rustflags), so it needs the ze source tree and a Rust toolchain; --firmware packs a prebuilt binary instead.",
+    note = "The result must stay within the 192 KiB budget; the command fails when it does not."
+)]
+pub struct ApplianceInitrd {
+    /// target architecture: amd64 (default) or arm64
+    #[argh(option)]
+    pub arch: Option<String>,
+    /// the ze source tree to build from (default: the working directory or its nearest parent that is one)
+    #[argh(option)]
+    pub source: Option<PathBuf>,
+    /// pack this prebuilt firmware binary instead of building it
+    #[argh(option)]
+    pub firmware: Option<PathBuf>,
+    /// where to write the initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    pub output: Option<PathBuf>,
+    /// print the build command and the output path without doing anything
+    #[argh(switch)]
+    pub dry_run: bool,
+}

@@ -3,7 +3,7 @@
 use argh::FromArgs;
 use std::process::ExitCode;
 use ze::{
-    cli::{Command, InstallWhat, UninstallWhat, Ze},
+    cli::{ApplianceWhat, Command, InstallWhat, UninstallWhat, Ze},
     cmd,
     context::Context,
 };
@@ -56,5 +56,8 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         },
         Command::Init(a) => cmd::init::run(&ctx, &a),
         Command::Version(_) => cmd::version::run(&ctx),
+        Command::Appliance(a) => match a.what {
+            ApplianceWhat::Initrd(a) => cmd::appliance_initrd::run(&a),
+        },
     }
 }

@@ -1,5 +1,6 @@
 //! One module per `ze` subcommand.
 
+pub mod appliance_initrd;
 pub mod init;
 pub mod install_local;
 pub mod systemd;

@@ -20,7 +20,7 @@ APT_PACKAGES := \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat
 
-.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean
+.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean initrd ze-install-qemu-test
 
 all: build
 
@@ -53,6 +53,15 @@ firmware:
 	  $(CARGO) build --locked -p ze-installer --bin ze-installer --features pid1 \
 	    --profile firmware --target $(FIRMWARE_TRIPLE) --target-dir target/firmware
 	@ls -l target/firmware/$(FIRMWARE_TRIPLE)/firmware/ze-installer
+
+## initrd: build/initrd/initrd.img.gz for ARCH (the firmware as /init)
+initrd: build
+	$(ZE) appliance initrd --arch $(ARCH)
+
+## ze-install-qemu-test: the installer in QEMU (TCG): install over HTTP and
+## every fault case; the kernel is ZE_INSTALL_KERNEL or build/kernel/Image
+ze-install-qemu-test: initrd
+	$(CARGO) run --release --locked -p ze-qemu -- test
 
 lint:
 	$(CARGO) fmt --all --check

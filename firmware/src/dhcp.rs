@@ -673,6 +673,88 @@ pub(crate) mod tests {
         );
     }
 
+    /// A captured reply with its transaction id set to `xid`.
+    fn captured(bytes: &[u8], xid: u32) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        b[4..8].copy_from_slice(&xid.to_be_bytes());
+        b
+    }
+
+    const SLIRP_OFFER: &[u8] = include_bytes!("../testdata/dhcp/slirp-offer.bin");
+    const SLIRP_ACK: &[u8] = include_bytes!("../testdata/dhcp/slirp-ack.bin");
+    const DNSMASQ_OFFER: &[u8] = include_bytes!("../testdata/dhcp/dnsmasq-offer.bin");
+    const DNSMASQ_ACK: &[u8] = include_bytes!("../testdata/dhcp/dnsmasq-ack.bin");
+
+    fn lease_from_captures(offer: &[u8], ack: &[u8]) -> Lease {
+        let mut c = Client::new(MAC, 0xdead_beef, t(0));
+        sent(&mut c, t(0)).unwrap();
+        c.handle(t(5), &captured(offer, c.xid()));
+        let (_, kind, _) = sent(&mut c, t(5)).unwrap();
+        assert_eq!(kind, DhcpMessageType::Request);
+        c.handle(t(9), &captured(ack, c.xid()));
+        match c.poll_event() {
+            Some(Event::Bound(l)) => l,
+            other => panic!("no lease: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn i8_captured_qemu_slirp_offer_and_ack() {
+        let l = lease_from_captures(SLIRP_OFFER, SLIRP_ACK);
+        assert_eq!(l.addr, Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(l.prefix, 24);
+        assert_eq!(l.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(l.server, Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(l.duration, Duration::from_secs(86_400));
+        assert_eq!(l.dns.as_slice(), [Ipv4Addr::new(10, 0, 2, 3)]);
+    }
+
+    #[test]
+    fn i8_captured_dnsmasq_offer_and_ack() {
+        let l = lease_from_captures(DNSMASQ_OFFER, DNSMASQ_ACK);
+        assert_eq!(l.addr.octets()[..3], [198, 51, 100]);
+        assert_eq!(l.prefix, 24);
+        assert_eq!(l.router, Some(Ipv4Addr::new(198, 51, 100, 1)));
+        assert_eq!(l.server, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(l.duration, Duration::from_secs(600));
+        // dnsmasq sends T1 and T2 explicitly (300 s and 525 s).
+        assert_eq!(l.t1, Duration::from_secs(300));
+        assert_eq!(l.t2, Duration::from_secs(525));
+    }
+
+    #[test]
+    fn captured_offer_with_the_wrong_xid_is_ignored() {
+        let mut c = Client::new(MAC, 3, t(0));
+        sent(&mut c, t(0)).unwrap();
+        // As captured: another client's transaction.
+        c.handle(t(1), SLIRP_OFFER);
+        assert!(sent(&mut c, t(2)).is_none());
+    }
+
+    #[test]
+    fn truncated_and_corrupted_offers_never_panic_and_never_bind() {
+        for cap in [SLIRP_OFFER, DNSMASQ_OFFER] {
+            for cut in (0..cap.len()).step_by(7) {
+                let mut c = Client::new(MAC, 77, t(0));
+                sent(&mut c, t(0)).unwrap();
+                c.handle(t(1), &captured(&cap[..cut.max(8)], c.xid()));
+            }
+            // Every option length byte set to every interesting value.
+            let mut c = Client::new(MAC, 78, t(0));
+            sent(&mut c, t(0)).unwrap();
+            let base = captured(cap, c.xid());
+            let mut i = 240;
+            while i + 1 < base.len() && base[i] != 255 {
+                for len in [0u8, 1, 3, 5, 255] {
+                    let mut b = base.clone();
+                    b[i + 1] = len;
+                    c.handle(t(1), &b);
+                }
+                i += 2 + usize::from(base[i + 1]);
+            }
+        }
+    }
+
     #[test]
     fn masks() {
         assert_eq!(prefix_of(Ipv4Addr::new(255, 255, 255, 0)), Some(24));

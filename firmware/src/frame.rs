@@ -118,6 +118,18 @@ mod tests {
     }
 
     #[test]
+    fn captured_slirp_offer_unwraps() {
+        let pkt = include_bytes!("../testdata/dhcp/slirp-offer-ipv4.bin");
+        let d = unwrap(pkt).unwrap();
+        assert_eq!((d.src_port, d.dst_port), (67, 68));
+        assert_eq!(d.src, Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(
+            d.payload,
+            &include_bytes!("../testdata/dhcp/slirp-offer.bin")[..]
+        );
+    }
+
+    #[test]
     fn corrupt_or_foreign_packets_are_dropped() {
         let mut buf = [0u8; 128];
         buf[HEADERS..HEADERS + 4].copy_from_slice(b"data");

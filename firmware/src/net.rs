@@ -104,9 +104,16 @@ impl Prober {
     }
 }
 
-/// The interfaces worth trying, in index order: not loopback.
+/// ARPHRD_ETHER: ethernet (and Wi-Fi) links.
+pub const ARPHRD_ETHER: u16 = 1;
+
+/// The interfaces worth trying, in index order: ethernet links only (not
+/// loopback, and not the tunnels the kernel creates by itself such as
+/// `sit0`, which can never get a DHCP lease).
 pub fn candidates<'a>(links: &'a [LinkInfo]) -> impl Iterator<Item = &'a LinkInfo> + 'a {
-    links.iter().filter(|l| !l.loopback && l.kind != 772)
+    links
+        .iter()
+        .filter(|l| !l.loopback && l.kind == ARPHRD_ETHER)
 }
 
 /// A MAC address as `52:54:00:12:34:56`.
@@ -164,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_never_a_candidate() {
+    fn i8_only_ethernet_links_are_candidates() {
         let mk = |index: u32, name: &str, loopback: bool, kind: u16| LinkInfo {
             index,
             name: name.try_into().unwrap(),

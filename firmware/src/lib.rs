@@ -12,6 +12,7 @@ pub mod console;
 pub mod dhcp;
 pub mod disk;
 pub mod frame;
+pub mod fuzzing;
 pub mod http;
 pub mod install;
 pub mod net;

@@ -20,7 +20,7 @@ APT_PACKAGES := \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat
 
-.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean initrd ze-install-qemu-test
+.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean initrd ze-install-qemu-test bench bench-firmware
 
 all: build
 
@@ -62,6 +62,14 @@ initrd: build
 ## every fault case; the kernel is ZE_INSTALL_KERNEL or build/kernel/Image
 ze-install-qemu-test: initrd
 	$(CARGO) run --release --locked -p ze-qemu -- test
+
+## bench: every benchmark (results go to docs/PERFORMANCE.md by hand)
+bench: bench-firmware
+
+## bench-firmware: installer initrd size, start-up and download pipeline,
+## each against busybox-static + a shell script measured in the same run
+bench-firmware: initrd
+	$(CARGO) run --release --locked -p ze-qemu -- bench
 
 lint:
 	$(CARGO) fmt --all --check

@@ -5,6 +5,7 @@
 //! - `ze-qemu serve`: serve an image and a database like the harness does;
 //! - `ze-qemu demo`: one install, shown live, with a summary.
 
+mod bench;
 mod image;
 mod server;
 mod suite;
@@ -27,6 +28,7 @@ enum Cmd {
     Image(Image),
     Serve(Serve),
     Demo(Demo),
+    Bench(Bench),
 }
 
 /// run the QEMU install and fault cases (ZE_INSTALL_* knobs apply)
@@ -81,6 +83,21 @@ struct Demo {
     /// the initrd to boot (default: build/initrd/initrd.img.gz)
     #[argh(option)]
     initrd: Option<PathBuf>,
+}
+
+/// measure the installer against busybox-static + a script: initrd size, start-up, pipeline throughput
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bench")]
+struct Bench {
+    /// the initrd to measure (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// runs per measurement (default 5; medians are reported)
+    #[argh(option, default = "5")]
+    runs: usize,
+    /// mebibytes moved by the pipeline benchmark (default 256)
+    #[argh(option, default = "256")]
+    pipeline_mib: u64,
 }
 
 fn work_dir(name: &str) -> PathBuf {
@@ -172,6 +189,12 @@ fn main() -> ExitCode {
             .map(|()| true),
         Cmd::Serve(s) => serve(s),
         Cmd::Demo(d) => demo::run(d.initrd),
+        Cmd::Bench(b) => suite::root().and_then(|root| {
+            let initrd = b
+                .initrd
+                .unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
+            bench::bench(initrd, b.runs, b.pipeline_mib).map(|()| true)
+        }),
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,

@@ -135,7 +135,6 @@ pub struct Session {
     child: Child,
     stdin: Option<ChildStdin>,
     serial: Arc<Mutex<String>>,
-    #[allow(dead_code)]
     arrivals: Arc<Mutex<Vec<(Duration, usize)>>>,
     errors: Arc<Mutex<String>>,
     reader: Option<thread::JoinHandle<()>>,
@@ -165,7 +164,6 @@ impl Session {
     }
 
     /// When (since start) the serial output first reached byte `offset`.
-    #[allow(dead_code)]
     pub fn arrival(&self, offset: usize) -> Option<Duration> {
         self.arrivals
             .lock()

@@ -811,6 +811,156 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Run `f` on a thread in a fresh network namespace (only `lo`, down),
+    /// so netlink changes never touch the host's interfaces. Needs root,
+    /// as every test tier here does.
+    fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            crate::syscalls::unshare_network_namespace()
+                .expect("unshare(CLONE_NEWNET) (tests run as root)");
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn lo(os: &mut LinuxOs) -> LinkInfo {
+        let mut links = std::vec::Vec::new();
+        os.links(&mut |l| links.push(l.clone())).unwrap();
+        assert_eq!(links.len(), 1, "{links:?}");
+        links.remove(0)
+    }
+
+    #[test]
+    fn t1_netlink_lease_apply_and_flush_in_a_private_namespace() {
+        in_netns(|| {
+            let mut os = LinuxOs::new();
+            let l = lo(&mut os);
+            assert_eq!(l.name.as_str(), "lo");
+            assert!(l.loopback && !l.up);
+            os.link_up(l.index).unwrap();
+            assert!(lo(&mut os).up);
+            let addr = Ipv4Addr::new(192, 0, 2, 1);
+            let gw = Ipv4Addr::new(192, 0, 2, 254);
+            os.addr_add(l.index, addr, 24).unwrap();
+            os.route_add_default(l.index, gw).unwrap();
+            let mut addrs = std::vec::Vec::new();
+            os.addrs(&mut |a| addrs.push(*a)).unwrap();
+            assert!(
+                addrs.contains(&AddrInfo {
+                    index: l.index,
+                    addr,
+                    prefix: 24
+                }),
+                "{addrs:?}"
+            );
+            let mut routes = std::vec::Vec::new();
+            os.routes(&mut |r| routes.push(*r)).unwrap();
+            assert!(
+                routes
+                    .iter()
+                    .any(|r| r.prefix == 0 && r.gateway == Some(gw) && r.oif == l.index),
+                "{routes:?}"
+            );
+            os.flush(l.index).unwrap();
+            let mut left = 0;
+            os.routes(&mut |r| left += usize::from(r.oif == l.index && r.prefix == 0))
+                .unwrap();
+            assert_eq!(left, 0);
+            let mut still = false;
+            os.addrs(&mut |a| still |= a.addr == addr).unwrap();
+            assert!(!still);
+            // A request the kernel refuses is an error, not a hang.
+            assert!(
+                os.route_add_default(l.index, Ipv4Addr::new(203, 0, 113, 1))
+                    .is_err()
+            );
+        });
+    }
+
+    #[test]
+    fn tcp_refused_unreachable_data_timeout_and_end_of_stream() {
+        in_netns(|| {
+            let mut os = LinuxOs::new();
+            let l = lo(&mut os);
+            os.link_up(l.index).unwrap();
+            let t = Duration::from_millis(500);
+            let refused = os.tcp_connect(Ipv4Addr::LOCALHOST, 1, t).unwrap_err();
+            assert_eq!(refused, NetError::Refused);
+            let unreachable = os
+                .tcp_connect(Ipv4Addr::new(192, 0, 2, 9), 80, t)
+                .unwrap_err();
+            assert_eq!(unreachable, NetError::Unreachable);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut c = os.tcp_connect(Ipv4Addr::LOCALHOST, port, t).unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            c.send_all(b"GET / HTTP/1.1\r\n\r\n", t).unwrap();
+            use std::io::{Read, Write};
+            let mut got = [0u8; 18];
+            server.read_exact(&mut got).unwrap();
+            server.write_all(b"hi").unwrap();
+            let mut buf = [0u8; 16];
+            assert_eq!(c.recv(&mut buf, t).unwrap(), 2);
+            let start = std::time::Instant::now();
+            assert_eq!(
+                c.recv(&mut buf, Duration::from_millis(200)),
+                Err(NetError::TimedOut)
+            );
+            assert!(start.elapsed() >= Duration::from_millis(190));
+            drop(server);
+            assert_eq!(c.recv(&mut buf, t).unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn packet_sockets_carry_ipv4_on_an_interface() {
+        in_netns(|| {
+            let mut os = LinuxOs::new();
+            let l = lo(&mut os);
+            os.link_up(l.index).unwrap();
+            let mut tx = os.packet_open(l.index).unwrap();
+            let mut rx = os.packet_open(l.index).unwrap();
+            // A minimal IPv4 header (the socket does not check it).
+            let mut pkt = [0u8; 28];
+            pkt[0] = 0x45;
+            pkt[2..4].copy_from_slice(&28u16.to_be_bytes());
+            pkt[9] = 17;
+            pkt[20..28].copy_from_slice(b"ze-probe");
+            tx.send(&pkt).unwrap();
+            let mut buf = [0u8; 64];
+            let n = rx.recv(&mut buf, Duration::from_secs(1)).unwrap();
+            assert_eq!(&buf[..n], &pkt);
+            assert_eq!(
+                rx.recv(&mut buf, Duration::from_millis(50))
+                    .and_then(|_| rx.recv(&mut buf, Duration::from_millis(50))),
+                Err(NetError::TimedOut)
+            );
+        });
+    }
+
+    #[test]
+    fn disk_on_a_regular_file() {
+        let path = std::env::temp_dir().join(format!("ze-hal-disk-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let mut d = Disk::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(d.size().unwrap(), 1 << 20);
+        d.write_at(4096, b"abc").unwrap();
+        d.sync().unwrap();
+        // Not a block device: the kernel says so.
+        assert!(matches!(d.reread_partitions(), Err(Error::Os(_))));
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(&data[4096..4099], b"abc");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            Disk::open("/nonexistent/disk").unwrap_err(),
+            Error::NotFound
+        );
+    }
+
     #[test]
     fn monotonic_clock_moves_forward() {
         let a = Linux.now();

@@ -122,3 +122,13 @@ pub fn block_reread_partitions(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
     // SAFETY: BLKRRPART takes no argument and touches no user memory.
     unsafe { rustix::ioctl::ioctl(fd, NoArg::<BLKRRPART>::new()) }
 }
+
+/// Move the calling thread into a new, empty network namespace (tests run
+/// their netlink and socket checks there, never on the host's interfaces).
+#[cfg(test)]
+pub fn unshare_network_namespace() -> rustix::io::Result<()> {
+    // SAFETY: CLONE_NEWNET only changes the network namespace of sockets
+    // the calling thread creates from now on; it shares no memory or file
+    // descriptor state that Rust code relies on.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+}

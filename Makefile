@@ -24,7 +24,7 @@ APT_PACKAGES := \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat
 
-.PHONY: all demo test deps build build-dev firmware kernel lint fmt clean
+.PHONY: all demo test deps build build-dev firmware kernel initrd ze-install-qemu-test bench bench-firmware lint fmt clean
 
 all: build
 
@@ -35,6 +35,7 @@ demo: deps build
 ## test: every test tier that exists, on a fresh machine
 test: deps build-dev firmware kernel
 	$(CARGO) test --workspace --locked
+	$(MAKE) ze-install-qemu-test
 	$(MAKE) lint
 
 deps:
@@ -65,6 +66,23 @@ firmware:
 	  $(CARGO) build --locked -p ze-installer --bin ze-installer --features pid1 \
 	    --profile firmware --target $(FIRMWARE_TRIPLE) --target-dir target/firmware
 	@ls -l target/firmware/$(FIRMWARE_TRIPLE)/firmware/ze-installer
+
+## initrd: build/initrd/initrd.img.gz for ARCH (the firmware as /init)
+initrd: build-dev
+	$(ZE_DEV) appliance initrd --arch $(ARCH)
+
+## ze-install-qemu-test: the installer in QEMU (TCG): install over HTTP and
+## every fault case; the kernel is ZE_INSTALL_KERNEL or build/kernel/Image
+ze-install-qemu-test: initrd kernel
+	$(CARGO) run --locked -p ze-qemu -- test
+
+## bench: every benchmark (results go to docs/PERFORMANCE.md by hand)
+bench: bench-firmware
+
+## bench-firmware: installer initrd size, start-up and download pipeline,
+## each against busybox-static + a shell script measured in the same run
+bench-firmware: initrd
+	$(CARGO) run --release --locked -p ze-qemu -- bench
 
 lint:
 	$(CARGO) fmt --all --check

@@ -174,7 +174,7 @@ pub struct Init {
 )]
 pub struct Version {}
 
-/// build appliance artifacts: the installer kernel (more to come)
+/// build appliance artifacts: the installer kernel and initrd
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "appliance")]
 pub struct Appliance {
@@ -186,6 +186,7 @@ pub struct Appliance {
 #[argh(subcommand)]
 pub enum ApplianceWhat {
     Kernel(ApplianceKernel),
+    Initrd(ApplianceInitrd),
 }
 
 /// build the installer kernel: Linux from Debian's linux-source (or --source) with ze's config fragments
@@ -225,4 +226,30 @@ pub struct ApplianceKernel {
     /// appliance whose appliance.json gives the arch and profile
     #[argh(positional)]
     pub name: Option<String>,
+}
+
+/// build the installer firmware and pack it as build/initrd/initrd.img.gz
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "initrd",
+    note = "The initrd is a gzip-compressed newc cpio holding exactly one file, init (mode 0755): the static, libc-free installer firmware. It is built like `make firmware` (cargo with --target and the flags of linker/rustflags), so it needs the ze source tree and a Rust toolchain; --firmware packs a prebuilt binary instead.",
+    note = "The result must stay within the 192 KiB budget; the command fails when it does not."
+)]
+pub struct ApplianceInitrd {
+    /// target architecture: amd64 (default) or arm64
+    #[argh(option)]
+    pub arch: Option<String>,
+    /// the ze source tree to build from (default: the working directory or its nearest parent that is one)
+    #[argh(option)]
+    pub source: Option<PathBuf>,
+    /// pack this prebuilt firmware binary instead of building it
+    #[argh(option)]
+    pub firmware: Option<PathBuf>,
+    /// where to write the initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    pub output: Option<PathBuf>,
+    /// print the build command and the output path without doing anything
+    #[argh(switch)]
+    pub dry_run: bool,
 }

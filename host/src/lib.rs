@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod context;
+pub mod cpio;
 pub mod credentials;
 pub mod fsutil;
 pub mod layout;

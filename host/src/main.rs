@@ -58,6 +58,7 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         Command::Version(_) => cmd::version::run(&ctx),
         Command::Appliance(a) => match a.what {
             ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
+            ApplianceWhat::Initrd(a) => cmd::appliance_initrd::run(&a),
         },
     }
 }

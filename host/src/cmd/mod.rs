@@ -1,6 +1,7 @@
 //! One module per `ze` subcommand.
 
 pub mod appliance_kernel;
+pub mod appliance_initrd;
 pub mod init;
 pub mod install_local;
 pub mod systemd;

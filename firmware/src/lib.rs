@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod console;
+pub mod iso9660;
 
 /// The installer's version, printed in its first console line.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,6 +10,10 @@ use ze::{
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // On an appliance the kernel runs ze as /sbin/init (docs/appliance.md).
+    if ze::pid1::is_init(&args) {
+        ze::pid1::run();
+    }
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let name = strs
         .first()
@@ -58,6 +62,8 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         Command::Version(_) => cmd::version::run(&ctx),
         Command::Appliance(a) => match a.what {
             ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
+            ApplianceWhat::Init(a) => cmd::appliance_init::run(&a),
+            ApplianceWhat::Build(a) => cmd::appliance_build::run(&a),
         },
     }
 }

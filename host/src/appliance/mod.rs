@@ -9,6 +9,7 @@ pub mod disk;
 pub mod esp;
 pub mod gpt;
 pub mod grub;
+pub mod image;
 pub mod kernel;
 pub mod perm;
 pub mod random;

@@ -1,5 +1,7 @@
 //! One module per `ze` subcommand.
 
+pub mod appliance_build;
+pub mod appliance_init;
 pub mod appliance_kernel;
 pub mod init;
 pub mod install_local;

@@ -174,7 +174,7 @@ pub struct Init {
 )]
 pub struct Version {}
 
-/// define appliances and build their artifacts: disk image, installer kernel
+/// define appliances and build their artifacts: disk image, installer kernel, ISO
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "appliance")]
 pub struct Appliance {
@@ -188,6 +188,7 @@ pub enum ApplianceWhat {
     Kernel(ApplianceKernel),
     Init(ApplianceInit),
     Build(ApplianceBuild),
+    Iso(ApplianceIso),
 }
 
 /// build the installer kernel: Linux from Debian's linux-source (or --source) with ze's config fragments
@@ -289,6 +290,42 @@ pub struct ApplianceBuild {
     #[argh(switch)]
     pub dry_run: bool,
     /// the appliance to build
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// build a hybrid UEFI install ISO that writes the newest image to a disk
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "iso",
+    note = "The ISO holds the installer kernel and initrd, the image (gzip), its sha256, ze/install.json and a random 32-hex media id; its boot loader (BOOTX64.EFI or BOOTAA64.EFI, after image.arch) boots `ze.source=iso ze.media-id=<id>` and ze.target when given.",
+    note = "Kernel: --kernel, else the ze appliance kernel cache for the appliance's arch and profile, else build/kernel/Image. Initrd: --initrd, else build/initrd/initrd.img.gz (`ze appliance initrd`).",
+    note = "With more than one fixed disk on the target, pass --target: the installer refuses to choose."
+)]
+pub struct ApplianceIso {
+    /// list missing prerequisites and exit (non-zero when something is missing)
+    #[argh(switch)]
+    pub check: bool,
+    /// the whole disk the installer writes, e.g. /dev/vda (ze.target=)
+    #[argh(option)]
+    pub target: Option<String>,
+    /// installer kernel (default: the cache, then build/kernel/Image)
+    #[argh(option)]
+    pub kernel: Option<PathBuf>,
+    /// installer initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    pub initrd: Option<PathBuf>,
+    /// image to install (default: the appliance's newest ze-*.img)
+    #[argh(option)]
+    pub image: Option<PathBuf>,
+    /// where to write the ISO (default: the image's name with .iso, beside it)
+    #[argh(option)]
+    pub output: Option<PathBuf>,
+    /// print the inputs without building
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the appliance
     #[argh(positional)]
     pub name: String,
 }

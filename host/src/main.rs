@@ -64,6 +64,7 @@ fn run(ze: Ze) -> anyhow::Result<()> {
             ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
             ApplianceWhat::Init(a) => cmd::appliance_init::run(&a),
             ApplianceWhat::Build(a) => cmd::appliance_build::run(&a),
+            ApplianceWhat::Iso(a) => cmd::appliance_iso::run(&a),
         },
     }
 }

@@ -1,6 +1,6 @@
-//! `ze appliance init`, and the checks `ze appliance build` makes before
-//! it builds anything (no QEMU here; the build itself runs in
-//! tests/appliance_qemu.rs). Checklist A1, A2.
+//! `ze appliance init`, and the checks `ze appliance build` and
+//! `ze appliance iso` make before they build anything (no QEMU here; the
+//! builds themselves run in tests/appliance_qemu.rs). Checklist A1, A2, A7.
 
 mod common;
 
@@ -306,4 +306,35 @@ fn build_size_comes_from_the_flag_then_the_environment_then_the_file() {
             .to_string_lossy()
             .ends_with(".img"))
     );
+}
+
+#[test]
+fn a7_iso_check_names_the_missing_initrd_and_how_to_build_it() {
+    let home = Home::new();
+    home.init("iso");
+    let out = run_fails(home.ze(&[
+        "appliance",
+        "iso",
+        "--check",
+        "--kernel",
+        "/nonexistent/k",
+        "--target",
+        "/dev/sda1",
+        "iso",
+    ]));
+    let err = text(&out.stderr);
+    let initrd = home.tmp.path().join("build/initrd/initrd.img.gz");
+    for want in [
+        "--target /dev/sda1 names a partition".to_string(),
+        "kernel: --kernel /nonexistent/k: no such file".to_string(),
+        format!(
+            "the installer initrd build/initrd/initrd.img.gz ({}) is missing: build it with `ze appliance initrd`",
+            initrd.display()
+        ),
+        "holds no ze-*.img: build one with `ze appliance build`".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in\n{err}");
+    }
+    let out = run_fails(home.ze(&["appliance", "iso", "nope"]));
+    assert!(text(&out.stderr).contains("run `ze appliance init nope` first"));
 }

@@ -1,6 +1,8 @@
 //! Tier 3, QEMU (TCG) with OVMF: a built appliance image boots to ze as
-//! PID 1, which prints the version lines with the image's name.
-//! Checklist A1, A9.
+//! PID 1, which prints the version lines with the image's name; the
+//! install ISO boots, as a CD and as a USB-style disk, to the installer
+//! kernel with `ze.source=iso ze.media-id=<id>`, and Linux finds the media
+//! id on the volume. Checklist A1, A7, A9, O3.
 //!
 //! These tests are `#[ignore]`d in plain `cargo test`; `make
 //! appliance-qemu-test` (part of `make test`) runs them. A missing tool or
@@ -20,7 +22,11 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
-use ze::{appliance::gpt::Table, manifest::Manifest, zefs::Zefs};
+use ze::{
+    appliance::{gpt::Table, iso::IsoMetadata},
+    manifest::Manifest,
+    zefs::Zefs,
+};
 
 const NAME: &str = "qemu-test";
 const SIZE: &str = "384M";
@@ -90,6 +96,8 @@ fn fixture() -> &'static Fixture {
             ("sgdisk", "gdisk"),
             ("unsquashfs", "squashfs-tools"),
             ("mdir", "mtools"),
+            ("cpio", "cpio"),
+            ("busybox", "busybox-static"),
         ] {
             require(program, package);
         }
@@ -210,6 +218,19 @@ impl Qemu {
             assert!(
                 Instant::now() < deadline,
                 "no {pattern:?} within {BOOT_TIMEOUT:?}; console:\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait for the guest to power off (QEMU exits; -no-reboot).
+    fn expect_exit(&mut self) {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the guest did not power off; console:\n{}",
                 self.console()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -397,4 +418,185 @@ fn a1_a9_the_image_boots_to_ze_as_pid1_and_prints_its_version_lines() {
             .any(|l| l.contains("ro rootfstype=squashfs rootwait init=/sbin/init ze.slot=a console=tty0 console=ttyS0")),
         "{console}"
     );
+}
+
+/// A one-shot initrd: busybox finds the volume whose /ze/media-id matches
+/// `ze.media-id`, reports what it found, and powers off. It stands in for
+/// the installer initrd, which is not built by this issue's code.
+fn test_initrd() -> PathBuf {
+    let out = home().join("test-initrd.img.gz");
+    if out.is_file() {
+        return out;
+    }
+    let tree = home().join("initrd-tree");
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    let busybox = Command::new("sh")
+        .args(["-c", "command -v busybox"])
+        .output()
+        .unwrap();
+    fs::copy(text(&busybox.stdout).trim(), tree.join("bin/busybox")).unwrap();
+    let script = r#"#!/bin/busybox sh
+b=/bin/busybox
+$b mkdir -p /proc /sys /dev /mnt
+$b mount -t proc proc /proc
+$b mount -t sysfs sysfs /sys
+$b mount -t devtmpfs devtmpfs /dev 2>/dev/null
+want=$($b sed -n 's/.*ze\.media-id=\([0-9a-f]*\).*/\1/p' /proc/cmdline)
+img=$($b sed -n 's/.*ze\.image=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo "ISO-TEST: looking for media $want"
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  for d in /dev/sr0 /dev/vda /dev/sda; do
+    [ -b "$d" ] || continue
+    if $b mount -t iso9660 -o ro "$d" /mnt 2>/dev/null; then
+      got=$($b cat /mnt/ze/media-id 2>/dev/null)
+      if [ "$got" = "$want" ]; then
+        echo "ISO-TEST: media-id $got found on $d"
+        echo "ISO-TEST: $img.gz is $($b stat -c %s /mnt/ze/$img.gz) bytes"
+        $b grep -q "\"media-id\": \"$want\"" /mnt/ze/install.json && echo "ISO-TEST: install.json names the media id"
+        $b poweroff -f
+      fi
+      $b umount /mnt
+    fi
+  done
+  $b sleep 1
+done
+echo "ISO-TEST: media not found"
+$b poweroff -f
+"#;
+    fs::write(tree.join("init"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tree.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -9 > '{}'",
+            tree.display(),
+            out.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+#[test]
+#[ignore = "tier 3 (QEMU): make appliance-qemu-test"]
+fn a7_o3_the_iso_boots_the_installer_kernel_with_its_media_id() {
+    let fx = fixture();
+    let initrd = test_initrd();
+    let kernel = kernel();
+    let iso = home().join("install.iso");
+    let out = run_ok(ze(&[
+        "appliance",
+        "iso",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--target",
+        "/dev/vda",
+        "--output",
+        iso.to_str().unwrap(),
+        NAME,
+    ]));
+    let stdout = text(&out.stdout);
+    println!("ze appliance iso:\n{stdout}");
+    let media_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("media id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(media_id.len(), 32);
+
+    // What is on the volume, read with the installer's own reader.
+    let bytes = fs::read(&iso).unwrap();
+    let mut src = ze_installer::iso9660::SliceSectors(&bytes);
+    assert_eq!(
+        ze_installer::iso9660::read_media_id(&mut src).unwrap(),
+        media_id.as_bytes()
+    );
+    let volume = ze_installer::iso9660::Volume::open(&mut src).unwrap();
+    let read = |path: &str| {
+        let mut src = ze_installer::iso9660::SliceSectors(&bytes);
+        let e = volume.lookup(&mut src, path).unwrap();
+        let mut buf = vec![0u8; e.size() as usize];
+        volume.read(&mut src, &e, &mut buf).unwrap();
+        buf
+    };
+    let meta: IsoMetadata = serde_json::from_slice(&read("ze/install.json")).unwrap();
+    assert_eq!(meta.media_id, media_id);
+    assert_eq!(meta.image, fx.manifest.image);
+    assert_eq!(Some(&meta.sha256), fx.manifest.sha256.as_ref());
+    assert_eq!(meta.image_size, fs::metadata(&fx.image).unwrap().len());
+    assert_eq!(meta.target.as_deref(), Some("/dev/vda"));
+    assert_eq!(
+        text(&read(&format!("ze/{}.sha256", meta.image))),
+        format!("{}  {}\n", meta.sha256, meta.image)
+    );
+    assert_eq!(read("boot/vmlinuz"), fs::read(&kernel).unwrap());
+    let gz = read(&meta.image_path);
+    let mut image = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut image)
+        .unwrap();
+    assert!(
+        image == fs::read(&fx.image).unwrap(),
+        "the gzip'd image differs"
+    );
+    let gz_len = gz.len();
+    assert!(!read("EFI/BOOT/BOOTX64.EFI").is_empty());
+
+    let cmdline = format!(
+        "Command line: BOOT_IMAGE=/boot/vmlinuz ze.source=iso ze.media-id={media_id} ze.image={} ze.sha256={} ze.size={} ze.target=/dev/vda console=tty0 console=ttyS0",
+        meta.image, meta.sha256, meta.image_size
+    );
+    assert!(
+        meta.kernel_cmdline
+            .starts_with("ze.source=iso ze.media-id=")
+    );
+    // As a CD (El Torito) next to a blank disk, then as a disk written
+    // with dd (the hybrid GPT's EFI system partition).
+    let blank = home().join("blank.img");
+    fs::File::create(&blank)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    for (name, drives, device) in [
+        (
+            "iso-cdrom",
+            vec![
+                "-cdrom".to_string(),
+                iso.display().to_string(),
+                "-drive".to_string(),
+                format!("file={},if=virtio,format=raw", blank.display()),
+            ],
+            "/dev/sr0",
+        ),
+        (
+            "iso-disk",
+            vec![
+                "-drive".to_string(),
+                format!("file={},if=virtio,format=raw,readonly=on", iso.display()),
+            ],
+            "/dev/vda",
+        ),
+    ] {
+        let started = Instant::now();
+        let args: Vec<&str> = drives.iter().map(String::as_str).collect();
+        let mut vm = Qemu::boot(name, &args);
+        vm.expect(&cmdline);
+        vm.expect(&format!("ISO-TEST: media-id {media_id} found on {device}"));
+        vm.expect(&format!("ISO-TEST: {}.gz is {gz_len} bytes", meta.image));
+        vm.expect("ISO-TEST: install.json names the media id");
+        vm.expect_exit();
+        println!(
+            "{name}: {} ({:.1} s)",
+            lines_with(&vm.console(), "Command line:")
+                .first()
+                .copied()
+                .unwrap_or(""),
+            started.elapsed().as_secs_f64()
+        );
+    }
 }

@@ -10,6 +10,7 @@ pub mod esp;
 pub mod gpt;
 pub mod grub;
 pub mod image;
+pub mod iso;
 pub mod kernel;
 pub mod perm;
 pub mod random;

@@ -2,6 +2,7 @@
 
 pub mod appliance_build;
 pub mod appliance_init;
+pub mod appliance_iso;
 pub mod appliance_kernel;
 pub mod init;
 pub mod install_local;

@@ -22,9 +22,11 @@ APT_PACKAGES := \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
-	iproute2 systemd openssh-client sshpass socat
+	iproute2 systemd openssh-client sshpass socat \
+	squashfs-tools openssl
 
-.PHONY: all demo test deps build build-dev firmware kernel initrd ze-install-qemu-test bench bench-firmware lint fmt clean
+.PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
+	ze-install-qemu-test appliance-qemu-test bench bench-firmware bench-appliance fuzz
 
 all: build
 
@@ -36,6 +38,7 @@ demo: deps build
 test: deps build-dev firmware kernel
 	$(CARGO) test --workspace --locked
 	$(MAKE) ze-install-qemu-test
+	$(MAKE) appliance-qemu-test
 	$(MAKE) lint
 
 deps:
@@ -76,13 +79,42 @@ initrd: build-dev
 ze-install-qemu-test: initrd kernel
 	$(CARGO) run --locked -p ze-qemu -- test
 
-## bench: every benchmark (results go to docs/PERFORMANCE.md by hand)
-bench: bench-firmware
-
 ## bench-firmware: installer initrd size, start-up and download pipeline,
 ## each against busybox-static + a shell script measured in the same run
 bench-firmware: initrd
 	$(CARGO) run --release --locked -p ze-qemu -- bench
+
+## static-ze: the static ze that appliance images carry (ze appliance build
+## builds the same on demand; docs/appliance.md)
+STATIC_TRIPLE := $(FIRMWARE_TRIPLE)
+STATIC_RUSTFLAGS_VAR := $(FIRMWARE_RUSTFLAGS_VAR)
+static-ze:
+	env -u RUSTFLAGS $(STATIC_RUSTFLAGS_VAR)="-C target-feature=+crt-static -C strip=symbols" \
+	  $(CARGO) build --release --locked -p ze --target $(STATIC_TRIPLE) --target-dir target/static
+	@ls -l target/static/$(STATIC_TRIPLE)/release/ze
+
+## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF):
+## build an image, boot it to ze as PID 1; build the ISO, boot it to the
+## installer kernel as a CD and as a disk
+appliance-qemu-test: build-dev kernel
+	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
+
+## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
+bench: bench-firmware bench-appliance
+
+## bench-appliance: ze appliance build of a 2 GiB image against the shell
+## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)
+bench-appliance: build kernel
+	bash bench/appliance-build.sh
+
+## fuzz: run every fuzz target for FUZZ_SECONDS (nightly + cargo-fuzz); new
+## inputs go to fuzz/target/corpus/<target>, the committed seeds are read too
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && for t in $$(ls fuzz_targets | sed 's/\.rs$$//'); do \
+	  mkdir -p target/corpus/$$t corpus/$$t && \
+	  cargo +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all --check

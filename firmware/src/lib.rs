@@ -15,6 +15,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod http;
 pub mod install;
+pub mod iso9660;
 pub mod net;
 pub mod recovery;
 pub mod run;

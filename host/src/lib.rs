@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod fsutil;
 pub mod layout;
 pub mod manifest;
+pub mod pid1;
 pub mod plan;
 pub mod prompt;
 pub mod sysroot;

@@ -10,6 +10,10 @@ use ze::{
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // On an appliance the kernel runs ze as /sbin/init (docs/appliance.md).
+    if ze::pid1::is_init(&args) {
+        ze::pid1::run();
+    }
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let name = strs
         .first()
@@ -59,6 +63,9 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         Command::Appliance(a) => match a.what {
             ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
             ApplianceWhat::Initrd(a) => cmd::appliance_initrd::run(&a),
+            ApplianceWhat::Init(a) => cmd::appliance_init::run(&a),
+            ApplianceWhat::Build(a) => cmd::appliance_build::run(&a),
+            ApplianceWhat::Iso(a) => cmd::appliance_iso::run(&a),
         },
     }
 }

@@ -3,9 +3,15 @@
 //!
 //! ```json
 //! {
-//!   "image": { "arch": "amd64", "kernel-profile": "qemu", "size-bytes": 2147483648 }
+//!   "image": { "arch": "amd64", "kernel-profile": "qemu", "size-bytes": 2147483648 },
+//!   "ssh": { "username": "admin", "password-hash": "$2b$10$…" },
+//!   "seed-config": "ze.conf"
 //! }
 //! ```
+//!
+//! Beside it in the appliance directory: the seed config named by
+//! `seed-config`, the TLS identity (`tls/cert.pem`, `tls/key.pem`), and the
+//! images (`ze-<YYYYMMDD-HHMMSS>.img`) with `build.json`.
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -150,6 +156,37 @@ impl Default for ImageSettings {
     }
 }
 
+/// The SSH login baked into the image's zefs (`auth/user/<username>`,
+/// role admin). The password is kept only as its bcrypt hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SshCredentials {
+    /// The login name.
+    pub username: String,
+    /// bcrypt hash (cost 10) of the password.
+    pub password_hash: String,
+}
+
+impl SshCredentials {
+    /// Check the username and that the hash is a bcrypt hash.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        crate::credentials::validate_username(&self.username).context("ssh.username")?;
+        if self.password_hash.parse::<bcrypt::HashParts>().is_err() {
+            bail!(
+                "ssh.password-hash is not a bcrypt hash ($2b$10$…); set the password again with `ze appliance init --force`"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The seed config's default file name in the appliance directory.
+pub const SEED_CONFIG_FILE: &str = "ze.conf";
+/// The TLS certificate, relative to the appliance directory.
+pub const TLS_CERT_FILE: &str = "tls/cert.pem";
+/// The TLS private key, relative to the appliance directory.
+pub const TLS_KEY_FILE: &str = "tls/key.pem";
+
 /// One appliance definition. Fields this version does not know are kept
 /// when the file is rewritten.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -157,6 +194,13 @@ impl Default for ImageSettings {
 pub struct Appliance {
     /// Image settings.
     pub image: ImageSettings,
+    /// The SSH credentials baked into every image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshCredentials>,
+    /// The seed config's file, relative to the appliance directory; baked
+    /// as `file/template/ze.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_config: Option<String>,
     /// Everything else in the file, preserved as is.
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
@@ -235,12 +279,18 @@ mod tests {
 
     #[test]
     fn a2_defaults_and_round_trip() {
-        let a =
-            Appliance::parse(r#"{"image":{"arch":"arm64"},"ssh":{"username":"admin"}}"#).unwrap();
+        let hash = crate::credentials::hash_password("secret").unwrap();
+        let a = Appliance::parse(&format!(
+            r#"{{"image":{{"arch":"arm64"}},"notes":{{"owner":"ops"}},"ssh":{{"username":"admin","password-hash":"{hash}"}}}}"#
+        ))
+        .unwrap();
         assert_eq!(a.image.arch, Arch::Arm64);
         assert_eq!(a.image.kernel_profile, KernelProfile::Qemu);
         assert_eq!(a.image.size_bytes, 2 * 1024 * 1024 * 1024);
-        assert!(a.rest.contains_key("ssh"), "unknown sections are kept");
+        assert!(a.rest.contains_key("notes"), "unknown sections are kept");
+        assert_eq!(a.ssh.as_ref().unwrap().username, "admin");
+        a.ssh.as_ref().unwrap().validate().unwrap();
+        assert!(a.seed_config.is_none());
         let text = serde_json::to_string(&a).unwrap();
         assert_eq!(Appliance::parse(&text).unwrap(), a);
     }
@@ -259,6 +309,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sizebytes"), "{err}");
+    }
+
+    #[test]
+    fn ssh_credentials_are_checked() {
+        let creds = |u: &str, h: &str| SshCredentials {
+            username: u.into(),
+            password_hash: h.into(),
+        };
+        let good = crate::credentials::hash_password("secret").unwrap();
+        creds("admin", &good).validate().unwrap();
+        assert!(creds("Admin", &good).validate().is_err());
+        let err = creds("admin", "secret").validate().unwrap_err().to_string();
+        assert!(err.contains("not a bcrypt hash"), "{err}");
+        let err =
+            Appliance::parse(r#"{"image":{"arch":"amd64"},"ssh":{"username":"a","password":"x"}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("password"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,11 @@ FIRMWARE_TRIPLE_amd64 := x86_64-unknown-linux-gnu
 FIRMWARE_TRIPLE_arm64 := aarch64-unknown-linux-gnu
 FIRMWARE_TRIPLE := $(FIRMWARE_TRIPLE_$(ARCH))
 FIRMWARE_RUSTFLAGS_VAR := CARGO_TARGET_$(shell echo $(FIRMWARE_TRIPLE) | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+PROFILE ?= qemu
 ZE := target/release/ze
+# The debug build shares its dependencies with `cargo test`; the make
+# targets that only drive other work use it to avoid a second compile.
+ZE_DEV := target/debug/ze
 
 # Debian packages the tests and the demo use. `make deps` installs the
 # missing ones (as root, or through sudo).
@@ -18,9 +22,12 @@ APT_PACKAGES := \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
-	iproute2 systemd openssh-client sshpass socat
+	iproute2 systemd openssh-client sshpass socat \
+	squashfs-tools openssl
 
-.PHONY: all demo test test-unit test-host deps build firmware lint fmt clean ze-pxe bench bench-pxe fuzz-pxe
+.PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
+	ze-install-qemu-test appliance-qemu-test bench bench-firmware bench-appliance fuzz \
+	ze-pxe bench-pxe
 
 all: build
 
@@ -29,8 +36,10 @@ demo: deps build
 	bash qemu/demo.sh
 
 ## test: every test tier that exists, on a fresh machine
-test: deps build firmware
+test: deps build-dev firmware kernel
 	$(CARGO) test --workspace --locked
+	$(MAKE) ze-install-qemu-test
+	$(MAKE) appliance-qemu-test
 	$(MAKE) lint
 
 deps:
@@ -47,6 +56,14 @@ deps:
 build:
 	$(CARGO) build --release --locked -p ze
 
+build-dev:
+	$(CARGO) build --locked -p ze
+
+## kernel: the installer kernel (PROFILE=qemu|hardware, ARCH=amd64|arm64) at
+## build/kernel/Image; cached under ~/.cache/ze/installer-kernel/
+kernel: build-dev
+	$(ZE_DEV) appliance kernel --profile $(PROFILE) --arch $(ARCH)
+
 ## firmware: the installer PID 1 for ARCH (see linker/README.md)
 firmware:
 	$(FIRMWARE_RUSTFLAGS_VAR)="$$(tr '\n' ' ' < linker/rustflags)" \
@@ -54,9 +71,58 @@ firmware:
 	    --profile firmware --target $(FIRMWARE_TRIPLE) --target-dir target/firmware
 	@ls -l target/firmware/$(FIRMWARE_TRIPLE)/firmware/ze-installer
 
+## initrd: build/initrd/initrd.img.gz for ARCH (the firmware as /init)
+initrd: build-dev
+	$(ZE_DEV) appliance initrd --arch $(ARCH)
+
+## ze-install-qemu-test: the installer in QEMU (TCG): install over HTTP and
+## every fault case; the kernel is ZE_INSTALL_KERNEL or build/kernel/Image
+ze-install-qemu-test: initrd kernel
+	$(CARGO) run --locked -p ze-qemu -- test
+
+## bench-firmware: installer initrd size, start-up and download pipeline,
+## each against busybox-static + a shell script measured in the same run
+bench-firmware: initrd
+	$(CARGO) run --release --locked -p ze-qemu -- bench
+
+## static-ze: the static ze that appliance images carry (ze appliance build
+## builds the same on demand; docs/appliance.md)
+STATIC_TRIPLE := $(FIRMWARE_TRIPLE)
+STATIC_RUSTFLAGS_VAR := $(FIRMWARE_RUSTFLAGS_VAR)
+static-ze:
+	env -u RUSTFLAGS $(STATIC_RUSTFLAGS_VAR)="-C target-feature=+crt-static -C strip=symbols" \
+	  $(CARGO) build --release --locked -p ze --target $(STATIC_TRIPLE) --target-dir target/static
+	@ls -l target/static/$(STATIC_TRIPLE)/release/ze
+
+## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF):
+## build an image, boot it to ze as PID 1; build the ISO, boot it to the
+## installer kernel as a CD and as a disk
+appliance-qemu-test: build-dev kernel
+	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
+
+## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
+bench: bench-firmware bench-appliance bench-pxe
+
+## bench-appliance: ze appliance build of a 2 GiB image against the shell
+## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)
+bench-appliance: build kernel
+	bash bench/appliance-build.sh
+
+## fuzz: run every fuzz target for FUZZ_SECONDS (nightly + cargo-fuzz); new
+## inputs go to fuzz/target/corpus/<target>, the committed seeds are read too
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && for t in $$(ls fuzz_targets | sed 's/\.rs$$//'); do \
+	  mkdir -p target/corpus/$$t corpus/$$t && \
+	  cargo +nightly fuzz run $$t target/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(FIRMWARE_RUSTFLAGS_VAR)="$$(tr '\n' ' ' < linker/rustflags)" \
+	  $(CARGO) clippy --locked -p ze-installer --bin ze-installer --features pid1 \
+	    --profile firmware --target $(FIRMWARE_TRIPLE) --target-dir target/firmware -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -73,7 +139,7 @@ ze-pxe:
 	if [ ! -f build/kernel/Image ]; then \
 	  echo "make ze-pxe: $(CURDIR)/build/kernel/Image is missing: build it with \`make kernel\`" >&2; missing=1; fi; \
 	if [ ! -f build/initrd/initrd.img.gz ]; then \
-	  echo "make ze-pxe: $(CURDIR)/build/initrd/initrd.img.gz is missing: build it with \`ze appliance initrd\`" >&2; missing=1; fi; \
+	  echo "make ze-pxe: $(CURDIR)/build/initrd/initrd.img.gz is missing: build it with \`make initrd\`" >&2; missing=1; fi; \
 	for f in ipxe.efi ipxe.pxe; do \
 	  if [ ! -f $(IPXE_DIR)/$$f ]; then \
 	    echo "make ze-pxe: $(IPXE_DIR)/$$f is missing: install Debian's ipxe package (\`make deps\`) or pass IPXE_DIR=" >&2; missing=1; fi; \
@@ -87,15 +153,6 @@ ze-pxe:
 	done
 	@echo "staged $(CURDIR)/$(PXE_DIR): boot/vmlinuz boot/initrd.img.gz tftp/ipxe.efi tftp/ipxe.pxe"
 
-## bench: every benchmark; results and commands in docs/PERFORMANCE.md
-bench: bench-pxe
-
 ## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea (root)
 bench-pxe: deps build
 	bash bench/pxe.sh
-
-## fuzz-pxe: run each provisioning-server fuzz target (nightly, cargo-fuzz)
-FUZZ_SECONDS ?= 120
-fuzz-pxe:
-	cd fuzz && for t in dhcp_packet tftp_packet http_request brace_config; do \
-	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done

@@ -4,7 +4,11 @@
 //! A failure is one line, `[ze-install] FATAL: <why>`, so an engineer at a
 //! serial console can find it at a glance.
 
-use core::fmt;
+use core::{
+    fmt::{self, Write},
+    time::Duration,
+};
+use ze_hal::time::Instant;
 
 /// What every installer line starts with.
 pub const PREFIX: &str = "[ze-install] ";
@@ -85,10 +89,85 @@ impl fmt::Write for Line {
     }
 }
 
+/// How often a progress line may be printed.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Progress of a transfer, printed at most once per [`PROGRESS_INTERVAL`]:
+/// bytes done, percent, MB/s, ETA.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    what: &'static str,
+    start: Instant,
+    base: u64,
+    total: Option<u64>,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    /// A transfer of `what` starting at `now` with `done` bytes already
+    /// there (a resumed download) and `total` bytes expected.
+    pub fn new(what: &'static str, now: Instant, done: u64, total: Option<u64>) -> Self {
+        Progress {
+            what,
+            start: now,
+            base: done,
+            total,
+            last: None,
+        }
+    }
+
+    /// A progress line when one is due at `now` with `done` bytes.
+    pub fn update(&mut self, now: Instant, done: u64) -> Option<Line> {
+        let due = match self.last {
+            None => now.saturating_since(self.start) >= PROGRESS_INTERVAL,
+            Some(last) => now.saturating_since(last) >= PROGRESS_INTERVAL,
+        };
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(self.line(now, done))
+    }
+
+    /// The progress line for `done` bytes at `now`, due or not.
+    pub fn line(&self, now: Instant, done: u64) -> Line {
+        let mut line = Line::new();
+        let ms = now.saturating_since(self.start).as_millis().max(1) as u64;
+        let moved = done.saturating_sub(self.base);
+        // Bytes per second, then MB/s with one decimal.
+        let rate = moved.saturating_mul(1000) / ms;
+        let _ = write!(line, "{}: {done}", self.what);
+        if let Some(total) = self.total {
+            let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+            let _ = write!(line, "/{total} bytes ({pct}%)");
+        } else {
+            let _ = write!(line, " bytes");
+        }
+        let _ = write!(
+            line,
+            ", {}.{} MB/s",
+            rate / 1_000_000,
+            (rate % 1_000_000) / 100_000
+        );
+        if let Some(total) = self.total
+            && rate > 0
+        {
+            let secs = total.saturating_sub(done).div_ceil(rate);
+            let _ = write!(line, ", ETA {}:{:02}", secs / 60, secs % 60);
+        }
+        line
+    }
+
+    /// Average bytes per second from the start to `now`.
+    pub fn rate(&self, now: Instant, done: u64) -> u64 {
+        let ms = now.saturating_since(self.start).as_millis().max(1) as u64;
+        done.saturating_sub(self.base).saturating_mul(1000) / ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::fmt::Write;
 
     #[test]
     fn lines_carry_prefix_and_newline() {
@@ -118,6 +197,44 @@ mod tests {
         assert_eq!(out.len(), MAX_LINE);
         assert!(out.ends_with(b"...\n"));
         assert!(out.starts_with(PREFIX.as_bytes()));
+    }
+
+    fn text(line: &mut Line) -> std::string::String {
+        std::string::String::from_utf8(line.finish().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn i11_progress_at_most_once_a_second() {
+        let t0 = Instant::from_millis(10_000);
+        let mut p = Progress::new("image", t0, 0, Some(64_000_000));
+        assert!(p.update(t0, 0).is_none());
+        assert!(p.update(Instant::from_millis(10_999), 5_000_000).is_none());
+        let mut line = p.update(Instant::from_millis(11_000), 8_000_000).unwrap();
+        assert_eq!(
+            text(&mut line),
+            "[ze-install] image: 8000000/64000000 bytes (12%), 8.0 MB/s, ETA 0:07\n"
+        );
+        assert!(p.update(Instant::from_millis(11_500), 12_000_000).is_none());
+        let mut line = p.update(Instant::from_millis(12_000), 16_000_000).unwrap();
+        assert_eq!(
+            text(&mut line),
+            "[ze-install] image: 16000000/64000000 bytes (25%), 8.0 MB/s, ETA 0:06\n"
+        );
+    }
+
+    #[test]
+    fn progress_of_a_resumed_transfer_counts_only_new_bytes_for_the_rate() {
+        let t0 = Instant::from_millis(0);
+        let p = Progress::new("image", t0, 50_000_000, Some(100_000_000));
+        let mut line = p.line(Instant::from_millis(2_000), 60_000_000);
+        assert_eq!(
+            text(&mut line),
+            "[ze-install] image: 60000000/100000000 bytes (60%), 5.0 MB/s, ETA 0:08\n"
+        );
+        // Unknown total, nothing moved yet: no ETA, no division by zero.
+        let p = Progress::new("zefs", t0, 0, None);
+        let mut line = p.line(t0, 0);
+        assert_eq!(text(&mut line), "[ze-install] zefs: 0 bytes, 0.0 MB/s\n");
     }
 
     #[test]

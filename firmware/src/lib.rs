@@ -7,7 +7,18 @@
 //! installer on the host (see `../shared/DESIGN.md` §3).
 #![cfg_attr(not(test), no_std)]
 
+pub mod cmdline;
 pub mod console;
+pub mod dhcp;
+pub mod disk;
+pub mod frame;
+pub mod fuzzing;
+pub mod http;
+pub mod install;
+pub mod iso9660;
+pub mod net;
+pub mod recovery;
+pub mod run;
 
 /// The installer's version, printed in its first console line.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,8 +6,15 @@
 #![no_main]
 
 use core::fmt::Write;
-use ze_hal::linux;
-use ze_installer::console::Line;
+use ze_hal::{
+    Os,
+    linux::{self, LinuxOs},
+};
+use ze_installer::{
+    console::Line,
+    install,
+    run::{self, Buffers},
+};
 
 /// The process entry. The kernel enters `_start` with the stack pointer at
 /// argc; align it and call into Rust. There is no libc to do this for us.
@@ -46,21 +53,36 @@ mod start {
 }
 
 extern "C" fn entry(_stack: *const usize) -> ! {
-    let mut line = Line::new();
-    let _ = write!(
-        line,
-        "ze-installer {} starting (pid {})",
-        ze_installer::VERSION,
-        linux::pid()
-    );
-    let _ = linux::write_all(linux::stderr(), line.finish());
-    if linux::pid() == 1 {
-        let mut line = Line::fatal();
-        let _ = write!(line, "this build has no install logic yet; powering off");
+    let mut os = LinuxOs::new();
+    if linux::pid() != 1 {
+        // Run by hand on a workstation: say what this is and do nothing.
+        let mut line = Line::new();
+        let _ = write!(
+            line,
+            "ze-installer {} starting (pid {}): not PID 1, nothing to do",
+            ze_installer::VERSION,
+            linux::pid()
+        );
         let _ = linux::write_all(linux::stderr(), line.finish());
-        linux::power(linux::PowerAction::PowerOff);
+        linux::exit(0)
     }
-    linux::exit(0)
+    // The two fixed buffers of the install, on the stack (the kernel grows
+    // it on demand; init's limit is 8 MiB).
+    let mut head = [0u8; install::HEAD_LEN];
+    let mut io = [0u8; install::IO_CHUNK];
+    let mut bufs = Buffers {
+        head: &mut head,
+        io: &mut io,
+    };
+    let action = run::boot(&mut os, &mut bufs);
+    loop {
+        let err = os.power(action);
+        // PID 1 must never exit (the kernel would panic): report and wait.
+        let mut line = Line::fatal();
+        let _ = write!(line, "the kernel refused to {action:?}: {err}");
+        os.consoles_write(line.finish());
+        os.sleep(core::time::Duration::from_secs(10));
+    }
 }
 
 #[panic_handler]

@@ -1,14 +1,30 @@
 //! In-memory stand-ins for the hal, for tests (feature `fake`).
 //!
 //! [`FakeSys`] is a tree of small files, as captured from a real machine's
-//! `/sys` and `/proc`; [`FakeClock`] is a clock the test moves by hand.
+//! `/sys` and `/proc`; [`FakeClock`] is a clock the test moves by hand;
+//! [`FakeOs`] is a whole scripted machine (consoles, links, a DHCP and an
+//! HTTP server, disks, mounts, files, power) whose clock moves only when
+//! the installer sleeps or waits.
 
 use crate::{
     Error,
+    os::{
+        AddrInfo, BlockDev, ConsoleInput, FileOut, LinkInfo, NetError, Os, PacketConn, PowerAction,
+        RouteInfo, TcpConn,
+    },
     sysfs::SysFs,
     time::{Clock, Instant},
 };
-use std::{cell::Cell, collections::BTreeMap, string::String, vec::Vec};
+use core::net::Ipv4Addr;
+use std::{
+    cell::{Cell, RefCell},
+    collections::BTreeMap,
+    format,
+    rc::Rc,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
 
 /// A read-only tree of files held in memory. Directories exist implicitly
 /// when some file lies below them.
@@ -94,6 +110,639 @@ impl FakeClock {
 impl Clock for FakeClock {
     fn now(&self) -> Instant {
         Instant::from_millis(self.now.get())
+    }
+}
+
+/// A scripted HTTP response of [`FakeOs`]'s server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeResponse {
+    /// The bytes sent, head and body.
+    pub bytes: Vec<u8>,
+    /// After this many bytes, close the connection (a cut).
+    pub cut_at: Option<usize>,
+    /// After this many bytes, go silent (a stall: every recv times out).
+    pub stall_at: Option<usize>,
+}
+
+impl FakeResponse {
+    /// A complete response: `status` with `body` and a correct
+    /// Content-Length (and Content-Range for 206).
+    pub fn new(status: u16, body: &[u8], range: Option<(u64, u64)>) -> Self {
+        let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+        if let Some((first, total)) = range {
+            head.push_str(&format!(
+                "Content-Range: bytes {first}-{}/{total}\r\n",
+                total - 1
+            ));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        FakeResponse {
+            bytes,
+            cut_at: None,
+            stall_at: None,
+        }
+    }
+
+    /// Serve `file` for a request from byte `from` (200 or 206).
+    pub fn file(file: &[u8], from: u64) -> Self {
+        if from == 0 {
+            Self::new(200, file, None)
+        } else {
+            let body = file.get(from as usize..).unwrap_or_default();
+            Self::new(206, body, Some((from, file.len() as u64)))
+        }
+    }
+}
+
+/// One request the fake server saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeRequest {
+    /// `GET` or `HEAD`.
+    pub method: String,
+    /// The target.
+    pub path: String,
+    /// `Range: bytes=N-`.
+    pub range_from: Option<u64>,
+}
+
+/// Answers a request.
+pub type HttpHandler = Box<dyn FnMut(&FakeRequest) -> FakeResponse>;
+/// Answers a packet sent on a packet socket with packets to receive.
+pub type PacketHandler = Box<dyn FnMut(u32, &[u8]) -> Vec<Vec<u8>>>;
+
+/// A block device of [`FakeOs`].
+#[derive(Debug, Clone, Default)]
+pub struct FakeDiskState {
+    /// The content.
+    pub data: Vec<u8>,
+    /// The node of partition 4 that appears after `BLKRRPART`.
+    pub partition_node: String,
+    /// `BLKRRPART` fails with EBUSY this many times first.
+    pub busy: u32,
+}
+
+/// Everything [`FakeOs`] remembers.
+pub struct FakeState {
+    /// `/sys`, `/proc`.
+    pub sys: FakeSys,
+    /// Milliseconds on the monotonic clock.
+    pub now: u64,
+    /// Milliseconds each TCP receive takes.
+    pub recv_ms: u64,
+    /// What was written to the consoles.
+    pub console: Vec<u8>,
+    /// Typed input: (at millis, bytes), in order.
+    pub input: std::collections::VecDeque<(u64, Vec<u8>)>,
+    /// Whether the consoles are in raw mode.
+    pub raw: bool,
+    /// Network interfaces.
+    pub links: Vec<LinkInfo>,
+    /// Routes.
+    pub routes: Vec<RouteInfo>,
+    /// Addresses.
+    pub addrs: Vec<AddrInfo>,
+    /// The install server's address; connecting elsewhere is unreachable.
+    pub server: Option<(Ipv4Addr, u16)>,
+    /// Connecting needs a default route.
+    pub needs_route: bool,
+    /// The next this-many connects are refused.
+    pub refuse: u32,
+    /// The HTTP server.
+    pub http: Option<HttpHandler>,
+    /// Every request seen.
+    pub requests: Vec<FakeRequest>,
+    /// The DHCP (or other) server on packet sockets.
+    pub packets: Option<PacketHandler>,
+    /// Block devices by path.
+    pub disks: BTreeMap<String, FakeDiskState>,
+    /// Device nodes and directories that exist.
+    pub nodes: Vec<String>,
+    /// Files written, by path.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// (device, target) mounted.
+    pub mounts: Vec<(String, String)>,
+    /// Every effect in order, for assertions: `write vda 0+512`,
+    /// `sync /dev/vda`, `rrpart /dev/vda`, `mount`, `rename a b`, ...
+    pub events: Vec<String>,
+    /// The power action taken.
+    pub power: Option<PowerAction>,
+}
+
+impl core::fmt::Debug for FakeState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FakeState")
+            .field("now", &self.now)
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FakeState {
+    fn default() -> Self {
+        FakeState {
+            sys: FakeSys::new(),
+            now: 1_000,
+            recv_ms: 1,
+            console: Vec::new(),
+            input: Default::default(),
+            raw: false,
+            links: Vec::new(),
+            routes: Vec::new(),
+            addrs: Vec::new(),
+            server: None,
+            needs_route: true,
+            refuse: 0,
+            http: None,
+            requests: Vec::new(),
+            packets: None,
+            disks: BTreeMap::new(),
+            nodes: Vec::new(),
+            files: BTreeMap::new(),
+            mounts: Vec::new(),
+            events: Vec::new(),
+            power: None,
+        }
+    }
+}
+
+/// An in-memory [`Os`]: a scripted machine for whole-install tests.
+#[derive(Debug, Clone, Default)]
+pub struct FakeOs {
+    /// The shared state; tests set it up and inspect it.
+    pub state: Rc<RefCell<FakeState>>,
+    sys: FakeSys,
+}
+
+impl FakeOs {
+    /// A machine with `sys` as its `/sys` and `/proc`.
+    pub fn new(sys: FakeSys) -> Self {
+        let state = FakeState {
+            sys: sys.clone(),
+            ..FakeState::default()
+        };
+        FakeOs {
+            state: Rc::new(RefCell::new(state)),
+            sys,
+        }
+    }
+
+    /// Borrow the state.
+    pub fn st(&self) -> std::cell::RefMut<'_, FakeState> {
+        self.state.borrow_mut()
+    }
+
+    /// Add a whole disk `name` of `size` bytes with its `/sys/block` entry
+    /// and its partition-4 node name.
+    pub fn add_disk(&mut self, name: &str, size: u64, partition_node: &str) {
+        self.sys
+            .file(
+                &format!("/sys/block/{name}/size"),
+                &format!("{}\n", size / 512),
+            )
+            .file(&format!("/sys/block/{name}/removable"), "0\n")
+            .file(&format!("/sys/block/{name}/ro"), "0\n");
+        let mut st = self.st();
+        st.sys = self.sys.clone();
+        st.disks.insert(
+            format!("/dev/{name}"),
+            FakeDiskState {
+                data: vec![0xee; size as usize],
+                partition_node: partition_node.into(),
+                busy: 0,
+            },
+        );
+        st.nodes.push(format!("/dev/{name}"));
+    }
+
+    /// Replace a file of `/sys` or `/proc`.
+    pub fn sys_file(&mut self, path: &str, content: &str) {
+        self.sys.file(path, content);
+        self.st().sys = self.sys.clone();
+    }
+
+    /// Everything written to the consoles, as text.
+    pub fn console_text(&self) -> String {
+        String::from_utf8_lossy(&self.state.borrow().console).into_owned()
+    }
+}
+
+fn parse_fake_request(bytes: &[u8]) -> Option<FakeRequest> {
+    let text = core::str::from_utf8(bytes).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let path = first.next()?.to_string();
+    let mut range_from = None;
+    for l in lines {
+        if let Some(v) = l.strip_prefix("Range: bytes=") {
+            range_from = v.trim_end_matches('-').parse().ok();
+        }
+    }
+    Some(FakeRequest {
+        method,
+        path,
+        range_from,
+    })
+}
+
+/// A TCP connection to the fake server.
+#[derive(Debug)]
+pub struct FakeTcp {
+    state: Rc<RefCell<FakeState>>,
+    response: Option<FakeResponse>,
+    at: usize,
+}
+
+impl TcpConn for FakeTcp {
+    fn send_all(&mut self, bytes: &[u8], _timeout: core::time::Duration) -> Result<(), NetError> {
+        let req = parse_fake_request(bytes).ok_or(NetError::Reset)?;
+        let mut st = self.state.borrow_mut();
+        st.requests.push(req.clone());
+        let mut handler = st.http.take();
+        drop(st);
+        let mut resp = match handler.as_mut() {
+            Some(h) => h(&req),
+            None => FakeResponse::new(404, b"", None),
+        };
+        self.state.borrow_mut().http = handler;
+        if req.method == "HEAD" {
+            // Keep the head only.
+            if let Some(end) = resp.bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                resp.bytes.truncate(end + 4);
+            }
+        }
+        self.response = Some(resp);
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8], timeout: core::time::Duration) -> Result<usize, NetError> {
+        let ms = self.state.borrow().recv_ms;
+        let Some(resp) = &self.response else {
+            self.state.borrow_mut().now += timeout.as_millis() as u64;
+            return Err(NetError::TimedOut);
+        };
+        if resp.cut_at.is_some_and(|c| self.at >= c) {
+            return Ok(0);
+        }
+        if resp.stall_at.is_some_and(|c| self.at >= c) {
+            self.state.borrow_mut().now += timeout.as_millis() as u64;
+            return Err(NetError::TimedOut);
+        }
+        let mut end = resp.bytes.len();
+        for limit in [resp.cut_at, resp.stall_at].into_iter().flatten() {
+            end = end.min(limit);
+        }
+        let n = buf.len().min(64 * 1024).min(end.saturating_sub(self.at));
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), resp.bytes.get(self.at..self.at + n)) {
+            dst.copy_from_slice(src);
+        }
+        self.at += n;
+        self.state.borrow_mut().now += ms;
+        Ok(n)
+    }
+}
+
+/// A packet socket on a fake interface.
+#[derive(Debug)]
+pub struct FakePacket {
+    state: Rc<RefCell<FakeState>>,
+    index: u32,
+    queue: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl PacketConn for FakePacket {
+    fn send(&mut self, packet: &[u8]) -> Result<(), NetError> {
+        let mut handler = self.state.borrow_mut().packets.take();
+        if let Some(h) = handler.as_mut() {
+            self.queue.extend(h(self.index, packet));
+        }
+        self.state.borrow_mut().packets = handler;
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8], timeout: core::time::Duration) -> Result<usize, NetError> {
+        match self.queue.pop_front() {
+            Some(p) => {
+                let n = p.len().min(buf.len());
+                buf[..n].copy_from_slice(&p[..n]);
+                Ok(n)
+            }
+            None => {
+                self.state.borrow_mut().now += timeout.as_millis().max(1) as u64;
+                Err(NetError::TimedOut)
+            }
+        }
+    }
+}
+
+/// A fake block device.
+#[derive(Debug)]
+pub struct FakeDisk {
+    state: Rc<RefCell<FakeState>>,
+    path: String,
+}
+
+impl BlockDev for FakeDisk {
+    fn size(&mut self) -> Result<u64, Error> {
+        let st = self.state.borrow();
+        Ok(st.disks.get(&self.path).ok_or(Error::NotFound)?.data.len() as u64)
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        let path = self.path.clone();
+        let d = st.disks.get_mut(&path).ok_or(Error::NotFound)?;
+        let at = offset as usize;
+        let dst = d.data.get_mut(at..at + bytes.len()).ok_or(Error::Os(28))?;
+        dst.copy_from_slice(bytes);
+        st.events
+            .push(format!("write {path} {offset}+{}", bytes.len()));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), Error> {
+        let path = self.path.clone();
+        self.state.borrow_mut().events.push(format!("sync {path}"));
+        Ok(())
+    }
+
+    fn reread_partitions(&mut self) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        let path = self.path.clone();
+        st.events.push(format!("rrpart {path}"));
+        let d = st.disks.get_mut(&path).ok_or(Error::NotFound)?;
+        if d.busy > 0 {
+            d.busy -= 1;
+            return Err(Error::Os(16));
+        }
+        let node = d.partition_node.clone();
+        if !node.is_empty() {
+            st.nodes.push(node);
+        }
+        Ok(())
+    }
+}
+
+/// A file being written on a fake filesystem.
+#[derive(Debug)]
+pub struct FakeFile {
+    state: Rc<RefCell<FakeState>>,
+    path: String,
+}
+
+impl FileOut for FakeFile {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        st.files
+            .entry(self.path.clone())
+            .or_default()
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), Error> {
+        let path = self.path.clone();
+        self.state.borrow_mut().events.push(format!("fsync {path}"));
+        Ok(())
+    }
+}
+
+impl Os for FakeOs {
+    type Tcp = FakeTcp;
+    type Packet = FakePacket;
+    type Disk = FakeDisk;
+    type File = FakeFile;
+    type Sys = FakeSys;
+
+    fn sys(&self) -> &FakeSys {
+        &self.sys
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.state.borrow().now)
+    }
+
+    fn sleep(&mut self, duration: core::time::Duration) {
+        self.st().now += duration.as_millis() as u64;
+    }
+
+    fn mount_kernel_filesystems(&mut self) -> Result<(), Error> {
+        self.st().events.push("mount kernel filesystems".into());
+        Ok(())
+    }
+
+    fn consoles_open(&mut self, names: &[&str]) -> usize {
+        let text = names.join(" ");
+        self.st().events.push(format!("consoles {text}"));
+        names.len()
+    }
+
+    fn consoles_write(&mut self, bytes: &[u8]) {
+        self.st().console.extend_from_slice(bytes);
+    }
+
+    fn consoles_raw(&mut self, raw: bool) {
+        self.st().raw = raw;
+    }
+
+    fn consoles_read(
+        &mut self,
+        buf: &mut [u8],
+        timeout: core::time::Duration,
+    ) -> Option<ConsoleInput> {
+        let mut st = self.st();
+        let due = st.input.front().is_some_and(|(at, _)| *at <= st.now);
+        if !due {
+            let step = timeout.as_millis() as u64;
+            let next = st.input.front().map(|(at, _)| *at);
+            st.now = match next {
+                Some(at) if at < st.now + step => at,
+                _ => st.now + step,
+            };
+            if st.input.is_empty() && st.now > 1_000_000_000 {
+                panic!("console read with no input scripted: the menu would wait forever");
+            }
+            return None;
+        }
+        let (_, bytes) = st.input.pop_front()?;
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        Some(ConsoleInput { console: 0, len: n })
+    }
+
+    fn links(&mut self, each: &mut dyn FnMut(&LinkInfo)) -> Result<(), Error> {
+        let links = self.st().links.clone();
+        links.iter().for_each(each);
+        Ok(())
+    }
+
+    fn routes(&mut self, each: &mut dyn FnMut(&RouteInfo)) -> Result<(), Error> {
+        let routes = self.st().routes.clone();
+        routes.iter().for_each(each);
+        Ok(())
+    }
+
+    fn addrs(&mut self, each: &mut dyn FnMut(&AddrInfo)) -> Result<(), Error> {
+        let addrs = self.st().addrs.clone();
+        addrs.iter().for_each(each);
+        Ok(())
+    }
+
+    fn link_up(&mut self, index: u32) -> Result<(), Error> {
+        let mut st = self.st();
+        st.events.push(format!("link up {index}"));
+        for l in st.links.iter_mut().filter(|l| l.index == index) {
+            l.up = true;
+            l.carrier = true;
+        }
+        Ok(())
+    }
+
+    fn addr_add(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+        let mut st = self.st();
+        st.events.push(format!("addr add {index} {addr}/{prefix}"));
+        st.addrs.push(AddrInfo {
+            index,
+            addr,
+            prefix,
+        });
+        Ok(())
+    }
+
+    fn route_add_default(&mut self, index: u32, gateway: Ipv4Addr) -> Result<(), Error> {
+        let mut st = self.st();
+        st.events
+            .push(format!("route add default via {gateway} dev {index}"));
+        st.routes.push(RouteInfo {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+            gateway: Some(gateway),
+            oif: index,
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self, index: u32) -> Result<(), Error> {
+        let mut st = self.st();
+        st.events.push(format!("flush {index}"));
+        st.routes.retain(|r| r.oif != index);
+        st.addrs.retain(|a| a.index != index);
+        Ok(())
+    }
+
+    fn packet_open(&mut self, index: u32) -> Result<FakePacket, NetError> {
+        Ok(FakePacket {
+            state: self.state.clone(),
+            index,
+            queue: Default::default(),
+        })
+    }
+
+    fn tcp_connect(
+        &mut self,
+        addr: Ipv4Addr,
+        port: u16,
+        timeout: core::time::Duration,
+    ) -> Result<FakeTcp, NetError> {
+        let mut st = self.st();
+        if st.needs_route && !st.routes.iter().any(|r| r.prefix == 0) {
+            return Err(NetError::Unreachable);
+        }
+        if st.server != Some((addr, port)) {
+            st.now += timeout.as_millis() as u64;
+            return Err(NetError::TimedOut);
+        }
+        if st.refuse > 0 {
+            st.refuse -= 1;
+            return Err(NetError::Refused);
+        }
+        Ok(FakeTcp {
+            state: self.state.clone(),
+            response: None,
+            at: 0,
+        })
+    }
+
+    fn exists(&mut self, path: &str) -> bool {
+        self.st().nodes.iter().any(|n| n == path)
+    }
+
+    fn disk_open(&mut self, path: &str) -> Result<FakeDisk, Error> {
+        if !self.st().disks.contains_key(path) {
+            return Err(Error::NotFound);
+        }
+        self.st().events.push(format!("open {path}"));
+        Ok(FakeDisk {
+            state: self.state.clone(),
+            path: path.into(),
+        })
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), Error> {
+        let mut st = self.st();
+        if !st.nodes.iter().any(|n| n == path) {
+            st.nodes.push(path.into());
+        }
+        Ok(())
+    }
+
+    fn mount_ext4(&mut self, device: &str, target: &str) -> Result<(), Error> {
+        let mut st = self.st();
+        if !st.nodes.iter().any(|n| n == device) {
+            return Err(Error::NotFound);
+        }
+        st.events.push(format!("mount {device} {target}"));
+        st.mounts.push((device.into(), target.into()));
+        Ok(())
+    }
+
+    fn unmount(&mut self, target: &str) -> Result<(), Error> {
+        let mut st = self.st();
+        let before = st.mounts.len();
+        st.mounts.retain(|(_, t)| t != target);
+        if st.mounts.len() == before {
+            return Err(Error::Os(22));
+        }
+        st.events.push(format!("unmount {target}"));
+        Ok(())
+    }
+
+    fn file_create(&mut self, path: &str) -> Result<FakeFile, Error> {
+        let mut st = self.st();
+        st.events.push(format!("create {path}"));
+        st.files.insert(path.into(), Vec::new());
+        Ok(FakeFile {
+            state: self.state.clone(),
+            path: path.into(),
+        })
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), Error> {
+        let mut st = self.st();
+        let data = st.files.remove(from).ok_or(Error::NotFound)?;
+        st.files.insert(to.into(), data);
+        st.events.push(format!("rename {from} {to}"));
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), Error> {
+        self.st().files.remove(path);
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, path: &str) -> Result<(), Error> {
+        self.st().events.push(format!("fsync {path}"));
+        Ok(())
+    }
+
+    fn sync_all(&mut self) {
+        self.st().events.push("sync".into());
+    }
+
+    fn power(&mut self, action: PowerAction) -> Error {
+        self.st().power = Some(action);
+        Error::Os(0)
     }
 }
 

@@ -17,6 +17,8 @@
 pub mod block;
 pub mod console;
 pub mod error;
+pub mod netlink;
+pub mod os;
 pub mod sysfs;
 pub mod time;
 
@@ -33,3 +35,4 @@ pub mod mem;
 pub mod fake;
 
 pub use error::Error;
+pub use os::{Os, PowerAction};

@@ -1,4 +1,4 @@
-//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` for the libc-free
+//! `memcpy`, `memmove`, `memset`, `memcmp`, `bcmp` and `strlen` for the libc-free
 //! firmware (feature `mem`). The compiler emits calls to these symbols;
 //! without libc, somebody has to define them.
 //!
@@ -63,6 +63,19 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as memcmp.
     unsafe { memcmp(a, b, n) }
+}
+
+/// # Safety
+/// `s` points to a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller guarantees a NUL within the allocation, so every
+    // byte up to it is readable.
+    while unsafe { s.add(n).read() } != 0 {
+        n += 1;
+    }
+    n
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -22,6 +22,7 @@ pub enum Command {
     Uninstall(Uninstall),
     Init(Init),
     Version(Version),
+    Appliance(Appliance),
 }
 
 /// install ze on this host (binary, systemd service)
@@ -219,3 +220,186 @@ pub struct Init {
     note = "On an appliance, /perm/ze/build.json adds the `image:` and `appliance:` lines (ZE_BUILD_JSON overrides the path)."
 )]
 pub struct Version {}
+
+/// define appliances and build their artifacts: disk image, installer kernel and initrd, ISO
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "appliance")]
+pub struct Appliance {
+    #[argh(subcommand)]
+    pub what: ApplianceWhat,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ApplianceWhat {
+    Kernel(ApplianceKernel),
+    Initrd(ApplianceInitrd),
+    Init(ApplianceInit),
+    Build(ApplianceBuild),
+    Iso(ApplianceIso),
+}
+
+/// build the installer kernel: Linux from Debian's linux-source (or --source) with ze's config fragments
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "kernel",
+    note = "With NAME, the arch and profile come from ~/.config/ze/appliances/NAME/appliance.json; --arch and --profile override them.",
+    note = "Output: <output>/Image and <output>/config. Finished kernels are cached under $XDG_CACHE_HOME/ze/installer-kernel/<key>/ (default ~/.cache/ze/) and reused while the source and the fragments are unchanged.",
+    note = "Fails, naming each one, when a symbol of the profile's *.require list does not end up =y."
+)]
+pub struct ApplianceKernel {
+    /// driver profile: qemu (virtio, e1000; default) or hardware (bare-metal NICs, AHCI, NVMe, USB, framebuffer, exFAT)
+    #[argh(option)]
+    pub profile: Option<crate::appliance::KernelProfile>,
+    /// target architecture: amd64 or arm64 (default: the host's)
+    #[argh(option)]
+    pub arch: Option<crate::appliance::Arch>,
+    /// kernel source: a tarball or an unconfigured tree (default: the newest /usr/src/linux-source-*.tar.xz)
+    #[argh(option)]
+    pub source: Option<PathBuf>,
+    /// extra config fragment merged after the profile (repeatable), for site-specific drivers
+    #[argh(option)]
+    pub fragment: Vec<PathBuf>,
+    /// output directory (default: build/kernel)
+    #[argh(option, default = "PathBuf::from(\"build/kernel\")")]
+    pub output: PathBuf,
+    /// parallel make jobs (default: the number of CPUs)
+    #[argh(option)]
+    pub jobs: Option<usize>,
+    /// list missing prerequisites and exit (non-zero when something is missing)
+    #[argh(switch)]
+    pub check: bool,
+    /// print what would be built and where, without building
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// appliance whose appliance.json gives the arch and profile
+    #[argh(positional)]
+    pub name: Option<String>,
+}
+
+/// build the installer firmware and pack it as build/initrd/initrd.img.gz
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "initrd",
+    note = "The initrd is a gzip-compressed newc cpio holding exactly one file, init (mode 0755): the static, libc-free installer firmware. It is built like `make firmware` (cargo with --target and the flags of linker/rustflags), so it needs the ze source tree and a Rust toolchain; --firmware packs a prebuilt binary instead.",
+    note = "The result must stay within the 192 KiB budget; the command fails when it does not."
+)]
+pub struct ApplianceInitrd {
+    /// target architecture: amd64 (default) or arm64
+    #[argh(option)]
+    pub arch: Option<String>,
+    /// the ze source tree to build from (default: the working directory or its nearest parent that is one)
+    #[argh(option)]
+    pub source: Option<PathBuf>,
+    /// pack this prebuilt firmware binary instead of building it
+    #[argh(option)]
+    pub firmware: Option<PathBuf>,
+    /// where to write the initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    pub output: Option<PathBuf>,
+    /// print the build command and the output path without doing anything
+    #[argh(switch)]
+    pub dry_run: bool,
+}
+
+/// define an appliance: appliance.json with image settings and SSH credentials, a seed config, a TLS identity
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "init",
+    note = "Writes $XDG_CONFIG_HOME/ze/appliances/NAME/ (default ~/.config/ze/appliances/NAME/): appliance.json, ze.conf (the seed config, baked into images as file/template/ze.conf) and tls/cert.pem + tls/key.pem (self-signed for NAME).",
+    note = "Defaults: image.arch the host's, image.kernel-profile qemu, image.size-bytes 2 GiB. Without --ssh-username/--ssh-password, asks on the terminal (the password twice, without echo). The password is stored only as a bcrypt hash (cost 10).",
+    note = "Refuses to replace an existing appliance.json without --force; --force keeps ze.conf, tls/ and the images.",
+    note = "Next step: `ze appliance build NAME`."
+)]
+pub struct ApplianceInit {
+    /// SSH login name baked into every image (default: ask)
+    #[argh(option)]
+    pub ssh_username: Option<String>,
+    /// SSH password, stored only as a bcrypt hash (default: ask without echo)
+    #[argh(option)]
+    pub ssh_password: Option<String>,
+    /// target architecture: amd64 or arm64 (default: the host's)
+    #[argh(option)]
+    pub arch: Option<crate::appliance::Arch>,
+    /// installer kernel profile: qemu or hardware (default: qemu)
+    #[argh(option)]
+    pub kernel_profile: Option<crate::appliance::KernelProfile>,
+    /// image size, e.g. 2G or 768M (default: 2 GiB)
+    #[argh(option)]
+    pub size: Option<crate::appliance::size::ByteSize>,
+    /// replace an existing appliance.json
+    #[argh(switch)]
+    pub force: bool,
+    /// the appliance name: 1 to 64 of a-z, 0-9, '-' and '_'
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// build the appliance disk image ze-<YYYYMMDD-HHMMSS>.img and its build.json
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "build",
+    note = "Layout: GPT; p1 ESP (FAT32, GRUB + one kernel per slot), p2 root-a and p3 root-b (squashfs with a static ze as /sbin/init), p4 perm (ext4: ze/database.zefs, ze/build.json). See docs/appliance.md.",
+    note = "Size: --size, else ZE_INSTALL_IMAGE_SIZE, else image.size-bytes. Kernel: --kernel, else the ze appliance kernel cache for the appliance's arch and profile, else build/kernel/Image. ze: --ze, else the running ze when it is static, else a static cargo build of this source tree (target/static).",
+    note = "The image is written under a hidden name and renamed when complete; the file is sparse."
+)]
+pub struct ApplianceBuild {
+    /// image size, e.g. 2G or 768M (overrides ZE_INSTALL_IMAGE_SIZE and appliance.json)
+    #[argh(option)]
+    pub size: Option<crate::appliance::size::ByteSize>,
+    /// kernel for the image (default: the cache, then build/kernel/Image)
+    #[argh(option)]
+    pub kernel: Option<PathBuf>,
+    /// static ze binary for the image's root (default: see below)
+    #[argh(option)]
+    pub ze: Option<PathBuf>,
+    /// list missing prerequisites and exit (non-zero when something is missing)
+    #[argh(switch)]
+    pub check: bool,
+    /// print the inputs and the partition layout without building
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the appliance to build
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// build a hybrid UEFI install ISO that writes the newest image to a disk
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "iso",
+    note = "The ISO holds the installer kernel and initrd, the image (gzip), its sha256, ze/install.json and a random 32-hex media id; its boot loader (BOOTX64.EFI or BOOTAA64.EFI, after image.arch) boots `ze.source=iso ze.media-id=<id>` and ze.target when given.",
+    note = "Kernel: --kernel, else the ze appliance kernel cache for the appliance's arch and profile, else build/kernel/Image. Initrd: --initrd, else build/initrd/initrd.img.gz (`ze appliance initrd`).",
+    note = "With more than one fixed disk on the target, pass --target: the installer refuses to choose."
+)]
+pub struct ApplianceIso {
+    /// list missing prerequisites and exit (non-zero when something is missing)
+    #[argh(switch)]
+    pub check: bool,
+    /// the whole disk the installer writes, e.g. /dev/vda (ze.target=)
+    #[argh(option)]
+    pub target: Option<String>,
+    /// installer kernel (default: the cache, then build/kernel/Image)
+    #[argh(option)]
+    pub kernel: Option<PathBuf>,
+    /// installer initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    pub initrd: Option<PathBuf>,
+    /// image to install (default: the appliance's newest ze-*.img)
+    #[argh(option)]
+    pub image: Option<PathBuf>,
+    /// where to write the ISO (default: the image's name with .iso, beside it)
+    #[argh(option)]
+    pub output: Option<PathBuf>,
+    /// print the inputs without building
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the appliance
+    #[argh(positional)]
+    pub name: String,
+}

@@ -2,11 +2,13 @@
 //! PXE provisioning servers, and builds the appliance image, installer
 //! kernel, initrd and ISO. The `ze` binary is a thin shell over this crate.
 
+pub mod appliance;
 pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod context;
+pub mod cpio;
 pub mod credentials;
 pub mod daemon;
 pub mod dhcpserver;
@@ -17,6 +19,7 @@ pub mod layout;
 pub mod manifest;
 pub mod netaddr;
 pub mod netlink;
+pub mod pid1;
 pub mod plan;
 pub mod prompt;
 pub mod servefs;

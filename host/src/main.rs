@@ -3,13 +3,17 @@
 use argh::FromArgs;
 use std::process::ExitCode;
 use ze::{
-    cli::{Command, InstallWhat, UninstallWhat, Ze},
+    cli::{ApplianceWhat, Command, InstallWhat, UninstallWhat, Ze},
     cmd,
     context::Context,
 };
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // On an appliance the kernel runs ze as /sbin/init (docs/appliance.md).
+    if ze::pid1::is_init(&args) {
+        ze::pid1::run();
+    }
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let name = strs
         .first()
@@ -90,5 +94,12 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         },
         Command::Init(a) => cmd::init::run(&ctx, &a),
         Command::Version(_) => cmd::version::run(&ctx),
+        Command::Appliance(a) => match a.what {
+            ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
+            ApplianceWhat::Initrd(a) => cmd::appliance_initrd::run(&a),
+            ApplianceWhat::Init(a) => cmd::appliance_init::run(&a),
+            ApplianceWhat::Build(a) => cmd::appliance_build::run(&a),
+            ApplianceWhat::Iso(a) => cmd::appliance_iso::run(&a),
+        },
     }
 }

@@ -33,6 +33,11 @@ pub fn compact(epoch: i64) -> String {
     format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
 }
 
+/// (year, month, day) in UTC.
+pub fn date(epoch: i64) -> (i64, u32, u32) {
+    civil_from_days(epoch.div_euclid(86_400))
+}
+
 /// Seconds since the UNIX epoch, now.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

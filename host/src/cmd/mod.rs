@@ -1,5 +1,10 @@
 //! One module per `ze` subcommand.
 
+pub mod appliance_build;
+pub mod appliance_init;
+pub mod appliance_initrd;
+pub mod appliance_iso;
+pub mod appliance_kernel;
 pub mod daemon;
 pub mod init;
 pub mod install_local;

@@ -357,40 +357,12 @@ pub fn tiny_init_elf() -> Vec<u8> {
     elf
 }
 
-fn cpio_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8], ino: u32) {
-    let header = format!(
-        "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-        0,
-        0,
-        1,
-        0,
-        data.len(),
-        0,
-        0,
-        0,
-        0,
-        name.len() + 1,
-        0
-    );
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
 /// A newc cpio archive (uncompressed; the kernel detects the format)
 /// holding only `/init` = [`tiny_init_elf`].
 pub fn tiny_initrd() -> Vec<u8> {
-    let mut out = Vec::new();
-    cpio_entry(&mut out, "init", 0o100755, &tiny_init_elf(), 1);
-    cpio_entry(&mut out, "TRAILER!!!", 0, &[], 2);
-    out
+    let mut w = ze::cpio::Writer::new(Vec::new());
+    w.file("init", 0o755, &tiny_init_elf()).unwrap();
+    w.finish().unwrap()
 }
 
 /// The installer kernel for QEMU tests: `ZE_TEST_KERNEL`, else the one

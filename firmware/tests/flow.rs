@@ -1,0 +1,753 @@
+//! The whole install, PID 1's life from mount to power, against
+//! `ze_hal::fake::FakeOs`: a scripted machine whose clock moves only when
+//! the installer waits. Checklist ids in the names.
+
+use std::{cell::RefCell, net::Ipv4Addr, rc::Rc};
+use ze_hal::{
+    PowerAction,
+    fake::{FakeOs, FakeResponse, FakeSys},
+    os::{LinkInfo, RouteInfo},
+};
+use ze_installer::{
+    install::HEAD_LEN,
+    recovery::password_digest,
+    run::{self, Buffers},
+};
+
+const MIB: usize = 1 << 20;
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const PORT: u16 = 8080;
+const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+fn image() -> Vec<u8> {
+    // 3 MiB that differ everywhere, with a recognisable first sector.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut v: Vec<u8> = (0..3 * MIB)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    v[..8].copy_from_slice(b"GPTHEAD!");
+    v
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+const ZEFS: &[u8] = b"ZEFS\x00\r\n\x1a-test-database";
+
+fn link(index: u32, name: &str, kind: u16, loopback: bool) -> LinkInfo {
+    LinkInfo {
+        index,
+        name: name.try_into().unwrap(),
+        mac: if loopback { [0; 6] } else { MAC },
+        up: loopback,
+        carrier: loopback,
+        loopback,
+        kind,
+    }
+}
+
+struct Machine {
+    os: FakeOs,
+    image: Rc<Vec<u8>>,
+}
+
+/// A QEMU-like machine: lo, eth0, sit0; one 8 MiB disk vda; the kernel's
+/// ip=dhcp route unless `kernel_route` is false; the server serving the
+/// image and the database.
+fn machine(extra: &str, kernel_route: bool) -> Machine {
+    let mut sys = FakeSys::new();
+    sys.file(
+        "/proc/cmdline",
+        &format!("console=tty0 console=ttyS0 ze.server=10.0.2.2 ze.port=8080 {extra}\n"),
+    );
+    sys.file("/sys/class/tty/console/active", "tty0 ttyS0\n");
+    let mut os = FakeOs::new(sys);
+    os.add_disk("vda", 8 * MIB as u64, "/dev/vda4");
+    let image = Rc::new(image());
+    {
+        let mut st = os.st();
+        st.links = vec![
+            link(1, "lo", 772, true),
+            link(2, "eth0", 1, false),
+            link(3, "sit0", 776, false),
+        ];
+        if kernel_route {
+            st.links[1].up = true;
+            st.links[1].carrier = true;
+            st.routes.push(RouteInfo {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                gateway: Some(SERVER),
+                oif: 2,
+            });
+        }
+        st.server = Some((SERVER, PORT));
+        let img = image.clone();
+        st.http = Some(Box::new(move |req| match req.path.as_str() {
+            "/install/image/ze.img" => FakeResponse::file(&img, req.range_from.unwrap_or(0)),
+            "/install/database.zefs" => FakeResponse::file(ZEFS, req.range_from.unwrap_or(0)),
+            _ => FakeResponse::new(404, b"no", None),
+        }));
+    }
+    Machine { os, image }
+}
+
+fn boot(m: &mut Machine) -> PowerAction {
+    let mut head = vec![0u8; HEAD_LEN];
+    let mut io = vec![0u8; ze_installer::install::IO_CHUNK];
+    let mut bufs = Buffers {
+        head: &mut head,
+        io: &mut io,
+    };
+    run::boot(&mut m.os, &mut bufs)
+}
+
+fn disk(m: &Machine) -> Vec<u8> {
+    m.os.st().disks["/dev/vda"].data.clone()
+}
+
+fn in_order(text: &str, patterns: &[&str]) {
+    let mut at = 0;
+    for p in patterns {
+        match text[at..].find(p) {
+            Some(i) => at += i + p.len(),
+            None => panic!("console lacks {p:?} after byte {at}:\n{text}"),
+        }
+    }
+}
+
+fn events(m: &Machine) -> Vec<String> {
+    m.os.st().events.clone()
+}
+
+#[test]
+fn i3_i5_i6_i7_i17_install_writes_the_first_mib_last_and_reboots() {
+    let mut m = machine("ip=dhcp", true);
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] ze-installer ",
+            "[ze-install] kernel network: default route via 10.0.2.2 dev eth0",
+            "[ze-install] probe 1/30 10.0.2.2:8080: reachable (HTTP 200)",
+            "[ze-install] using the kernel's network configuration",
+            "[ze-install] target disk /dev/vda (8388608 bytes)",
+            "[ze-install] image: http://10.0.2.2:8080/install/image/ze.img (3145728 bytes)",
+            "[ze-install] image: 3145728/3145728 bytes (100%)",
+            &format!(
+                "[ze-install] image written: 3145728 bytes, sha256 {}",
+                sha(&m.image)
+            ),
+            "[ze-install] mounted /dev/vda4 (ext4) at /perm",
+            &format!(
+                "[ze-install] wrote /perm/ze/database.zefs ({} bytes)",
+                ZEFS.len()
+            ),
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    let d = disk(&m);
+    assert_eq!(&d[..m.image.len()], &m.image[..]);
+    assert_eq!(m.os.st().files["/perm/ze/database.zefs"], ZEFS);
+    // Order of effects: zero the head, write the rest, fsync, write the
+    // head, fsync, BLKRRPART, mount, tmp file, fsync, rename, fsync dir,
+    // unmount, sync.
+    let ev = events(&m);
+    let pos = |p: &str| {
+        ev.iter()
+            .position(|e| e == p)
+            .unwrap_or_else(|| panic!("no {p:?} in {ev:#?}"))
+    };
+    let offset = |e: &str| -> Option<usize> {
+        e.strip_prefix("write /dev/vda ")?
+            .split('+')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let first_tail = ev
+        .iter()
+        .position(|e| offset(e).is_some_and(|o| o >= HEAD_LEN))
+        .unwrap();
+    let head_writes: Vec<usize> = ev
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with("write /dev/vda 0+"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        head_writes[0] < first_tail,
+        "the first MiB is zeroed before anything else"
+    );
+    let head_final = *head_writes.last().unwrap();
+    assert_eq!(ev[head_final], format!("write /dev/vda 0+{HEAD_LEN}"));
+    let last_tail = ev
+        .iter()
+        .rposition(|e| offset(e).is_some_and(|o| o >= HEAD_LEN))
+        .unwrap();
+    assert!(last_tail < head_final, "the first MiB is written last");
+    assert_eq!(
+        ev[head_final - 1],
+        "sync /dev/vda",
+        "the rest is synced before the head"
+    );
+    assert_eq!(ev[head_final + 1], "sync /dev/vda");
+    let order = [
+        "rrpart /dev/vda",
+        "mount /dev/vda4 /perm",
+        "create /perm/ze/.database.zefs.tmp",
+        "fsync /perm/ze/.database.zefs.tmp",
+        "rename /perm/ze/.database.zefs.tmp /perm/ze/database.zefs",
+        "fsync /perm/ze",
+        "unmount /perm",
+        "sync",
+    ];
+    let idx: Vec<usize> = order.iter().map(|p| pos(p)).collect();
+    assert!(
+        idx.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} out of order: {ev:#?}"
+    );
+    assert!(head_final < idx[0]);
+    // I11: both consoles were opened.
+    assert!(ev.contains(&"consoles tty0 ttyS0".to_string()));
+}
+
+#[test]
+fn i11_progress_lines_at_most_once_a_second() {
+    let mut m = machine("ip=dhcp", true);
+    // Each receive takes 100 ms: 3 MiB in 48 chunks of 64 KiB.
+    m.os.st().recv_ms = 100;
+    boot(&mut m);
+    let console = m.os.console_text();
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("[ze-install] image: ") && l.contains(" MB/s"))
+        .collect();
+    // About 4.8 s of transfer: 4 timed lines plus the final one.
+    assert!((4..=6).contains(&lines.len()), "{lines:#?}");
+    assert!(lines[0].contains("bytes ("), "{}", lines[0]);
+    assert!(lines[0].contains(", ETA 0:0"), "{}", lines[0]);
+}
+
+#[test]
+fn i8_dhcp_fallback_over_captured_slirp_replies() {
+    let mut m = machine("", false);
+    let offer = include_bytes!("../testdata/dhcp/slirp-offer.bin").to_vec();
+    let ack = include_bytes!("../testdata/dhcp/slirp-ack.bin").to_vec();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s2 = seen.clone();
+    m.os.st().packets = Some(Box::new(move |index, pkt| {
+        s2.borrow_mut().push(index);
+        // The DHCP message behind IPv4 + UDP; answer on eth0 only.
+        let dhcp = &pkt[28..];
+        if index != 2 {
+            return vec![];
+        }
+        let kind = dhcp[240..]
+            .windows(3)
+            .find(|w| w[0] == 53 && w[1] == 1)
+            .map(|w| w[2])
+            .unwrap();
+        let mut reply = if kind == 1 {
+            offer.clone()
+        } else {
+            ack.clone()
+        };
+        reply[4..8].copy_from_slice(&dhcp[4..8]);
+        vec![wrap(&reply)]
+    }));
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] no default route from the kernel; trying DHCP on every interface",
+            "[ze-install] eth0: lease 10.0.2.15/24 router 10.0.2.2 from 10.0.2.2 for 86400 s",
+            "[ze-install] probe 1/30 10.0.2.2:8080: reachable (HTTP 200)",
+            "[ze-install] eth0: reaches 10.0.2.2:8080; using it",
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    let ev = events(&m);
+    assert!(ev.contains(&"link up 2".to_string()));
+    assert!(
+        !ev.contains(&"link up 3".to_string()),
+        "sit0 is not ethernet"
+    );
+    assert!(ev.contains(&"addr add 2 10.0.2.15/24".to_string()));
+    assert!(ev.contains(&"route add default via 10.0.2.2 dev 2".to_string()));
+    assert!(seen.borrow().iter().all(|&i| i == 2));
+}
+
+/// An IPv4/UDP packet from 10.0.2.2:67 to broadcast:68.
+fn wrap(payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 28 + payload.len()];
+    buf[28..].copy_from_slice(payload);
+    ze_installer::frame::wrap(&mut buf, SERVER, Ipv4Addr::BROADCAST, 67, 68, payload.len())
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn i8_lease_that_cannot_reach_the_server_is_flushed() {
+    let mut m = machine("ze.wait=5", false);
+    let offer = include_bytes!("../testdata/dhcp/slirp-offer.bin").to_vec();
+    let ack = include_bytes!("../testdata/dhcp/slirp-ack.bin").to_vec();
+    m.os.st().packets = Some(Box::new(move |_, pkt| {
+        let dhcp = &pkt[28..];
+        let discover = dhcp[240..].windows(3).any(|w| w == [53, 1, 1]);
+        let mut reply = if discover { offer.clone() } else { ack.clone() };
+        reply[4..8].copy_from_slice(&dhcp[4..8]);
+        vec![wrap(&reply)]
+    }));
+    // The server is somewhere else: every probe times out.
+    m.os.st().server = Some((Ipv4Addr::new(192, 0, 2, 99), 80));
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] eth0: lease 10.0.2.15/24",
+            "[ze-install] probe 3/5 10.0.2.2:8080: TCP unreachable: timed out",
+            "[ze-install] eth0: cannot reach 10.0.2.2:8080 through this lease; flushed",
+            "[ze-install] eth0: keeping the lease and waiting for 10.0.2.2:8080",
+            "[ze-install] probe 5/5",
+            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 5 probes (TCP unreachable: timed out); check ze.server/ze.port and the network",
+            "rebooting in 30 s",
+        ],
+    );
+    assert!(events(&m).contains(&"flush 2".to_string()));
+}
+
+#[test]
+fn i9_unreachable_server_logs_state_every_ten_probes() {
+    let mut m = machine("ip=dhcp ze.wait=30", true);
+    m.os.st().refuse = 1_000;
+    let t0 = m.os.st().now;
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    // 3 probes on the kernel's route, DHCP finds no lease (no server on
+    // the packet socket), so the budget ends there.
+    in_order(
+        &console,
+        &[
+            "[ze-install] probe 1/30 10.0.2.2:8080: TCP unreachable: connection refused",
+            "[ze-install] probe 3/30",
+            "[ze-install] the kernel's route does not reach 10.0.2.2:8080; trying DHCP on every interface",
+            "[ze-install] eth0: no DHCP lease in 10 s",
+            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 3 probes (TCP unreachable: connection refused)",
+        ],
+    );
+    // A longer wait on a route that stays: diagnostics at 10 and 20.
+    let mut m = machine("ip=dhcp ze.wait=20", true);
+    m.os.st().refuse = 1_000;
+    let offer = include_bytes!("../testdata/dhcp/slirp-offer.bin").to_vec();
+    let ack = include_bytes!("../testdata/dhcp/slirp-ack.bin").to_vec();
+    m.os.st().packets = Some(Box::new(move |_, pkt| {
+        let dhcp = &pkt[28..];
+        let discover = dhcp[240..].windows(3).any(|w| w == [53, 1, 1]);
+        let mut reply = if discover { offer.clone() } else { ack.clone() };
+        reply[4..8].copy_from_slice(&dhcp[4..8]);
+        vec![wrap(&reply)]
+    }));
+    boot(&mut m);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] probe 10/20",
+            "[ze-install] link lo index 1 up carrier",
+            "[ze-install] link eth0 index 2 up carrier 52:54:00:12:34:56",
+            "[ze-install] addr eth0 10.0.2.15/24",
+            "[ze-install] route default via 10.0.2.2 dev eth0",
+            "[ze-install] probe 20/20",
+            "[ze-install] link eth0",
+            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 20 probes",
+        ],
+    );
+    // Probes are 2 s apart.
+    let elapsed = m.os.st().now - t0;
+    assert!(elapsed >= 19 * 2_000, "{elapsed} ms");
+}
+
+#[test]
+fn i12_i14_image_404_is_fatal_then_reboot_after_30_seconds() {
+    let mut m = machine("ip=dhcp", true);
+    m.os.st().http = Some(Box::new(|_| FakeResponse::new(404, b"not found", None)));
+    let t0 = m.os.st().now;
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "reachable (HTTP 404)",
+            "[ze-install] FATAL: download of the image failed: HTTP 404 (not found)\n",
+            "[ze-install] no recovery password (ze.shell-auth) on this network install: rebooting in 30 s",
+            "[ze-install] rebooting in 20 s",
+            "[ze-install] rebooting in 10 s",
+        ],
+    );
+    assert_eq!(console.matches("FATAL").count(), 1, "one FATAL line");
+    assert!(m.os.st().now - t0 >= 30_000);
+    let d = disk(&m);
+    assert!(d[..HEAD_LEN].iter().all(|&b| b == 0), "first MiB zeroed");
+    // No attempt to retry a 404.
+    let gets =
+        m.os.st()
+            .requests
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count();
+    assert_eq!(gets, 1);
+}
+
+#[test]
+fn i18_cut_download_resumes_with_range() {
+    let mut m = machine("ip=dhcp", true);
+    let img = m.image.clone();
+    let mut first = true;
+    m.os.st().http = Some(Box::new(move |req| match req.path.as_str() {
+        "/install/image/ze.img" if req.method == "GET" && first => {
+            first = false;
+            let mut r = FakeResponse::file(&img, 0);
+            r.cut_at = Some(1_500_000);
+            r
+        }
+        "/install/image/ze.img" => FakeResponse::file(&img, req.range_from.unwrap_or(0)),
+        _ => FakeResponse::file(ZEFS, 0),
+    }));
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] image: attempt 1 failed at byte ",
+            "connection closed ",
+            "[ze-install] image: retrying in 2 s",
+            "[ze-install] image: resuming at byte ",
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    let reqs = m.os.st().requests.clone();
+    let ranged: Vec<_> = reqs.iter().filter(|r| r.range_from.is_some()).collect();
+    assert_eq!(ranged.len(), 1, "{reqs:?}");
+    let from = ranged[0].range_from.unwrap();
+    assert!(from > 0 && from < 1_500_000);
+    assert_eq!(&disk(&m)[..m.image.len()], &m.image[..]);
+}
+
+#[test]
+fn i10_stall_times_out_and_resumes() {
+    let mut m = machine("ip=dhcp", true);
+    let img = m.image.clone();
+    let mut first = true;
+    m.os.st().http = Some(Box::new(move |req| match req.path.as_str() {
+        "/install/image/ze.img" if req.method == "GET" && first => {
+            first = false;
+            let mut r = FakeResponse::file(&img, 0);
+            r.stall_at = Some(2_000_000);
+            r
+        }
+        "/install/image/ze.img" => FakeResponse::file(&img, req.range_from.unwrap_or(0)),
+        _ => FakeResponse::file(ZEFS, 0),
+    }));
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "failed at byte ",
+            ": stalled: no data for 10 s",
+            "[ze-install] image: resuming at byte ",
+            "[ze-install] install complete",
+        ],
+    );
+    assert_eq!(&disk(&m)[..m.image.len()], &m.image[..]);
+}
+
+#[test]
+fn i10_three_failures_are_fatal_and_leave_the_disk_unbootable() {
+    let mut m = machine("ip=dhcp", true);
+    let img = m.image.clone();
+    m.os.st().http = Some(Box::new(move |req| {
+        if req.method == "HEAD" {
+            return FakeResponse::file(&img, 0);
+        }
+        // Every GET is cut after 100 KB.
+        let mut r = FakeResponse::file(&img, req.range_from.unwrap_or(0));
+        r.cut_at = Some(100_000);
+        r
+    }));
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "attempt 1 failed",
+            "attempt 2 failed",
+            "attempt 3 failed",
+            "[ze-install] FATAL: download of the image failed: failed 3 times, last: connection closed ",
+        ],
+    );
+    assert!(disk(&m)[..HEAD_LEN].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn lying_content_length_counts_as_a_failure() {
+    let mut m = machine("ip=dhcp", true);
+    let img = m.image.clone();
+    let mut n = 0;
+    m.os.st().http = Some(Box::new(move |req| {
+        if req.path != "/install/image/ze.img" {
+            return FakeResponse::file(ZEFS, 0);
+        }
+        if req.method == "GET" {
+            n += 1;
+        }
+        if n == 1 && req.method == "GET" {
+            // Announces 1000 bytes, sends the whole image.
+            let mut r = FakeResponse::new(200, &img, None);
+            let text = String::from_utf8_lossy(&r.bytes[..60]).into_owned();
+            let fixed = text.replacen(
+                &format!("Content-Length: {}", img.len()),
+                "Content-Length: 1000",
+                1,
+            );
+            let mut bytes = fixed.into_bytes();
+            bytes.extend_from_slice(&r.bytes[60..]);
+            r.bytes = bytes;
+            return r;
+        }
+        FakeResponse::file(&img, req.range_from.unwrap_or(0))
+    }));
+    boot(&mut m);
+    let console = m.os.console_text();
+    assert!(
+        console.contains("server sent more bytes than its Content-Length")
+            || console.contains("differs"),
+        "{console}"
+    );
+}
+
+#[test]
+fn i17_wrong_sha256_zeroes_the_first_mib_and_the_operator_powers_off() {
+    let wrong = sha(b"something else");
+    let auth = hex(&password_digest(b"pw"));
+    let mut m = machine(
+        &format!("ip=dhcp ze.sha256={wrong} ze.shell-auth={auth}"),
+        true,
+    );
+    {
+        let mut st = m.os.st();
+        let t = st.now + 100_000;
+        st.input.push_back((t, b"pw\r".to_vec()));
+        st.input.push_back((t + 1_000, b"4\r".to_vec()));
+    }
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            &format!(
+                "[ze-install] FATAL: image sha256 {} differs from ze.sha256={wrong}; disk left unbootable",
+                sha(&m.image)
+            ),
+            "[ze-install] recovery password: ",
+            "[ze-install] password accepted",
+            "4) power off",
+            "[ze-install] powering off",
+        ],
+    );
+    let d = disk(&m);
+    assert!(
+        d[..HEAD_LEN].iter().all(|&b| b == 0),
+        "first MiB must be zero"
+    );
+    assert_eq!(
+        &d[HEAD_LEN..m.image.len()],
+        &m.image[HEAD_LEN..],
+        "the rest was written"
+    );
+    assert!(!m.os.st().raw, "consoles back in cooked mode");
+}
+
+#[test]
+fn i17_ze_size_mismatch_is_caught_before_writing() {
+    let mut m = machine("ip=dhcp ze.size=12345", true);
+    boot(&mut m);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: image size 3145728 bytes differs from ze.size=12345; disk left unbootable",
+        ],
+    );
+    // Only the zeroing of the first MiB touched the disk.
+    let beyond_head = events(&m)
+        .iter()
+        .filter_map(|e| e.strip_prefix("write /dev/vda "))
+        .filter_map(|w| w.split('+').next()?.parse::<usize>().ok())
+        .filter(|&offset| offset >= HEAD_LEN)
+        .count();
+    assert_eq!(beyond_head, 0);
+}
+
+#[test]
+fn i13_i14_password_gate_diagnostics_and_retry() {
+    let auth = hex(&password_digest(b"open sesame"));
+    let mut m = machine(&format!("ip=dhcp ze.shell-auth={auth}"), true);
+    m.os.st().http = Some(Box::new(|_| FakeResponse::new(404, b"", None)));
+    {
+        let mut st = m.os.st();
+        let t = st.now + 60_000;
+        st.input.push_back((t, b"guess\r".to_vec()));
+        st.input.push_back((t + 5_000, b"open sesame\r".to_vec()));
+        st.input.push_back((t + 6_000, b"2\r".to_vec()));
+        st.input.push_back((t + 7_000, b"1\r".to_vec()));
+        // After the retry fails again, reboot.
+        st.input.push_back((t + 200_000, b"open sesame\r".to_vec()));
+        st.input.push_back((t + 201_000, b"reboot\r".to_vec()));
+    }
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] FATAL: download of the image failed: HTTP 404",
+            "[ze-install] recovery password: ",
+            "[ze-install] wrong password",
+            "[ze-install] recovery password: ",
+            "[ze-install] password accepted",
+            "[ze-install] cmdline: console=tty0",
+            "[ze-install] link eth0 index 2 up carrier 52:54:00:12:34:56",
+            "[ze-install] route default via 10.0.2.2 dev eth0",
+            "[ze-install] disk vda 8388608 bytes, candidate",
+            "[ze-install] retrying the install",
+            "[ze-install] installing ze.img from 10.0.2.2:8080",
+            "[ze-install] FATAL: download of the image failed: HTTP 404",
+            "[ze-install] recovery password: ",
+            "[ze-install] rebooting",
+        ],
+    );
+    assert!(!console.contains("guess") && !console.contains("open sesame"));
+    assert!(!console.contains("rebooting in 30 s"));
+}
+
+#[test]
+fn i14_iso_without_credential_opens_the_menu() {
+    let mut sys = FakeSys::new();
+    sys.file(
+        "/proc/cmdline",
+        "ze.source=iso ze.media-id=0123456789abcdef0123456789abcdef\n",
+    );
+    sys.file("/sys/class/tty/console/active", "ttyS0\n");
+    let os = FakeOs::new(sys);
+    os.st().input.push_back((5_000, b"4\r".to_vec()));
+    let mut m = Machine {
+        os,
+        image: Rc::new(Vec::new()),
+    };
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: ze.source=iso: this installer build installs over HTTP only",
+            "[ze-install] recovery menu:",
+            "[ze-install] powering off",
+        ],
+    );
+}
+
+#[test]
+fn i12_no_disk_is_fatal_before_any_download() {
+    let mut m = machine("ip=dhcp", true);
+    m.os.sys_file("/sys/block/sr0/size", "2097151\n");
+    m.os.sys_file("/sys/block/sr0/removable", "1\n");
+    m.os.sys_file("/sys/block/sr0/ro", "1\n");
+    m.os.sys_file("/sys/block/vda/ro", "1\n");
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: no writable disk: none of the 2 block devices is a fixed, writable, non-empty disk",
+        ],
+    );
+    assert!(!m.os.st().requests.iter().any(|r| r.method == "GET"));
+}
+
+#[test]
+fn bad_target_is_fatal_with_the_reason() {
+    let mut m = machine("ip=dhcp ze.target=/dev/sdz", true);
+    boot(&mut m);
+    in_order(
+        &m.os.console_text(),
+        &["[ze-install] FATAL: ze.target=/dev/sdz: no such whole disk in /sys/block"],
+    );
+}
+
+#[test]
+fn i2_invalid_cmdline_is_fatal_and_names_the_key() {
+    let mut m = machine("ze.port=99999", true);
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: kernel command line: ze.port=\"99999\": not a TCP port (1-65535)",
+            "rebooting in 30 s",
+        ],
+    );
+}
+
+#[test]
+fn t1_partition_node_wait_and_busy_reread() {
+    let mut m = machine("ip=dhcp", true);
+    m.os.st().disks.get_mut("/dev/vda").unwrap().busy = 3;
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let rr = events(&m)
+        .iter()
+        .filter(|e| *e == "rrpart /dev/vda")
+        .count();
+    assert_eq!(rr, 4, "three EBUSY, then success");
+    // The node never appears: FATAL, and the disk is made unbootable.
+    let mut m = machine("ip=dhcp", true);
+    m.os.st().disks.get_mut("/dev/vda").unwrap().partition_node = String::new();
+    boot(&mut m);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: /dev/vda4 did not appear within 10 s after re-reading the partition table",
+        ],
+    );
+    assert!(disk(&m)[..HEAD_LEN].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn database_404_leaves_the_disk_unbootable() {
+    let mut m = machine("ip=dhcp", true);
+    let img = m.image.clone();
+    m.os.st().http = Some(Box::new(move |req| match req.path.as_str() {
+        "/install/image/ze.img" => FakeResponse::file(&img, req.range_from.unwrap_or(0)),
+        _ => FakeResponse::new(404, b"", None),
+    }));
+    boot(&mut m);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] mounted /dev/vda4",
+            "[ze-install] first MiB of /dev/vda zeroed: the disk will not boot a partial install",
+            "[ze-install] FATAL: download of the database failed: HTTP 404 (not found)",
+        ],
+    );
+    assert!(disk(&m)[..HEAD_LEN].iter().all(|&b| b == 0));
+    assert!(m.os.st().mounts.is_empty(), "/perm unmounted");
+    assert!(!m.os.st().files.contains_key("/perm/ze/database.zefs"));
+}

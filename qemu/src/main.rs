@@ -1,0 +1,279 @@
+//! `ze-qemu`: the installer's end-to-end harness (see `docs/installer.md`).
+//!
+//! - `ze-qemu test`: every QEMU case of `make ze-install-qemu-test`;
+//! - `ze-qemu image`: build a test GPT image with ext4 as partition 4;
+//! - `ze-qemu serve`: serve an image and a database like the harness does;
+//! - `ze-qemu demo`: one install, shown live, with a summary.
+
+mod bench;
+mod image;
+mod server;
+mod suite;
+mod vm;
+
+use argh::FromArgs;
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+/// ze's installer harness: QEMU boots of the real kernel and initrd.
+#[derive(FromArgs, Debug)]
+struct Args {
+    #[argh(subcommand)]
+    command: Cmd,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Cmd {
+    Test(Test),
+    Image(Image),
+    Serve(Serve),
+    Demo(Demo),
+    Bench(Bench),
+}
+
+/// run the QEMU install and fault cases (ZE_INSTALL_* knobs apply)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "test")]
+struct Test {
+    /// the initrd to boot (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// run only the cases whose names contain this (repeatable)
+    #[argh(option)]
+    only: Vec<String>,
+    /// machines at once (default: ZE_INSTALL_JOBS or 2)
+    #[argh(option)]
+    jobs: Option<usize>,
+    /// print the serial consoles live
+    #[argh(switch)]
+    verbose: bool,
+    /// list the cases and exit
+    #[argh(switch)]
+    list: bool,
+}
+
+/// build a test image: GPT, partition 4 ext4
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "image")]
+struct Image {
+    /// where to write it
+    #[argh(option)]
+    output: PathBuf,
+    /// size, e.g. 64M (default 64M)
+    #[argh(option, default = "String::from(\"64M\")")]
+    size: String,
+}
+
+/// serve an image and a database on 127.0.0.1 until interrupted
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+struct Serve {
+    /// the image, served as /install/image/<name>
+    #[argh(option)]
+    image: PathBuf,
+    /// the database, served as /install/database.zefs (default: a test database)
+    #[argh(option)]
+    zefs: Option<PathBuf>,
+}
+
+/// install a test image on a QEMU machine and show it live
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "demo")]
+struct Demo {
+    /// the initrd to boot (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+}
+
+/// measure the installer against busybox-static + a script: initrd size, start-up, pipeline throughput
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bench")]
+struct Bench {
+    /// the initrd to measure (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// runs per measurement (default 5; medians are reported)
+    #[argh(option, default = "5")]
+    runs: usize,
+    /// mebibytes moved by the pipeline benchmark (default 256)
+    #[argh(option, default = "256")]
+    pipeline_mib: u64,
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ze-{name}-{}", std::process::id()))
+}
+
+fn keep() -> bool {
+    std::env::var_os("ZE_INSTALL_KEEP").is_some_and(|v| !v.is_empty())
+}
+
+fn kvm_note() {
+    if std::path::Path::new("/dev/kvm").exists() {
+        eprintln!(
+            "ze-qemu: /dev/kvm exists but is not used: KVM guests hang on these machines, TCG is used"
+        );
+    }
+}
+
+fn test(t: Test) -> anyhow::Result<bool> {
+    if t.list {
+        for c in suite::CASES {
+            println!("{}", c.name);
+        }
+        return Ok(true);
+    }
+    let root = suite::root()?;
+    let initrd = t
+        .initrd
+        .unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
+    let work = work_dir("install-qemu-test");
+    kvm_note();
+    let ctx = suite::Ctx::from_env(initrd, work.clone(), t.verbose)?;
+    eprintln!(
+        "ze-install-qemu-test: kernel {}, initrd {} ({} bytes), image {} bytes, work {}",
+        ctx.kernel.display(),
+        ctx.initrd.display(),
+        std::fs::metadata(&ctx.initrd).map(|m| m.len()).unwrap_or(0),
+        ctx.image.len(),
+        work.display()
+    );
+    let jobs = t
+        .jobs
+        .or_else(|| std::env::var("ZE_INSTALL_JOBS").ok()?.parse().ok())
+        .unwrap_or(2);
+    let failed = suite::run(&ctx, &t.only, jobs);
+    if keep() || failed > 0 {
+        eprintln!(
+            "ze-install-qemu-test: work directory kept: {}",
+            work.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(failed == 0)
+}
+
+fn serve(s: Serve) -> anyhow::Result<bool> {
+    let srv = server::Server::start()?;
+    let name = s
+        .image
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("ze.img")
+        .to_string();
+    srv.put(&format!("/install/image/{name}"), std::fs::read(&s.image)?);
+    let zefs = match &s.zefs {
+        Some(p) => std::fs::read(p)?,
+        None => suite::make_zefs()?,
+    };
+    srv.put(suite::ZEFS_PATH, zefs);
+    srv.verbose(true);
+    println!(
+        "serving /install/image/{name} and {} on 127.0.0.1:{}; boot with ze.server=10.0.2.2 ze.port={} ze.image={name}",
+        suite::ZEFS_PATH,
+        srv.port(),
+        srv.port()
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let r = match args.command {
+        Cmd::Test(t) => test(t),
+        Cmd::Image(i) => suite::parse_size(&i.size)
+            .and_then(|size| image::build(&i.output, size))
+            .map(|()| true),
+        Cmd::Serve(s) => serve(s),
+        Cmd::Demo(d) => demo::run(d.initrd),
+        Cmd::Bench(b) => suite::root().and_then(|root| {
+            let initrd = b
+                .initrd
+                .unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
+            bench::bench(initrd, b.runs, b.pipeline_mib).map(|()| true)
+        }),
+    };
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ze-qemu: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+mod demo {
+    //! `ze-qemu demo`: build a test image, serve it, install it on a QEMU
+    //! machine with the console shown live, and print a summary.
+    use super::*;
+    use crate::{image, server, suite};
+    use anyhow::ensure;
+
+    pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
+        let root = suite::root()?;
+        let initrd = initrd.unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
+        let work = work_dir("demo");
+        kvm_note();
+        println!(
+            "\n== building a 64 MiB test image (GPT, ext4 /perm as partition 4) and a database"
+        );
+        let ctx = suite::Ctx::from_env(initrd, work.clone(), true)?;
+        let srv = ctx.server(true)?;
+        srv.verbose(true);
+        println!(
+            "== serving /install/image/ze.img ({} bytes) and /install/database.zefs ({} bytes) on 127.0.0.1:{}",
+            ctx.image.len(),
+            ctx.zefs.len(),
+            srv.port()
+        );
+        let dir = work.join("machine");
+        let vm = ctx.vm(&dir, srv.port(), 1, "ip=dhcp")?;
+        println!(
+            "== booting {} + {} on a blank 128 MiB virtio disk (QEMU, TCG)\n$ {:?}\n",
+            ctx.kernel.display(),
+            ctx.initrd.display(),
+            vm.command()
+        );
+        let e = vm.start()?.wait(ctx.boot_timeout);
+        ensure!(
+            e.status.is_some_and(|s| s.success()),
+            "the machine did not reboot"
+        );
+        suite::disk_holds_image(&vm.disks[0], &ctx.image)?;
+        suite::disk_holds_zefs(&vm.disks[0], &ctx.zefs, &dir)?;
+        let gpt = image::read_gpt(&vm.disks[0])?;
+        let (first, last) = gpt.partition(4)?;
+        let requests = srv.log();
+        println!("\n== summary");
+        println!("machine rebooted after {:.1} s", e.elapsed.as_secs_f64());
+        println!(
+            "disk: the image is on /dev/vda byte for byte; partition 4 at sectors {first}-{last} holds /ze/database.zefs equal to what was served"
+        );
+        println!(
+            "server: {} requests: {}",
+            requests.len(),
+            requests
+                .iter()
+                .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let lines = e
+            .serial
+            .lines()
+            .filter(|l| l.starts_with("[ze-install] "))
+            .count();
+        println!("console: {lines} [ze-install] lines");
+        let _ = server::Fault::Cut(0);
+        if keep() {
+            println!("work directory kept: {}", work.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        Ok(true)
+    }
+}

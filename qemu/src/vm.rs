@@ -1,0 +1,368 @@
+//! Boot the installer kernel + initrd in QEMU (TCG) with blank disks and a
+//! user-mode network, capture the serial console, type on it, and wait for
+//! the machine to reboot or power off (`-no-reboot` makes QEMU exit).
+
+use anyhow::{Context, bail};
+use std::{
+    io::{Read, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The machine to boot.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// `amd64` or `arm64`.
+    pub arch: String,
+    /// The installer kernel.
+    pub kernel: PathBuf,
+    /// The initrd.
+    pub initrd: PathBuf,
+    /// The kernel command line.
+    pub append: String,
+    /// Raw disk images, attached as virtio-blk in order (vda, vdb, ...).
+    pub disks: Vec<PathBuf>,
+    /// The NIC model (`virtio-net-pci`, `e1000`).
+    pub nic: String,
+    /// A QEMU monitor on this unix socket (to read the VGA text screen).
+    pub monitor: Option<PathBuf>,
+    /// Print the serial console live on stderr.
+    pub echo: bool,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+}
+
+impl Vm {
+    /// The QEMU command line.
+    pub fn command(&self) -> Command {
+        let (program, machine): (&str, &[&str]) = match self.arch.as_str() {
+            "arm64" => ("qemu-system-aarch64", &["-M", "virt", "-cpu", "cortex-a57"]),
+            _ => ("qemu-system-x86_64", &[]),
+        };
+        let mut c = Command::new(program);
+        c.args(machine)
+            .args(["-accel", "tcg", "-smp", "1", "-m"])
+            .arg(self.memory_mib.to_string())
+            .args(["-display", "none", "-no-reboot", "-serial", "stdio"]);
+        match &self.monitor {
+            Some(p) => c
+                .arg("-monitor")
+                .arg(format!("unix:{},server=on,wait=off", p.display())),
+            None => c.args(["-monitor", "none"]),
+        };
+        c.arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .arg("-append")
+            .arg(&self.append)
+            .args(["-netdev", "user,id=n0", "-device"])
+            .arg(format!("{},netdev=n0", self.nic));
+        for (i, d) in self.disks.iter().enumerate() {
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=d{i}", d.display()))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=d{i}"));
+        }
+        c
+    }
+
+    /// Start the machine.
+    pub fn start(&self) -> anyhow::Result<Session> {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "cannot start {:?} (make deps installs QEMU)",
+                cmd.get_program()
+            )
+        })?;
+        let serial = Arc::new(Mutex::new(String::new()));
+        let arrivals: Arc<Mutex<Vec<(Duration, usize)>>> = Arc::default();
+        let mut out = child.stdout.take().context("no stdout")?;
+        let s = serial.clone();
+        let a = arrivals.clone();
+        let echo = self.echo;
+        let start = Instant::now();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                if echo {
+                    eprint!("{text}");
+                }
+                let mut all = s.lock().unwrap_or_else(|e| e.into_inner());
+                all.push_str(&text);
+                a.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((start.elapsed(), all.len()));
+            }
+        });
+        let mut err = child.stderr.take().context("no stderr")?;
+        let errors = Arc::new(Mutex::new(String::new()));
+        let e = errors.clone();
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            e.lock().unwrap_or_else(|x| x.into_inner()).push_str(&text);
+        });
+        let stdin = child.stdin.take();
+        Ok(Session {
+            monitor: self.monitor.clone(),
+            child,
+            stdin,
+            serial,
+            arrivals,
+            errors,
+            reader: Some(reader),
+            start,
+        })
+    }
+}
+
+/// A running machine.
+#[derive(Debug)]
+pub struct Session {
+    monitor: Option<PathBuf>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    serial: Arc<Mutex<String>>,
+    arrivals: Arc<Mutex<Vec<(Duration, usize)>>>,
+    errors: Arc<Mutex<String>>,
+    reader: Option<thread::JoinHandle<()>>,
+    start: Instant,
+}
+
+/// How a machine ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// Everything printed on the serial console (CR removed).
+    pub serial: String,
+    /// QEMU's exit status (`None` when it was killed at the timeout).
+    pub status: Option<ExitStatus>,
+    /// QEMU's own error output.
+    pub errors: String,
+    /// From start to exit.
+    pub elapsed: Duration,
+}
+
+impl Session {
+    /// The serial output so far.
+    pub fn serial(&self) -> String {
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// When (since start) the serial output first reached byte `offset`.
+    pub fn arrival(&self, offset: usize) -> Option<Duration> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, len)| *len >= offset)
+            .map(|(t, _)| *t)
+    }
+
+    /// Time since start.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Wait until the serial output after byte `from` contains `pattern`;
+    /// returns the byte offset just past it.
+    pub fn wait_for(
+        &mut self,
+        pattern: &str,
+        from: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.serial();
+            if let Some(at) = text.get(from..).and_then(|t| t.find(pattern)) {
+                return Ok(from + at + pattern.len());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("QEMU exited ({status}) before the console showed {pattern:?}");
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the console did not show {pattern:?} within {} s",
+                    timeout.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The VGA text memory (32 KiB at 0xb8000, 80 columns; Linux's vgacon
+    /// scrolls by moving the visible window through it), read through the
+    /// monitor: the recent console lines, oldest first in memory order.
+    pub fn vga_text(&self) -> anyhow::Result<String> {
+        use std::os::unix::net::UnixStream;
+        let path = self.monitor.as_ref().context("no monitor socket")?;
+        let mut m = UnixStream::connect(path)
+            .with_context(|| format!("connect to the QEMU monitor {}", path.display()))?;
+        m.set_read_timeout(Some(Duration::from_secs(10)))?;
+        m.write_all(b"xp /16384hx 0xb8000\n")?;
+        let mut out = String::new();
+        let mut buf = [0u8; 8192];
+        // 16384 halfwords are 2048 rows of 8; the prompt follows the last.
+        while !out.contains("00000000000bfff0:") || !out.trim_end().ends_with("(qemu)") {
+            let n = m.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        if std::env::var_os("ZE_QEMU_DEBUG_MONITOR").is_some() {
+            eprintln!("monitor: {out:?}");
+        }
+        Ok(vga_from_monitor(&out))
+    }
+
+    /// Type `bytes` on the serial console.
+    pub fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Wait for QEMU to exit, killing it after `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Ended {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+            }
+        };
+        let elapsed = self.start.elapsed();
+        drop(self.stdin.take());
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        thread::sleep(Duration::from_millis(20));
+        Ended {
+            serial: self.serial(),
+            status,
+            errors: self
+                .errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            elapsed,
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Decode the monitor's `xp /Nhx 0xb8000` dump: each halfword is a
+/// character (low byte) and its attribute; 80 per row.
+pub fn vga_from_monitor(dump: &str) -> String {
+    let mut chars = Vec::new();
+    for line in dump.lines() {
+        let line = line.trim_end_matches('\r');
+        let Some((addr, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if !addr.trim().starts_with("00000000000b") {
+            continue;
+        }
+        for word in rest.split_whitespace() {
+            if let Some(hex) = word.strip_prefix("0x")
+                && let Ok(v) = u16::from_str_radix(hex, 16)
+            {
+                let c = (v & 0xff) as u8;
+                chars.push(if c.is_ascii_graphic() || c == b' ' {
+                    c as char
+                } else {
+                    ' '
+                });
+            }
+        }
+    }
+    chars
+        .chunks(80)
+        .map(|row| row.iter().collect::<String>().trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_attaches_disks_and_network() {
+        let vm = Vm {
+            arch: "amd64".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            append: "console=ttyS0 ze.server=10.0.2.2".into(),
+            disks: vec!["/a.img".into(), "/b.img".into()],
+            nic: "e1000".into(),
+            monitor: Some("/m.sock".into()),
+            echo: false,
+            memory_mib: 512,
+        };
+        let c = vm.command();
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = args.join(" ");
+        assert_eq!(c.get_program(), "qemu-system-x86_64");
+        assert!(line.contains("-accel tcg"), "{line}");
+        assert!(line.contains("-no-reboot"));
+        assert!(line.contains("-serial stdio -monitor unix:/m.sock,server=on,wait=off"));
+        assert!(line.contains("-device e1000,netdev=n0"));
+        assert!(
+            line.contains("file=/a.img,format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0")
+        );
+        assert!(line.contains("id=d1"));
+        assert!(!line.contains("kvm"));
+    }
+
+    #[test]
+    fn vga_dump_decodes_rows() {
+        let mut dump = String::from("(qemu) xp /2000hx 0xb8000\n");
+        let text = "[ze-install] hi";
+        let mut words: Vec<String> = text.bytes().map(|b| format!("0x07{b:02x}")).collect();
+        words.resize(160, "0x0720".into());
+        for (i, chunk) in words.chunks(8).enumerate() {
+            dump.push_str(&format!(
+                "{:016x}: {}\r\n",
+                0xb8000 + i * 16,
+                chunk.join(" ")
+            ));
+        }
+        let screen = vga_from_monitor(&dump);
+        assert_eq!(screen.lines().next(), Some("[ze-install] hi"));
+        assert_eq!(screen.split('\n').count(), 2);
+    }
+}

@@ -198,7 +198,7 @@ EOF
 # "<rate achieved> <drop percent>".
 perfdhcp_run() {
   local cns=$1 rate=$2
-  ip netns exec "$cns" perfdhcp -4 -l pc0 -r "$rate" -R 1000000 -p "$DHCP_SECONDS" 10.0.0.1 2>&1 |
+  ip netns exec "$cns" perfdhcp -4 -l pc0 -r "$rate" -R 1000000 -p "$DHCP_SECONDS" 198.18.0.1 2>&1 |
     awk '
       /^sent packets:/ {sent[n]=$3}
       /^received packets:/ {recv[n]=$3; n++}
@@ -216,16 +216,16 @@ bench_dhcp() {
   rm -rf "$dir"; mkdir -p "$dir/ze" "$dir/kea"
   newns $sns; newns $cns
   ip link add ps0 netns $sns type veth peer name pc0 netns $cns
-  ip -n $sns addr add 10.0.0.1/16 dev ps0; ip -n $sns link set ps0 up
-  ip -n $cns addr add 10.0.0.2/16 dev pc0; ip -n $cns link set pc0 up
-  printf 'daemon { log warn; }\ndhcpserver { interface ps0; address 10.0.0.1; lease-time 3600; state-dir %s;\n  shared-network b { subnet 10.0.0.0/16 { pool 10.0.1.0 10.0.255.254; } } }\n' \
+  ip -n $sns addr add 198.18.0.1/16 dev ps0; ip -n $sns link set ps0 up
+  ip -n $cns addr add 198.18.0.2/16 dev pc0; ip -n $cns link set pc0 up
+  printf 'daemon { log warn; }\ndhcpserver { interface ps0; address 198.18.0.1; lease-time 3600; state-dir %s;\n  shared-network b { subnet 198.18.0.0/16 { pool 198.18.1.0 198.18.255.254; } } }\n' \
     "$dir/ze" > "$BENCH_DIR/dhcp.conf"
   cat > "$dir/kea/kea-dhcp4.conf" <<EOF
 { "Dhcp4": {
     "interfaces-config": { "interfaces": [ "ps0" ] },
     "lease-database": { "type": "memfile", "name": "$dir/kea/leases.csv", "lfc-interval": 0 },
     "valid-lifetime": 3600,
-    "subnet4": [ { "id": 1, "subnet": "10.0.0.0/16", "pools": [ { "pool": "10.0.1.0 - 10.0.255.254" } ] } ],
+    "subnet4": [ { "id": 1, "subnet": "198.18.0.0/16", "pools": [ { "pool": "198.18.1.0 - 198.18.255.254" } ] } ],
     "loggers": [ { "name": "kea-dhcp4", "severity": "WARN", "output_options": [ { "output": "$dir/kea/kea.log" } ] } ]
 } }
 EOF
@@ -264,7 +264,7 @@ EOF
   row "| ze dhcpserver (lease file) | ${best[ze]} | ${achieved[ze]:-0} |"
   row "| kea-dhcp4 $(kea-dhcp4 -v 2>/dev/null) (memfile) | ${best[kea]} | ${achieved[kea]:-0} |"
   row ""
-  row "ze / kea: **$(ratio "${best[ze]}" "${best[kea]}")x** (target >= 1.0x). Ladder: $rates. Command: \`perfdhcp -4 -l pc0 -r <rate> -R 1000000 -p $DHCP_SECONDS 10.0.0.1\`"
+  row "ze / kea: **$(ratio "${best[ze]}" "${best[kea]}")x** (target >= 1.0x). Ladder: $rates. Command: \`perfdhcp -4 -l pc0 -r <rate> -R 1000000 -p $DHCP_SECONDS 198.18.0.1\`"
   row ""
 }
 

@@ -26,7 +26,8 @@ APT_PACKAGES := \
 	squashfs-tools openssl
 
 .PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
-	ze-install-qemu-test appliance-qemu-test bench bench-firmware bench-appliance fuzz
+	ze-install-qemu-test appliance-qemu-test bench bench-firmware bench-appliance fuzz \
+	ze-pxe bench-pxe
 
 all: build
 
@@ -100,7 +101,7 @@ appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 
 ## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
-bench: bench-firmware bench-appliance
+bench: bench-firmware bench-appliance bench-pxe
 
 ## bench-appliance: ze appliance build of a 2 GiB image against the shell
 ## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)
@@ -129,3 +130,29 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+## ze-pxe: stage build/pxe for `ze install remote` (kernel, initrd, iPXE)
+PXE_DIR ?= build/pxe
+IPXE_DIR ?= /usr/lib/ipxe
+ze-pxe:
+	@missing=0; \
+	if [ ! -f build/kernel/Image ]; then \
+	  echo "make ze-pxe: $(CURDIR)/build/kernel/Image is missing: build it with \`make kernel\`" >&2; missing=1; fi; \
+	if [ ! -f build/initrd/initrd.img.gz ]; then \
+	  echo "make ze-pxe: $(CURDIR)/build/initrd/initrd.img.gz is missing: build it with \`make initrd\`" >&2; missing=1; fi; \
+	for f in ipxe.efi ipxe.pxe; do \
+	  if [ ! -f $(IPXE_DIR)/$$f ]; then \
+	    echo "make ze-pxe: $(IPXE_DIR)/$$f is missing: install Debian's ipxe package (\`make deps\`) or pass IPXE_DIR=" >&2; missing=1; fi; \
+	done; \
+	[ $$missing = 0 ] || exit 1
+	install -d $(PXE_DIR)/boot $(PXE_DIR)/tftp $(PXE_DIR)/state
+	install -m 0644 build/kernel/Image $(PXE_DIR)/boot/vmlinuz
+	install -m 0644 build/initrd/initrd.img.gz $(PXE_DIR)/boot/initrd.img.gz
+	for f in ipxe.efi ipxe.pxe undionly.kpxe snponly.efi; do \
+	  [ ! -f $(IPXE_DIR)/$$f ] || install -m 0644 $(IPXE_DIR)/$$f $(PXE_DIR)/tftp/$$f; \
+	done
+	@echo "staged $(CURDIR)/$(PXE_DIR): boot/vmlinuz boot/initrd.img.gz tftp/ipxe.efi tftp/ipxe.pxe"
+
+## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea (root)
+bench-pxe: deps build
+	bash bench/pxe.sh

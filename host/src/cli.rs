@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// ze: install, provision and build network appliances.
 #[derive(FromArgs, Debug)]
 #[argh(
-    note = "Run the servers of a config file with `ze <config-file>`, or read the config from standard input with `ze -`.",
+    note = "Run the servers of a config file with `ze <config-file>`, or read the config from standard input with `ze -` (the config ends at a NUL byte or at end of input; end of input shuts the servers down). See docs/daemon.md.",
     note = "Environment: ZE_CONFIG_DIR sets the config directory; ZE_SYSROOT resolves every system path under another root (for tests and image builds).",
     note = "Exit status: 0 success, 1 failure, 2 bad usage."
 )]
@@ -38,6 +38,7 @@ pub struct Install {
 pub enum InstallWhat {
     Local(InstallLocal),
     Systemd(InstallSystemd),
+    Remote(InstallRemote),
 }
 
 /// copy the running ze binary to <prefix>/bin/ze and create the config directory
@@ -79,6 +80,52 @@ pub struct InstallSystemd {
     /// start the service after enabling it
     #[argh(switch)]
     pub start: bool,
+}
+
+/// run DHCP (PXE), TFTP and the HTTP image server on one interface to provision targets
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "remote",
+    note = "The server address is the interface's first IPv4 address; if it has none, the address from --network is added (the first host for a network address such as 192.168.1.0/24) and removed on exit.",
+    note = "Boot files are served from <pxe-dir>/boot (vmlinuz, initrd.img.gz) and <pxe-dir>/tftp (ipxe.efi, ipxe.pxe, staged from --ipxe-dir when missing). Leases are kept in <pxe-dir>/state.",
+    note = "The password is stored only as a bcrypt hash (cost 10). Logs are at info level; set ze.log or ZE_LOG (and ze.log.<plugin>) to change it. SIGINT/SIGTERM stop the servers. See docs/install-remote.md.",
+    note = "Run only on an isolated provisioning network with no other DHCP server."
+)]
+pub struct InstallRemote {
+    /// network interface to serve on (all three servers bind to it)
+    #[argh(option)]
+    pub interface: String,
+    /// provisioning subnet in CIDR form, /8 to /30 (e.g. 192.168.50.0/24)
+    #[argh(option)]
+    pub network: String,
+    /// disk image to install (served at /install/image/<file name>)
+    #[argh(option)]
+    pub image: PathBuf,
+    /// admin user name for the installed target
+    #[argh(option)]
+    pub ssh_username: String,
+    /// admin password (bcrypt-hashed before it is used; never written in plaintext)
+    #[argh(option)]
+    pub ssh_password: String,
+    /// server IPv4 address (default: the interface's first IPv4, else from --network)
+    #[argh(option)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// installer kernel, copied to <pxe-dir>/boot/vmlinuz
+    #[argh(option)]
+    pub kernel: Option<PathBuf>,
+    /// installer initrd, copied to <pxe-dir>/boot/initrd.img.gz
+    #[argh(option)]
+    pub initrd: Option<PathBuf>,
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// where to stage missing iPXE binaries from (default: /usr/lib/ipxe, Debian's ipxe package)
+    #[argh(option, default = "PathBuf::from(\"/usr/lib/ipxe\")")]
+    pub ipxe_dir: PathBuf,
+    /// print the steps and the generated config without changing anything
+    #[argh(switch)]
+    pub dry_run: bool,
 }
 
 /// remove what `ze install` put on this host

@@ -19,6 +19,15 @@ fn main() -> ExitCode {
         .first()
         .and_then(|a| a.rsplit('/').next())
         .unwrap_or("ze");
+    if let Some(source) = daemon_source(&strs) {
+        return match cmd::daemon::run(source) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ze: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let ze = match Ze::from_args(&[name], strs.get(1..).unwrap_or_default()) {
         Ok(ze) => ze,
         Err(early) => {
@@ -47,12 +56,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ze -` and `ze <config-file>`: a single argument that is `-`, or that
+/// is neither a subcommand nor a flag and is an existing file or looks
+/// like a path (holds `/` or `.`), names a config to run.
+fn daemon_source(args: &[&str]) -> Option<cmd::daemon::ConfigSource> {
+    let [_, arg] = args else {
+        return None;
+    };
+    if *arg == "-" {
+        return Some(cmd::daemon::ConfigSource::Stdin);
+    }
+    let subcommand = <Command as argh::SubCommands>::COMMANDS
+        .iter()
+        .any(|c| c.name == *arg);
+    if subcommand || arg.starts_with('-') || arg.is_empty() {
+        return None;
+    }
+    // A bare word that names no file is a mistyped command, not a config.
+    let path = std::path::Path::new(arg);
+    if !path.exists() && !arg.contains(['/', '.']) {
+        return None;
+    }
+    Some(cmd::daemon::ConfigSource::File(path.into()))
+}
+
 fn run(ze: Ze) -> anyhow::Result<()> {
     let ctx = Context::from_env()?;
     match ze.command {
         Command::Install(i) => match i.what {
             InstallWhat::Local(a) => cmd::install_local::run(&ctx, &a),
             InstallWhat::Systemd(a) => cmd::systemd::install(&ctx, &a),
+            InstallWhat::Remote(a) => cmd::install_remote::run(&a),
         },
         Command::Uninstall(u) => match u.what {
             UninstallWhat::Local(a) => cmd::uninstall_local::run(&ctx, &a),

@@ -76,12 +76,22 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
 
 /// A fresh database: one admin user, `meta/created`, `meta/version`.
 pub fn new_database(username: &str, password: &str, now: i64) -> anyhow::Result<Zefs> {
+    new_database_with_hash(username, &credentials::hash_password(password)?, now)
+}
+
+/// [`new_database`] for a password that is already a bcrypt hash (the
+/// provisioning server's `database.zefs`).
+pub fn new_database_with_hash(
+    username: &str,
+    password_hash: &str,
+    now: i64,
+) -> anyhow::Result<Zefs> {
     let mut db = Zefs::new();
     db.set_user(
         username,
         &UserRecord {
             role: ADMIN_ROLE.into(),
-            password_hash: credentials::hash_password(password)?,
+            password_hash: password_hash.into(),
         },
     )?;
     db.insert(keys::META_CREATED, timefmt::rfc3339(now))?;

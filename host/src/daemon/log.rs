@@ -1,0 +1,383 @@
+//! The daemon's log: one line per event, `<plugin>: <message> key=value…`,
+//! e.g. `dhcpserver: lease request=DISCOVER reply=OFFER mac=… ip=… bootfile=…`.
+//!
+//! Each plugin logs with its name as the `tracing` target. Levels come from
+//! (most specific first) the environment — `ze.log.<plugin>` or
+//! `ZE_LOG_<PLUGIN>`, then `ze.log` or `ZE_LOG` — and then the config's
+//! `daemon { log <level>; log <plugin> <level>; }`, and default to info.
+//! Values that came from the network are quoted and escaped, so a file
+//! name cannot forge a log line.
+
+use std::{
+    collections::BTreeMap,
+    fmt::{self, Write as _},
+    io::Write,
+    str::FromStr,
+    sync::{Arc, Mutex, OnceLock, RwLock},
+};
+use tracing::{Event, Level, Metadata, Subscriber, field::Field};
+use tracing_subscriber::{layer::Context, prelude::*};
+
+/// The environment variable for the overall level (spec: `ze.log`).
+pub const ENV_DOTTED: &str = "ze.log";
+/// The shell-friendly spelling of [`ENV_DOTTED`].
+pub const ENV_UPPER: &str = "ZE_LOG";
+
+/// How much to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn allows(self, level: &Level) -> bool {
+        let need = match *level {
+            Level::ERROR => LogLevel::Error,
+            Level::WARN => LogLevel::Warn,
+            Level::INFO => LogLevel::Info,
+            Level::DEBUG => LogLevel::Debug,
+            Level::TRACE => LogLevel::Trace,
+        };
+        self >= need
+    }
+
+    /// The names accepted in configs and the environment.
+    pub const NAMES: &'static str = "off, error, warn, info, debug or trace";
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "off" | "none" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return Err(format!("{s:?} is not a log level ({})", LogLevel::NAMES)),
+        })
+    }
+}
+
+/// The level for each target, and the default for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevels {
+    /// Level for targets without their own.
+    pub default: LogLevel,
+    /// Level per target (plugin name).
+    pub targets: BTreeMap<String, LogLevel>,
+}
+
+impl Default for LogLevels {
+    fn default() -> Self {
+        LogLevels {
+            default: LogLevel::Info,
+            targets: BTreeMap::new(),
+        }
+    }
+}
+
+impl LogLevels {
+    /// Whether an event at `level` for `target` is logged.
+    pub fn enabled(&self, target: &str, level: &Level) -> bool {
+        let head = target.split("::").next().unwrap_or(target);
+        self.targets
+            .get(head)
+            .copied()
+            .unwrap_or(self.default)
+            .allows(level)
+    }
+
+    /// Apply the environment over these (config) levels: a global
+    /// variable replaces every config level, a per-plugin variable
+    /// replaces that plugin's. `targets` lists the plugin names to look up.
+    pub fn with_env(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+        targets: &[&str],
+    ) -> Result<LogLevels, String> {
+        let parse = |var: &str, v: String| {
+            v.trim()
+                .parse::<LogLevel>()
+                .map_err(|e| format!("environment variable {var}: {e}"))
+        };
+        for var in [ENV_DOTTED, ENV_UPPER] {
+            if let Some(v) = get(var).filter(|v| !v.trim().is_empty()) {
+                self.default = parse(var, v)?;
+                self.targets.clear();
+                break;
+            }
+        }
+        for t in targets {
+            let dotted = format!("{ENV_DOTTED}.{t}");
+            let upper = format!("{ENV_UPPER}_{}", t.to_ascii_uppercase().replace('-', "_"));
+            for var in [dotted, upper] {
+                if let Some(v) = get(&var).filter(|v| !v.trim().is_empty()) {
+                    self.targets.insert((*t).to_string(), parse(&var, v)?);
+                    break;
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Where log lines go (standard error unless a test captures them).
+type Sink = Box<dyn Write + Send>;
+
+/// A `tracing` layer that writes one line per event.
+pub struct LineLayer {
+    levels: Arc<RwLock<LogLevels>>,
+    sink: Mutex<Sink>,
+}
+
+impl fmt::Debug for LineLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineLayer").finish_non_exhaustive()
+    }
+}
+
+/// Changes the levels of the installed logger (e.g. after a config reload).
+#[derive(Debug, Clone)]
+pub struct LogHandle {
+    levels: Arc<RwLock<LogLevels>>,
+}
+
+impl LogHandle {
+    /// Replace the levels.
+    pub fn set(&self, levels: LogLevels) {
+        *self.levels.write().unwrap_or_else(|e| e.into_inner()) = levels;
+    }
+}
+
+static HANDLE: OnceLock<LogHandle> = OnceLock::new();
+
+/// Install the line logger on standard error with `levels`, once per
+/// process; later calls only change the levels.
+pub fn install(levels: LogLevels) -> LogHandle {
+    let handle = HANDLE.get_or_init(|| {
+        let levels = Arc::new(RwLock::new(LogLevels::default()));
+        let layer = LineLayer {
+            levels: levels.clone(),
+            sink: Mutex::new(Box::new(std::io::stderr())),
+        };
+        let _ = tracing_subscriber::registry().with(layer).try_init();
+        LogHandle { levels }
+    });
+    handle.set(levels);
+    handle.clone()
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        // Levels can change at run time, so ask `enabled` every time.
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        self.levels
+            .read()
+            .map(|l| l.enabled(meta.target(), meta.level()))
+            .unwrap_or(true)
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let line = format_event(event);
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = sink.write_all(line.as_bytes());
+        let _ = sink.flush();
+    }
+}
+
+/// The text of one event, newline included.
+fn format_event(event: &Event<'_>) -> String {
+    let meta = event.metadata();
+    let target = meta.target().split("::").next().unwrap_or("ze");
+    let mut v = LineVisitor::default();
+    event.record(&mut v);
+    let mut line = String::with_capacity(64 + v.fields.len());
+    line.push_str(target);
+    line.push_str(": ");
+    match *meta.level() {
+        Level::ERROR => line.push_str("error: "),
+        Level::WARN => line.push_str("warning: "),
+        Level::DEBUG => line.push_str("debug: "),
+        Level::TRACE => line.push_str("trace: "),
+        Level::INFO => {}
+    }
+    escape_into(&mut line, &v.message, false);
+    line.push_str(&v.fields);
+    line.push('\n');
+    line
+}
+
+#[derive(Default)]
+struct LineVisitor {
+    message: String,
+    fields: String,
+}
+
+impl LineVisitor {
+    fn field(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+            return;
+        }
+        self.fields.push(' ');
+        self.fields.push_str(field.name());
+        self.fields.push('=');
+        write_value(&mut self.fields, value);
+    }
+}
+
+impl tracing::field::Visit for LineVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        self.field(field, &text);
+    }
+}
+
+/// Write a field value: bare when it is safe to read back, else quoted
+/// with escapes.
+pub fn write_value(out: &mut String, value: &str) {
+    let bare = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '\\');
+    if bare {
+        out.push_str(value);
+    } else {
+        out.push('"');
+        escape_into(out, value, true);
+        out.push('"');
+    }
+}
+
+fn escape_into(out: &mut String, text: &str, quoted: bool) {
+    for c in text.chars() {
+        match c {
+            '"' if quoted => out.push_str("\\\""),
+            '\\' if quoted => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture(levels: LogLevels, f: impl FnOnce()) -> String {
+        let cap = Capture::default();
+        let layer = LineLayer {
+            levels: Arc::new(RwLock::new(levels)),
+            sink: Mutex::new(Box::new(cap.clone())),
+        };
+        let sub = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(sub, f);
+        String::from_utf8(cap.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn r15_lines_read_as_the_spec_words_them() {
+        let out = capture(LogLevels::default(), || {
+            tracing::info!(
+                target: "dhcpserver",
+                request = "DISCOVER",
+                reply = "OFFER",
+                mac = "52:54:00:12:34:56",
+                ip = %std::net::Ipv4Addr::new(192, 0, 2, 2),
+                bootfile = "ipxe.efi",
+                "lease"
+            );
+            tracing::info!(target: "tftpserver", file = "a b\n\"x\"", client = "192.0.2.2:1024", "read request");
+            tracing::warn!(target: "imageserver", "slow");
+            tracing::debug!(target: "imageserver", "hidden");
+        });
+        assert_eq!(
+            out,
+            "dhcpserver: lease request=DISCOVER reply=OFFER mac=52:54:00:12:34:56 ip=192.0.2.2 bootfile=ipxe.efi\n\
+             tftpserver: read request file=\"a b\\n\\\"x\\\"\" client=192.0.2.2:1024\n\
+             imageserver: warning: slow\n"
+        );
+    }
+
+    #[test]
+    fn r16_levels_per_plugin_and_from_the_environment() {
+        let mut levels = LogLevels::default();
+        levels.targets.insert("tftpserver".into(), LogLevel::Debug);
+        let out = capture(levels.clone(), || {
+            tracing::debug!(target: "tftpserver", "shown");
+            tracing::debug!(target: "dhcpserver", "hidden");
+        });
+        assert_eq!(out, "tftpserver: debug: shown\n");
+
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let names = ["dhcpserver", "tftpserver"];
+        let l = levels
+            .clone()
+            .with_env(env(&[("ze.log", "warn")]), &names)
+            .unwrap();
+        assert_eq!(l.default, LogLevel::Warn);
+        assert!(
+            l.targets.is_empty(),
+            "a global variable overrides config levels"
+        );
+        let l = levels
+            .clone()
+            .with_env(
+                env(&[("ZE_LOG", "error"), ("ze.log.dhcpserver", "trace")]),
+                &names,
+            )
+            .unwrap();
+        assert_eq!(l.default, LogLevel::Error);
+        assert_eq!(l.targets["dhcpserver"], LogLevel::Trace);
+        let l = levels
+            .clone()
+            .with_env(env(&[("ZE_LOG_DHCPSERVER", "off")]), &names)
+            .unwrap();
+        assert_eq!(l.targets["dhcpserver"], LogLevel::Off);
+        assert_eq!(l.targets["tftpserver"], LogLevel::Debug);
+        let e = levels
+            .with_env(env(&[("ze.log", "loud")]), &names)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "environment variable ze.log: \"loud\" is not a log level (off, error, warn, info, debug or trace)"
+        );
+    }
+}

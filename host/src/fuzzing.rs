@@ -1,0 +1,107 @@
+//! Entry points shared by the `cargo fuzz` targets (`fuzz/fuzz_targets/`)
+//! and the corpus replay test (`host/tests/fuzz_corpus.rs`): each feeds
+//! arbitrary bytes to one parser and checks the properties that must hold
+//! for every input — no panic, and parse → emit → parse gives the same.
+
+use crate::{
+    config::brace,
+    daemon::{Daemon, PLUGINS},
+    dhcpserver::{
+        pool::LeasePool,
+        server::{DhcpServer, PxeSettings, ServerSettings},
+    },
+    tftpserver::transfer::{self, Limits},
+    wire::{dhcp, http, tftp},
+};
+use std::net::Ipv4Addr;
+
+/// DHCP: the wire parser, the emitter, and the server's decisions.
+pub fn dhcp(data: &[u8]) {
+    let Ok(repr) = dhcp::Repr::parse_bytes(data) else {
+        return;
+    };
+    let bytes = repr.to_bytes();
+    assert_eq!(bytes.len(), repr.buffer_len());
+    let again = dhcp::Repr::parse_bytes(&bytes).expect("emitted DHCP must parse");
+    assert_eq!(again, repr, "DHCP parse → emit → parse changed the message");
+    let mut bootfiles = std::collections::BTreeMap::new();
+    bootfiles.insert(0, "ipxe.pxe".to_string());
+    bootfiles.insert(7, "ipxe.efi".to_string());
+    let mut server = DhcpServer::new(
+        ServerSettings {
+            address: Ipv4Addr::new(192, 0, 2, 1),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            broadcast: Ipv4Addr::new(192, 0, 2, 255),
+            routers: vec![],
+            dns_servers: vec![],
+            domain: None,
+            lease_secs: 60,
+            pxe: Some(PxeSettings {
+                next_server: None,
+                bootfiles,
+                boot_script_url: Some("http://192.0.2.1/install/boot/boot.ipxe".into()),
+            }),
+        },
+        LeasePool::new(
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 20),
+            &[Ipv4Addr::new(192, 0, 2, 1)],
+            16,
+        ),
+    );
+    for now in [0, 30, 120] {
+        let outcome = server.handle(now, &repr);
+        if let Some((reply, _)) = outcome.reply {
+            let b = reply.to_bytes();
+            assert!(dhcp::Repr::parse_bytes(&b).is_ok(), "a reply must parse");
+        }
+    }
+}
+
+/// TFTP: every packet that parses emits to the same bytes; requests
+/// negotiate without panicking.
+pub fn tftp(data: &[u8]) {
+    let Ok(repr) = tftp::Repr::parse(data) else {
+        return;
+    };
+    assert_eq!(repr.to_bytes(), data, "TFTP parse → emit changed the bytes");
+    if let tftp::Repr::Read(req) | tftp::Repr::Write(req) = &repr {
+        let n = transfer::negotiate(req, 1 << 20, &Limits::default());
+        assert!((8..=65_464).contains(&n.blksize));
+        assert!((1..=transfer::MAX_WINDOW).contains(&n.windowsize));
+    }
+}
+
+/// HTTP: the request head, the target's path segments and the Range header.
+pub fn http_request(data: &[u8]) {
+    let Ok(Some(req)) = http::parse_head(data) else {
+        return;
+    };
+    assert!(req.head_len <= data.len());
+    if let Ok(segments) = http::path_segments(req.target) {
+        for s in &segments {
+            assert!(!s.is_empty() && s != "." && s != "..");
+            assert!(!s.contains(['/', '\\', '\0']));
+        }
+    }
+    for len in [0, 1, 1000, u64::MAX] {
+        if let http::RangeRequest::Partial { start, end } = http::parse_range(req.range, len) {
+            assert!(start <= end && end < len);
+        }
+    }
+}
+
+/// Brace config: parse → write → parse gives the same tree; the daemon's
+/// config readers never panic.
+pub fn brace_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(doc) = brace::parse(text) else {
+        return;
+    };
+    let written = brace::write(&doc);
+    let back = brace::parse(&written).expect("written config must parse");
+    assert_eq!(back, doc, "brace parse → write → parse changed the tree");
+    let _ = Daemon::from_text(text, PLUGINS);
+}

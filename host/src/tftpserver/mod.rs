@@ -1,0 +1,528 @@
+//! `tftpserver`: read-only TFTP (RFC 1350) in octet mode with the option
+//! extension (RFC 2347), blksize (RFC 2348), timeout and tsize (RFC 2349)
+//! and windowsize (RFC 7440).
+//!
+//! ```text
+//! tftpserver {
+//!     root /srv/pxe/tftp;       # files are served from here only
+//!     interface br0;            # optional: bind to this interface
+//!     address 192.0.2.1;        # optional: listen address (default all)
+//!     port 69;
+//!     max-transfers 64;         # transfers at once
+//!     timeout 1;                # retransmission timeout (seconds) unless negotiated
+//!     retries 5;                # timeouts in a row before a transfer fails
+//!     max-blksize 1468;         # default: the interface MTU less 32, else 65464
+//! }
+//! ```
+//!
+//! Each transfer runs on its own thread with its own socket (its transfer
+//! ID, RFC 1350 §4), connected to the client. Write requests and modes
+//! other than `octet` are refused with an ERROR packet.
+
+pub mod transfer;
+
+use crate::{
+    config::schema::{Block, ConfigError},
+    daemon::{Plugin, PluginKind, Service, Shutdown, Wake},
+    netlink,
+    servefs::{OpenError, Root},
+    wire::tftp::{ErrorCode, Repr},
+};
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    os::fd::AsFd,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+use transfer::{Failure, Limits, Transfer};
+
+/// The plugin's name: its config block and log target.
+pub const NAME: &str = "tftpserver";
+/// The registry entry.
+pub const KIND: PluginKind = PluginKind {
+    name: NAME,
+    configure,
+};
+/// The TFTP port.
+pub const DEFAULT_PORT: u16 = 69;
+/// Transfers at once, by default.
+pub const DEFAULT_MAX_TRANSFERS: usize = 64;
+/// IPv4 + UDP + TFTP DATA header bytes, subtracted from the MTU.
+pub const HEADER_OVERHEAD: usize = 20 + 8 + 4;
+/// Receive buffer for requests: any datagram fits, so a long one is seen
+/// whole and refused rather than cut.
+const RECV_BUF: usize = 65_536;
+/// The longest a transfer waits in `recv` before looking at its timers.
+const RECV_SLICE: Duration = Duration::from_millis(100);
+/// Bytes read from the file at a time for a transfer.
+pub const READ_AHEAD: usize = 256 * 1024;
+
+/// Reads a file through a buffer of [`READ_AHEAD`] bytes: one `pread` per
+/// buffer instead of one per block.
+struct ReadAhead<'a> {
+    file: &'a std::fs::File,
+    cache: std::cell::RefCell<(u64, Vec<u8>)>,
+}
+
+impl<'a> ReadAhead<'a> {
+    fn new(file: &'a std::fs::File) -> Self {
+        ReadAhead {
+            file,
+            cache: std::cell::RefCell::new((0, Vec::with_capacity(READ_AHEAD))),
+        }
+    }
+}
+
+impl transfer::BlockSource for ReadAhead<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut cache = self.cache.borrow_mut();
+        let (start, data) = &mut *cache;
+        let end = *start + data.len() as u64;
+        if offset < *start || offset + buf.len() as u64 > end {
+            data.resize(READ_AHEAD.max(buf.len()), 0);
+            let n = transfer::BlockSource::read_at(self.file, data, offset)?;
+            data.truncate(n);
+            *start = offset;
+        }
+        let from = (offset - *start) as usize;
+        let n = buf.len().min(data.len().saturating_sub(from));
+        buf[..n].copy_from_slice(&data[from..from + n]);
+        Ok(n)
+    }
+}
+
+/// A `tftpserver { … }` block, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TftpConfig {
+    pub root: PathBuf,
+    pub interface: Option<String>,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub max_transfers: usize,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub max_blksize: Option<usize>,
+}
+
+fn configure(block: &Block<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    Ok(Box::new(TftpPlugin {
+        config: read_config(block)?,
+    }))
+}
+
+/// Read a `tftpserver` block.
+pub fn read_config(block: &Block<'_>) -> Result<TftpConfig, ConfigError> {
+    let root = block
+        .abs_path("root")?
+        .ok_or_else(|| block.error(block.pos(), "root", "missing: this setting is required"))?;
+    Ok(TftpConfig {
+        root,
+        interface: block.str("interface")?.map(str::to_string),
+        address: block.ipv4("address")?.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        port: block
+            .number("port", 1..=65535)?
+            .map_or(DEFAULT_PORT, |n| n as u16),
+        max_transfers: block
+            .number("max-transfers", 1..=4096)?
+            .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize),
+        timeout: Duration::from_secs(block.number("timeout", 1..=255)?.unwrap_or(1)),
+        retries: block.number("retries", 1..=100)?.map_or(5, |n| n as u32),
+        max_blksize: block
+            .number("max-blksize", transfer::MIN_BLKSIZE..=transfer::MAX_BLKSIZE)?
+            .map(|n| n as usize),
+    })
+}
+
+#[derive(Debug)]
+struct TftpPlugin {
+    config: TftpConfig,
+}
+
+fn udp_socket(
+    interface: Option<&str>,
+    addr: SocketAddrV4,
+    reuse: bool,
+) -> anyhow::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse {
+        s.set_reuse_address(true)?;
+    }
+    if let Some(i) = interface {
+        s.bind_device(Some(i.as_bytes())).with_context(|| {
+            format!("cannot bind to interface {i} (does it exist? are you root?)")
+        })?;
+    }
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot listen on UDP {addr}"))?;
+    Ok(s.into())
+}
+
+impl Plugin for TftpPlugin {
+    fn start(self: Box<Self>) -> anyhow::Result<Box<dyn Service>> {
+        let c = self.config;
+        let root = Root::open(&c.root).context("the TFTP root")?;
+        let max_blksize = match (c.max_blksize, &c.interface) {
+            (Some(b), _) => b,
+            (None, Some(i)) => netlink::mtu(i)
+                .map(|m| (m as usize).saturating_sub(HEADER_OVERHEAD))
+                .unwrap_or(transfer::MAX_BLKSIZE as usize),
+            (None, None) => transfer::MAX_BLKSIZE as usize,
+        }
+        .clamp(
+            transfer::MIN_BLKSIZE as usize,
+            transfer::MAX_BLKSIZE as usize,
+        );
+        let socket = udp_socket(
+            c.interface.as_deref(),
+            SocketAddrV4::new(c.address, c.port),
+            true,
+        )?;
+        socket.set_nonblocking(true)?;
+        tracing::info!(
+            target: NAME,
+            root = %c.root.display(),
+            listen = %SocketAddrV4::new(c.address, c.port),
+            max_blksize,
+            "listening"
+        );
+        Ok(Box::new(TftpService {
+            socket,
+            root: Arc::new(root),
+            interface: c.interface,
+            address: c.address,
+            limits: Limits {
+                max_blksize,
+                timeout: c.timeout,
+                retries: c.retries,
+            },
+            max_transfers: c.max_transfers,
+            active: Arc::new(AtomicUsize::new(0)),
+        }))
+    }
+}
+
+struct TftpService {
+    socket: UdpSocket,
+    root: Arc<Root>,
+    interface: Option<String>,
+    address: Ipv4Addr,
+    limits: Limits,
+    max_transfers: usize,
+    active: Arc<AtomicUsize>,
+}
+
+/// Send one ERROR packet; failures are only logged at debug.
+fn send_error(socket: &UdpSocket, to: Option<SocketAddr>, code: ErrorCode, message: &str) {
+    let bytes = Repr::Error { code, message }.to_bytes();
+    let r = match to {
+        Some(a) => socket.send_to(&bytes, a),
+        None => socket.send(&bytes),
+    };
+    if let Err(e) = r {
+        tracing::debug!(target: NAME, "cannot send error: {e}");
+    }
+}
+
+/// The file name a client sent, as a path under the root: leading `/`
+/// dropped, `\` read as `/` (Windows-style clients).
+fn relative_name(filename: &str) -> String {
+    filename
+        .replace('\\', "/")
+        .trim_start_matches('/')
+        .to_string()
+}
+
+impl TftpService {
+    fn handle(
+        &self,
+        bytes: &[u8],
+        from: SocketAddr,
+        shutdown: &Shutdown,
+        threads: &mut Vec<thread::JoinHandle<()>>,
+    ) {
+        let req = match Repr::parse(bytes) {
+            Ok(Repr::Read(r)) => r,
+            Ok(Repr::Write(r)) => {
+                tracing::info!(target: NAME, file = r.filename, client = %from, "write request refused");
+                send_error(
+                    &self.socket,
+                    Some(from),
+                    ErrorCode::AccessViolation,
+                    "this server is read-only",
+                );
+                return;
+            }
+            Ok(Repr::Error { .. }) => return,
+            Ok(other) => {
+                tracing::debug!(target: NAME, client = %from, "unexpected packet on the request port: {other:?}");
+                send_error(
+                    &self.socket,
+                    Some(from),
+                    ErrorCode::IllegalOperation,
+                    "expected a read request",
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(target: NAME, client = %from, bytes = bytes.len(), "malformed request: {e}");
+                send_error(
+                    &self.socket,
+                    Some(from),
+                    ErrorCode::IllegalOperation,
+                    &format!("malformed request: {e}"),
+                );
+                return;
+            }
+        };
+        tracing::info!(target: NAME, file = req.filename, client = %from, "read request");
+        if !req.mode.eq_ignore_ascii_case("octet") {
+            send_error(
+                &self.socket,
+                Some(from),
+                ErrorCode::IllegalOperation,
+                "only octet mode is supported",
+            );
+            return;
+        }
+        if self.active.load(Ordering::SeqCst) >= self.max_transfers {
+            tracing::warn!(target: NAME, file = req.filename, client = %from, limit = self.max_transfers, "too many transfers: refused");
+            send_error(
+                &self.socket,
+                Some(from),
+                ErrorCode::Undefined,
+                "server busy: too many transfers, try again",
+            );
+            return;
+        }
+        let (file, meta) = match self.root.open_file(&relative_name(req.filename)) {
+            Ok(f) => f,
+            Err(e) => {
+                let code = match e {
+                    OpenError::NotFound | OpenError::NotAFile => ErrorCode::FileNotFound,
+                    OpenError::Forbidden => ErrorCode::AccessViolation,
+                    OpenError::Io(_) => ErrorCode::Undefined,
+                };
+                tracing::debug!(target: NAME, file = req.filename, client = %from, "refused: {e}");
+                send_error(&self.socket, Some(from), code, &e.to_string());
+                return;
+            }
+        };
+        let negotiated = transfer::negotiate(&req, meta.len(), &self.limits);
+        let socket = match self.transfer_socket(from) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: NAME, client = %from, "cannot open a transfer socket: {e:#}");
+                send_error(
+                    &self.socket,
+                    Some(from),
+                    ErrorCode::Undefined,
+                    "server error",
+                );
+                return;
+            }
+        };
+        let t = Transfer::new(negotiated, meta.len(), &self.limits);
+        let name = req.filename.to_string();
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let active = self.active.clone();
+        let stop = shutdown.clone();
+        let spawned = thread::Builder::new()
+            .name("tftp-transfer".into())
+            .spawn(move || {
+                run_transfer(socket, file, t, &name, from, &stop);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!(target: NAME, "cannot start a transfer thread: {e}");
+            }
+        }
+    }
+
+    fn transfer_socket(&self, client: SocketAddr) -> anyhow::Result<UdpSocket> {
+        let s = udp_socket(
+            self.interface.as_deref(),
+            SocketAddrV4::new(self.address, 0),
+            false,
+        )?;
+        s.connect(client)?;
+        Ok(s)
+    }
+}
+
+/// Send the datagrams `out[i * slot..][..lens[i]]` with sendmmsg(2).
+fn send_batch(socket: &UdpSocket, out: &[u8], slot: usize, lens: &[usize]) -> std::io::Result<()> {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
+    use std::io::IoSlice;
+    let iovs: Vec<[IoSlice<'_>; 1]> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| [IoSlice::new(&out[i * slot..i * slot + n])])
+        .collect();
+    let mut done = 0;
+    while done < iovs.len() {
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = (done..iovs.len())
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = iovs[done..]
+            .iter()
+            .zip(controls.iter_mut())
+            .map(|(iov, control)| MMsgHdr::new(iov, control))
+            .collect();
+        match sendmmsg(socket, &mut msgs, SendFlags::empty()) {
+            Ok(0) => return Err(std::io::Error::other("sendmmsg sent nothing")),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn run_transfer(
+    socket: UdpSocket,
+    file: std::fs::File,
+    mut t: Transfer,
+    name: &str,
+    client: SocketAddr,
+    shutdown: &Shutdown,
+) {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let started = Instant::now();
+    // A whole window is built first and sent with one sendmmsg(2): the
+    // client is woken once per window, not once per block.
+    let slot = t.max_packet();
+    let batch_max = t.windowsize().clamp(1, u64::from(transfer::MAX_WINDOW)) as usize + 1;
+    let mut out = vec![0u8; slot * batch_max];
+    let mut lens: Vec<usize> = Vec::with_capacity(batch_max);
+    let mut inbuf = vec![0u8; 1024];
+    let source = ReadAhead::new(&file);
+    // recv blocks at most this long, so retransmission timers and the drain
+    // deadline are looked at even when the client is silent.
+    if let Err(e) = socket.set_read_timeout(Some(RECV_SLICE)) {
+        tracing::warn!(target: NAME, "cannot set a receive timeout: {e}");
+        return;
+    }
+    loop {
+        let now = Instant::now();
+        lens.clear();
+        while lens.len() < batch_max {
+            let at = lens.len() * slot;
+            match t.poll_transmit(now, &source, &mut out[at..at + slot]) {
+                Ok(Some(n)) => lens.push(n),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(target: NAME, file = name, client = %client, "read failed: {e}");
+                    send_error(&socket, None, ErrorCode::Undefined, "read error");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = send_batch(&socket, &out, slot, &lens) {
+            tracing::debug!(target: NAME, client = %client, "send failed: {e}");
+        }
+        if t.is_finished() {
+            break;
+        }
+        if shutdown.drain_expired() {
+            send_error(&socket, None, ErrorCode::Undefined, "server shutting down");
+            tracing::info!(target: NAME, file = name, client = %client, "transfer cut short by shutdown");
+            return;
+        }
+        let n = match rustix::net::recv(&socket, &mut inbuf[..], rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::CONNREFUSED) => {
+                // ICMP port unreachable: the client is gone.
+                tracing::debug!(target: NAME, client = %client, "client port closed");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(target: NAME, client = %client, "receive failed: {e}");
+                continue;
+            }
+        };
+        match Repr::parse(&inbuf[..n]) {
+            Ok(Repr::Ack { block }) => t.handle_ack(Instant::now(), block),
+            Ok(Repr::Error { code, message }) => t.handle_error(code.code(), message),
+            Ok(other) => {
+                tracing::debug!(target: NAME, client = %client, "ignored unexpected packet: {other:?}");
+            }
+            Err(e) => {
+                tracing::debug!(target: NAME, client = %client, "ignored malformed packet: {e}")
+            }
+        }
+    }
+    let ms = started.elapsed().as_millis();
+    match t.failure() {
+        None => tracing::debug!(
+            target: NAME,
+            file = name,
+            client = %client,
+            bytes = size,
+            blksize = t.blksize(),
+            windowsize = t.windowsize(),
+            retransmits = t.retransmits(),
+            ms = ms as u64,
+            "sent"
+        ),
+        Some(Failure::ClientError { code, message }) => tracing::debug!(
+            target: NAME,
+            file = name,
+            client = %client,
+            code = *code,
+            "client ended the transfer: {message}"
+        ),
+        Some(Failure::Timeout) => {
+            tracing::warn!(target: NAME, file = name, client = %client, "transfer timed out: no acknowledgement")
+        }
+        Some(Failure::Read(why)) => {
+            tracing::warn!(target: NAME, file = name, client = %client, "transfer failed: {why}")
+        }
+    }
+}
+
+impl Service for TftpService {
+    fn run(self: Box<Self>, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            // Checked first: under a flood the socket is always ready.
+            if shutdown.is_triggered() {
+                break;
+            }
+            match shutdown.wait(self.socket.as_fd(), Some(Duration::from_secs(5)))? {
+                Wake::Shutdown => break,
+                Wake::Timeout => {}
+                Wake::Ready => {
+                    for _ in 0..64 {
+                        match self.socket.recv_from(&mut buf) {
+                            Ok((n, from)) => self.handle(&buf[..n], from, shutdown, &mut threads),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(target: NAME, "receive failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            threads.retain(|h| !h.is_finished());
+        }
+        drop(self.socket);
+        for h in threads {
+            let _ = h.join();
+        }
+        tracing::info!(target: NAME, "stopped");
+        Ok(())
+    }
+}

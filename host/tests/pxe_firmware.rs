@@ -1,0 +1,403 @@
+//! Real PXE firmware against our servers (checklist T6, R1–R13, R15, R17):
+//! a QEMU guest (TCG) on a tap device in a bridge inside a network
+//! namespace network-boots from `ze install remote`.
+//!
+//! - UEFI: OVMF with its own network stack (`romfile=` turns the NIC's
+//!   iPXE ROM off, so EDK2's PXE base code runs): DHCP → `ipxe.efi` over
+//!   TFTP → iPXE DHCP with option 77 → `boot.ipxe` over HTTP → kernel and
+//!   initrd over HTTP → the kernel runs our `/init`.
+//! - BIOS: SeaBIOS with QEMU's iPXE ROM (option 93 = 0, option 77 `iPXE`):
+//!   the boot script URL directly → kernel and initrd → `/init`.
+//! - BIOS, no script URL configured: the ROM gets `ipxe.pxe` over TFTP and
+//!   runs it, which asks DHCP again — the BIOS bootfile path.
+//!
+//! The kernel is `build/kernel/Image` (`make kernel`) or `ZE_TEST_KERNEL`.
+
+mod pxe_support;
+
+use pxe_support::*;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+const MAC: &str = "52:54:00:12:34:56";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Upper bound for one network boot under TCG on a busy 2-core machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn prerequisites(test: &str, uefi: bool) -> bool {
+    let kernel = test_kernel();
+    require(
+        test,
+        &[
+            ("root", is_root()),
+            (
+                "qemu-system-x86_64 (qemu-system-x86)",
+                have("qemu-system-x86_64"),
+            ),
+            (
+                "/usr/lib/ipxe/ipxe.efi and ipxe.pxe (ipxe)",
+                Path::new("/usr/lib/ipxe/ipxe.efi").is_file()
+                    && Path::new("/usr/lib/ipxe/ipxe.pxe").is_file(),
+            ),
+            (
+                "OVMF (ovmf)",
+                !uefi || (Path::new(OVMF_CODE).is_file() && Path::new(OVMF_VARS).is_file()),
+            ),
+            (
+                "QEMU's iPXE ROM (ipxe-qemu)",
+                uefi || Path::new("/usr/lib/ipxe/qemu/pxe-virtio.rom").is_file(),
+            ),
+            (
+                &format!(
+                    "kernel {} (`make kernel`, or set ZE_TEST_KERNEL)",
+                    kernel.display()
+                ),
+                kernel.is_file(),
+            ),
+        ],
+    )
+}
+
+/// A namespace with bridge `br0` (no address: `ze install remote` adds
+/// it) and `tap0` in the bridge.
+fn bridge_ns(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    ns.ip(&["link", "set", "tap0", "master", "br0"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    ns
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    kernel_len: u64,
+    initrd_len: u64,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("images/ze-20260617-160000.img");
+    write(&image, &pattern(3 << 20, 1));
+    write(
+        &dir.path().join("images/build.json"),
+        br#"{"image":"ze-20260617-160000.img","built":"20260617-160000","appliance":"prod","ze-version":"0.1.0"}"#,
+    );
+    write(&dir.path().join("initrd.img"), &tiny_initrd());
+    let kernel_len = fs::metadata(test_kernel()).unwrap().len();
+    let initrd_len = fs::metadata(dir.path().join("initrd.img")).unwrap().len();
+    Fixture {
+        dir,
+        image,
+        kernel_len,
+        initrd_len,
+    }
+}
+
+fn install_remote(ns: &Netns, fx: &Fixture) -> Logged {
+    let mut cmd = ns.cmd(ze_bin().to_str().unwrap());
+    cmd.args([
+        "install",
+        "remote",
+        "--interface",
+        "br0",
+        "--network",
+        "192.0.2.0/24",
+        "--image",
+    ])
+    .arg(&fx.image)
+    .arg("--kernel")
+    .arg(test_kernel())
+    .arg("--initrd")
+    .arg(fx.dir.path().join("initrd.img"))
+    .arg("--pxe-dir")
+    .arg(fx.dir.path().join("pxe"))
+    .args(["--ssh-username", "admin", "--ssh-password", "provision-me"])
+    .env_remove("ZE_LOG")
+    .env_remove("ze.log");
+    let mut d = Logged::spawn(cmd);
+    d.wait_for("ze: started", Duration::from_secs(60));
+    d
+}
+
+fn qemu(ns: &Netns, dir: &Path, uefi: bool, rom: bool) -> Logged {
+    let serial = dir.join("serial.log");
+    let mut cmd = ns.cmd("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-boot",
+        "n",
+    ])
+    .arg("-serial")
+    .arg(format!("file:{}", serial.display()))
+    .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
+    let nic = if rom {
+        format!("virtio-net-pci,netdev=n0,mac={MAC}")
+    } else {
+        format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=")
+    };
+    cmd.args(["-device", &nic]);
+    if uefi {
+        let vars = dir.join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).unwrap();
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    Logged::spawn(cmd)
+}
+
+fn serial(dir: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(dir.join("serial.log")).unwrap_or_default()).replace('\0', "")
+}
+
+/// Wait until the guest's serial console shows `needle`, or QEMU exits.
+fn wait_serial(vm: &mut Logged, dir: &Path, needle: &str, servers: &Logged) {
+    let start = Instant::now();
+    while start.elapsed() < BOOT_TIMEOUT {
+        if serial(dir).contains(needle) {
+            return;
+        }
+        if let Ok(Some(_)) = vm.child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "the guest did not print {needle:?} within {BOOT_TIMEOUT:?}\n--- serial ---\n{}\n--- servers ---\n{}\n--- qemu ---\n{}",
+        serial(dir),
+        servers.text(),
+        vm.text()
+    );
+}
+
+fn assert_in_order(log: &str, lines: &[&str]) {
+    let mut at = 0;
+    for want in lines {
+        match log[at..].find(want) {
+            Some(i) => at += i + want.len(),
+            None => panic!("log lacks {want:?} (in order) — log:\n{log}"),
+        }
+    }
+}
+
+/// Stop `ze install remote` with SIGTERM; the address it added comes off.
+fn stop(ns: &Netns, mut servers: Logged) -> String {
+    servers.signal(rustix::process::Signal::TERM);
+    assert_eq!(
+        servers.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        servers.text()
+    );
+    let log = servers.text();
+    assert!(
+        log.contains("ze: shutting down: closing listeners, draining transfers signal=SIGTERM"),
+        "{log}"
+    );
+    assert!(
+        log.contains("removed address 192.0.2.1/24 from br0"),
+        "{log}"
+    );
+    let addrs =
+        String::from_utf8_lossy(&ns.run("ip", &["-4", "addr", "show", "br0"]).stdout).into_owned();
+    assert!(!addrs.contains("192.0.2.1"), "address left behind: {addrs}");
+    log
+}
+
+#[test]
+fn t6_ovmf_network_boot_through_tftp_ipxe_and_http() {
+    if !prerequisites("t6_ovmf_network_boot", true) {
+        return;
+    }
+    let fx = fixture();
+    let ns = bridge_ns("ovmf");
+    let servers = install_remote(&ns, &fx);
+    let mut vm = qemu(&ns, fx.dir.path(), true, false);
+    wait_serial(&mut vm, fx.dir.path(), INIT_MARKER, &servers);
+    let console = serial(fx.dir.path());
+    drop(vm);
+    let log = stop(&ns, servers);
+    eprintln!("--- server log (OVMF boot) ---\n{log}--- end ---");
+    eprintln!("--- guest console (excerpt) ---");
+    for line in console.lines().filter(|l| {
+        [
+            "Station IP",
+            "NBP file",
+            "iPXE 1",
+            "Linux version",
+            "Command line",
+            "Run /init",
+            INIT_MARKER,
+        ]
+        .iter()
+        .any(|k| l.contains(k))
+    }) {
+        eprintln!("{}", line.trim_end());
+    }
+    eprintln!("--- end ---");
+
+    let url = "bootfile=http://192.0.2.1/install/boot/boot.ipxe";
+    assert_in_order(
+        &log,
+        &[
+            "added address 192.0.2.1/24 to br0 (removed on exit)",
+            "imageserver: image to install image=ze-20260617-160000.img built=20260617-160000 ze-version=0.1.0 sha256=",
+            "ze: started plugins=dhcpserver,tftpserver,imageserver",
+            // EDK2: option 93 = 7 → ipxe.efi over TFTP.
+            &format!(
+                "dhcpserver: lease request=DISCOVER reply=OFFER mac={MAC} ip=192.0.2.2 bootfile=ipxe.efi"
+            ),
+            &format!(
+                "dhcpserver: lease request=REQUEST reply=ACK mac={MAC} ip=192.0.2.2 bootfile=ipxe.efi"
+            ),
+            "tftpserver: read request file=ipxe.efi client=192.0.2.2:",
+            // iPXE: option 77 → the script URL, same address.
+            &format!("dhcpserver: lease request=DISCOVER reply=OFFER mac={MAC} ip=192.0.2.2 {url}"),
+            &format!("dhcpserver: lease request=REQUEST reply=ACK mac={MAC} ip=192.0.2.2 {url}"),
+            "imageserver: request method=GET path=/install/boot/boot.ipxe client=192.0.2.2:",
+            "imageserver: request method=GET path=/install/boot/vmlinuz client=192.0.2.2:",
+            "imageserver: request method=GET path=/install/boot/initrd.img.gz client=192.0.2.2:",
+            // The kernel's own ip=dhcp: a plain client, same lease.
+            &format!(
+                "dhcpserver: lease request=DISCOVER reply=OFFER mac={MAC} ip=192.0.2.2 bootfile=-"
+            ),
+        ],
+    );
+    assert!(
+        log.contains(&format!("status=200 bytes={}", fx.kernel_len)),
+        "whole kernel sent:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("status=200 bytes={}", fx.initrd_len)),
+        "whole initrd sent:\n{log}"
+    );
+    // The guest: EDK2 loaded the NBP, iPXE ran, the kernel started with our
+    // command line and ran our /init from the initrd.
+    assert_in_order(
+        &console,
+        &[
+            "NBP file downloaded successfully",
+            "iPXE",
+            "Linux version",
+            "ze.server=192.0.2.1",
+            INIT_MARKER,
+        ],
+    );
+    assert!(
+        console.contains("ze.image=ze-20260617-160000.img"),
+        "{console}"
+    );
+    assert!(console.contains("ze.sha256="), "{console}");
+    assert!(console.contains("console=tty0 console=ttyS0"), "{console}");
+    assert!(
+        !console.contains("console=ttyAMA0"),
+        "x86 gets no PL011 console: {console}"
+    );
+}
+
+#[test]
+fn t6_seabios_ipxe_rom_boots_the_script_url() {
+    if !prerequisites("t6_seabios_ipxe_rom", false) {
+        return;
+    }
+    let fx = fixture();
+    let ns = bridge_ns("bios");
+    let servers = install_remote(&ns, &fx);
+    let mut vm = qemu(&ns, fx.dir.path(), false, true);
+    wait_serial(&mut vm, fx.dir.path(), INIT_MARKER, &servers);
+    drop(vm);
+    let log = stop(&ns, servers);
+    eprintln!("--- server log (SeaBIOS + iPXE ROM) ---\n{log}--- end ---");
+    assert_in_order(
+        &log,
+        &[
+            &format!(
+                "dhcpserver: lease request=DISCOVER reply=OFFER mac={MAC} ip=192.0.2.2 bootfile=http://192.0.2.1/install/boot/boot.ipxe"
+            ),
+            "imageserver: request method=GET path=/install/boot/boot.ipxe",
+            "imageserver: request method=GET path=/install/boot/vmlinuz",
+            "imageserver: request method=GET path=/install/boot/initrd.img.gz",
+        ],
+    );
+    assert!(
+        !log.contains("tftpserver: read request"),
+        "the iPXE ROM needs no TFTP:\n{log}"
+    );
+}
+
+#[test]
+fn t6_seabios_loads_ipxe_pxe_over_tftp_without_a_script_url() {
+    if !prerequisites("t6_seabios_ipxe_pxe", false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tftp = dir.path().join("tftp");
+    fs::create_dir_all(&tftp).unwrap();
+    fs::copy("/usr/lib/ipxe/ipxe.pxe", tftp.join("ipxe.pxe")).unwrap();
+    let ns = bridge_ns("biospxe");
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
+    // No boot-script-url: every PXE client with option 93 = 0 gets ipxe.pxe.
+    let config = format!(
+        "dhcpserver {{ interface br0; address 192.0.2.1;
+            shared-network t {{ subnet 192.0.2.0/24 {{ pool 192.0.2.2 192.0.2.9; }} }}
+            pxe {{ bootfile 0 ipxe.pxe; }} }}
+         tftpserver {{ interface br0; address 192.0.2.1; root {}; }}",
+        tftp.display()
+    );
+    let mut servers = start_daemon(&ns, &config);
+    let mut vm = qemu(&ns, dir.path(), false, true);
+    // The ROM fetches ipxe.pxe and runs it; the chainloaded iPXE asks DHCP
+    // again and fetches ipxe.pxe a second time.
+    let start = Instant::now();
+    while start.elapsed() < BOOT_TIMEOUT
+        && servers
+            .text()
+            .matches("tftpserver: read request file=ipxe.pxe")
+            .count()
+            < 2
+    {
+        if let Ok(Some(_)) = vm.child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(vm);
+    servers.signal(rustix::process::Signal::TERM);
+    servers.wait_exit(Duration::from_secs(30));
+    let log = servers.text();
+    eprintln!("--- server log (SeaBIOS, ipxe.pxe over TFTP) ---\n{log}--- end ---");
+    let size = fs::metadata(tftp.join("ipxe.pxe")).unwrap().len();
+    assert_in_order(
+        &log,
+        &[
+            &format!(
+                "dhcpserver: lease request=DISCOVER reply=OFFER mac={MAC} ip=192.0.2.2 bootfile=ipxe.pxe"
+            ),
+            &format!(
+                "dhcpserver: lease request=REQUEST reply=ACK mac={MAC} ip=192.0.2.2 bootfile=ipxe.pxe"
+            ),
+            "tftpserver: read request file=ipxe.pxe client=192.0.2.2:",
+            "tftpserver: debug: sent file=ipxe.pxe client=192.0.2.2:",
+            &format!("bytes={size}"),
+            // ipxe.pxe runs and asks again.
+            &format!(
+                "dhcpserver: lease request=DISCOVER reply=OFFER mac={MAC} ip=192.0.2.2 bootfile=ipxe.pxe"
+            ),
+            "tftpserver: read request file=ipxe.pxe client=192.0.2.2:",
+        ],
+    );
+}

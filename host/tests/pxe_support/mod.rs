@@ -1,0 +1,445 @@
+//! Fixtures for the provisioning-server tests: network namespaces, the
+//! daemon as a child process with its log captured, prerequisites that
+//! fail in CI and skip locally, and a tiny initrd whose `/init` prints a
+//! marker and powers off.
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, atomic::AtomicU32, atomic::Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The `ze` binary under test.
+pub fn ze_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ze"))
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Whether we run in CI, where every prerequisite must be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Check prerequisites: in CI a missing one fails the test loudly;
+/// elsewhere the test is skipped with a message. Returns whether to run.
+pub fn require(test: &str, checks: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{test}: missing prerequisites: {}", missing.join(", "));
+    if in_ci() {
+        panic!("{msg} (CI=true: this is a failure, not a skip; `make deps` installs the packages)");
+    }
+    eprintln!("SKIP {msg}");
+    false
+}
+
+/// Whether we are root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Run a command and require success.
+pub fn sh(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Output of a command (stdout), success required.
+pub fn sh_out(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, removed on drop (with everything in it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace with `lo` up; `tag` makes the name recognisable.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "ze-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> args…`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        sh("ip", &full);
+    }
+
+    /// A command run inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Run inside the namespace; return the output.
+    pub fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
+        self.cmd(program).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill what still runs in it, then remove it.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `server` side `zs0` with
+/// 192.0.2.1/24 (unless `server_addr` is None), `client` side `zc0`.
+pub struct VethPair {
+    pub server: Netns,
+    pub client: Netns,
+}
+
+impl VethPair {
+    pub fn new(tag: &str, server_addr: Option<&str>) -> VethPair {
+        let server = Netns::new(&format!("{tag}s"));
+        let client = Netns::new(&format!("{tag}c"));
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                "zs0",
+                "netns",
+                &server.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "zc0",
+                "netns",
+                &client.name,
+            ],
+        );
+        if let Some(a) = server_addr {
+            server.ip(&["addr", "add", a, "dev", "zs0"]);
+        }
+        server.ip(&["link", "set", "zs0", "up"]);
+        client.ip(&["link", "set", "zc0", "up"]);
+        VethPair { server, client }
+    }
+}
+
+/// A child process whose standard error (and output) lines are collected.
+pub struct Logged {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+    pub stdin: Option<std::process::ChildStdin>,
+}
+
+impl Logged {
+    /// Spawn `cmd`, collecting stdout and stderr.
+    pub fn spawn(mut cmd: Command) -> Logged {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("ZE_TEST_ECHO").is_some() {
+                        eprintln!("| {line}");
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Logged { child, log, stdin }
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the log holds `needle`; panic with the log after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.text().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "process exited ({status}) before logging {needle:?}:\n{}",
+                    self.text()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {needle:?} within {timeout:?}:\n{}", self.text());
+    }
+
+    /// Send a signal by pid.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+
+    /// Wait for exit within `timeout`, else kill; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                return s.code();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("did not exit within {timeout:?}:\n{}", self.text());
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Start `ze -` in `ns` with `config` (and a NUL) on stdin, and wait for
+/// the daemon to report that it started.
+pub fn start_daemon(ns: &Netns, config: &str) -> Logged {
+    let mut cmd = ns.cmd(ze_bin().to_str().unwrap());
+    cmd.arg("-").env("ZE_LOG", "debug");
+    let mut d = Logged::spawn(cmd);
+    let stdin = d.stdin.as_mut().unwrap();
+    stdin.write_all(config.as_bytes()).unwrap();
+    stdin.write_all(&[0]).unwrap();
+    stdin.flush().unwrap();
+    d.wait_for("ze: started", Duration::from_secs(30));
+    d
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The marker the tiny `/init` prints on the console.
+pub const INIT_MARKER: &str = "ZE-PXE-TEST-INIT-OK";
+
+/// A static x86-64 ELF that writes `ZE-PXE-TEST-INIT-OK\n` to fd 1 and
+/// powers the machine off (reboot(2) with LINUX_REBOOT_CMD_POWER_OFF).
+pub fn tiny_init_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let msg = format!("{INIT_MARKER}\n");
+    #[rustfmt::skip]
+    let mut code: Vec<u8> = vec![
+        0xb8, 1, 0, 0, 0,                   // mov eax, 1 (write)
+        0xbf, 1, 0, 0, 0,                   // mov edi, 1
+        0x48, 0x8d, 0x35, 31, 0, 0, 0,      // lea rsi, [rip + 31] (msg)
+        0xba, msg.len() as u8, 0, 0, 0,     // mov edx, len
+        0x0f, 0x05,                         // syscall
+        0xb8, 169, 0, 0, 0,                 // mov eax, 169 (reboot)
+        0xbf, 0xad, 0xde, 0xe1, 0xfe,       // mov edi, 0xfee1dead
+        0xbe, 0x69, 0x19, 0x12, 0x28,       // mov esi, 0x28121969
+        0xba, 0xdc, 0xfe, 0x21, 0x43,       // mov edx, 0x4321fedc (POWER_OFF)
+        0x0f, 0x05,                         // syscall
+        0xeb, 0xfe,                         // jmp .
+    ];
+    assert_eq!(code.len(), 48);
+    code.extend_from_slice(msg.as_bytes());
+    let total = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    elf.extend_from_slice(&64u16.to_le_bytes()); // ehsize
+    elf.extend_from_slice(&56u16.to_le_bytes()); // phentsize
+    elf.extend_from_slice(&1u16.to_le_bytes()); // phnum
+    elf.extend_from_slice(&[0; 6]); // shentsize, shnum, shstrndx
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    elf.extend_from_slice(&0u64.to_le_bytes()); // offset
+    elf.extend_from_slice(&BASE.to_le_bytes()); // vaddr
+    elf.extend_from_slice(&BASE.to_le_bytes()); // paddr
+    elf.extend_from_slice(&total.to_le_bytes()); // filesz
+    elf.extend_from_slice(&total.to_le_bytes()); // memsz
+    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // align
+    assert_eq!(elf.len() as u64, HEADERS);
+    elf.extend_from_slice(&code);
+    elf
+}
+
+/// A newc cpio archive (uncompressed; the kernel detects the format)
+/// holding only `/init` = [`tiny_init_elf`].
+pub fn tiny_initrd() -> Vec<u8> {
+    let mut w = ze::cpio::Writer::new(Vec::new());
+    w.file("init", 0o755, &tiny_init_elf()).unwrap();
+    w.finish().unwrap()
+}
+
+/// The installer kernel for QEMU tests: `ZE_TEST_KERNEL`, else the one
+/// `make kernel` builds at `build/kernel/Image`.
+pub fn test_kernel() -> PathBuf {
+    match std::env::var_os("ZE_TEST_KERNEL") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace().join("build/kernel/Image"),
+    }
+}
+
+/// Write `bytes` to `path`, creating parents.
+pub fn write(path: &Path, bytes: &[u8]) {
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+/// Run `f` on a thread that has entered namespace `ns`; sockets it
+/// creates belong to that namespace wherever they are used afterwards.
+pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+/// A UDP socket in `ns` bound to `bind`, optionally to a device, allowed
+/// to broadcast, with a receive timeout.
+pub fn udp_in(ns: &Netns, bind: &str, device: Option<&str>) -> std::net::UdpSocket {
+    let bind: std::net::SocketAddr = bind.parse().unwrap();
+    let device = device.map(str::to_string);
+    in_ns(ns, move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_broadcast(true).unwrap();
+        if let Some(d) = device {
+            s.bind_device(Some(d.as_bytes())).unwrap();
+        }
+        s.bind(&bind.into()).unwrap();
+        let s: std::net::UdpSocket = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    })
+}
+
+/// A TCP connection made from inside `ns`.
+pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    in_ns(ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    })
+}
+
+/// The resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

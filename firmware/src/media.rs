@@ -299,15 +299,18 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         return Err(Fatal::TooLarge { image, disk: size });
     }
     run::disarm(&mut dev, size, bufs.io).map_err(io_err("zero the first MiB"))?;
-    say!(
-        os,
-        "image: /{gz_path} on {device} ({} bytes gzip'd{})",
-        entry.size(),
-        match cfg.size {
-            Some(_) => ", inflating to ze.size",
-            None => "",
-        }
-    );
+    match cfg.size {
+        Some(n) => say!(
+            os,
+            "image: /{gz_path} on {device} ({} bytes gzip'd, {n} bytes inflated)",
+            entry.size()
+        ),
+        None => say!(
+            os,
+            "image: /{gz_path} on {device} ({} bytes gzip'd)",
+            entry.size()
+        ),
+    }
     let source = Source {
         media: &mut media,
         device: &device,

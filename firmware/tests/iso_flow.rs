@@ -250,8 +250,9 @@ fn o1_o4_o5_iso_install_writes_the_image_first_mib_last_and_powers_off() {
             &format!("[ze-install] installer media: /dev/sr0 (ISO 9660, media id {ID})"),
             "[ze-install] target disk /dev/vda (8388608 bytes)",
             &format!(
-                "[ze-install] image: /ze/{IMAGE}.gz on /dev/sr0 ({} bytes gzip'd, inflating to ze.size)",
-                gz.len()
+                "[ze-install] image: /ze/{IMAGE}.gz on /dev/sr0 ({} bytes gzip'd, {} bytes inflated)",
+                gz.len(),
+                img.len()
             ),
             "[ze-install] image: 3145728/3145728 bytes (100%)",
             &format!(

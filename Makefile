@@ -26,8 +26,8 @@ APT_PACKAGES := \
 	squashfs-tools openssl
 
 .PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
-	ze-install-qemu-test appliance-qemu-test bench bench-firmware bench-appliance fuzz \
-	ze-pxe bench-pxe
+	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \
+	bench-appliance bench-iso fuzz ze-pxe bench-pxe
 
 all: build
 
@@ -39,6 +39,7 @@ demo: deps build
 test: deps build-dev firmware kernel
 	$(CARGO) test --workspace --locked
 	$(MAKE) ze-install-qemu-test
+	$(MAKE) ze-install-iso-qemu-test
 	$(MAKE) appliance-qemu-test
 	$(MAKE) lint
 
@@ -80,6 +81,19 @@ initrd: build-dev
 ze-install-qemu-test: initrd kernel
 	$(CARGO) run --locked -p ze-qemu -- test
 
+## ze-install-iso-qemu-test: the ISO install in QEMU + OVMF (TCG): build an
+## appliance image and its ISO with the real kernel and initrd, install from
+## the ISO as a CD and as a dd-written disk, compare the written disk with the
+## image, boot it to ze's version lines; two disks without --target refused
+ze-install-iso-qemu-test: initrd kernel
+	$(CARGO) run --locked -p ze-qemu -- iso-test
+
+## bench-iso: ISO install time in QEMU against the HTTP install of the same
+## appliance image (medians of 5 runs each; the measured work runs in the
+## guests, so the harness needs no release build)
+bench-iso: initrd kernel
+	$(CARGO) run --locked -p ze-qemu -- iso-bench
+
 ## bench-firmware: installer initrd size, start-up and download pipeline,
 ## each against busybox-static + a shell script measured in the same run
 bench-firmware: initrd
@@ -101,7 +115,7 @@ appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 
 ## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
-bench: bench-firmware bench-appliance bench-pxe
+bench: bench-firmware bench-appliance bench-iso bench-pxe
 
 ## bench-appliance: ze appliance build of a 2 GiB image against the shell
 ## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)

@@ -155,9 +155,14 @@ pub struct CmdlineError {
 impl fmt::Display for CmdlineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.problem == Problem::Missing {
+            let mode = if self.key == "ze.media-id" {
+                "iso"
+            } else {
+                "http"
+            };
             return write!(
                 f,
-                "kernel command line: {} is missing (required for ze.source=http)",
+                "kernel command line: {} is missing (required for ze.source={mode})",
                 self.key
             );
         }

@@ -50,12 +50,16 @@ impl Skip {
 pub enum Mode<'a> {
     /// HTTP install: first candidate wins.
     Http,
-    /// ISO install: exclude the named source disk; refuse ambiguity.
+    /// ISO install: exclude the source media; refuse ambiguity.
     Iso {
-        /// Kernel name of the disk holding the ISO, if known.
-        source: Option<&'a str>,
+        /// Kernel names of the devices carrying the installer ISO (its
+        /// media id): never a target.
+        sources: &'a [&'a str],
     },
 }
+
+/// The most candidates an ambiguity error names.
+pub const MAX_NAMED: usize = 4;
 
 /// Why no disk could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +71,8 @@ pub enum DiskError {
     },
     /// ISO mode with several candidates and no `ze.target`.
     Ambiguous {
-        /// The first two candidates.
-        first: String<MAX_DEVICE_NAME>,
-        /// The second candidate.
-        second: String<MAX_DEVICE_NAME>,
+        /// The first [`MAX_NAMED`] candidates: name and size in bytes.
+        named: heapless::Vec<(String<MAX_DEVICE_NAME>, u64), MAX_NAMED>,
         /// How many candidates there are.
         count: usize,
     },
@@ -87,14 +89,19 @@ impl fmt::Display for DiskError {
                 f,
                 "no writable disk: none of the {seen} block devices is a fixed, writable, non-empty disk (removable, virtual, optical and mtdblock devices are skipped; name one with ze.target=/dev/...)"
             ),
-            DiskError::Ambiguous {
-                first,
-                second,
-                count,
-            } => write!(
-                f,
-                "{count} fixed disks ({first}, {second}, ...) and no ze.target: refusing to guess; add ze.target=/dev/<disk>"
-            ),
+            DiskError::Ambiguous { named, count } => {
+                write!(f, "{count} fixed disks (")?;
+                for (i, (name, bytes)) in named.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}/dev/{name} {}", Size(*bytes))?;
+                }
+                if *count > named.len() {
+                    f.write_str(", ...")?;
+                }
+                f.write_str(
+                    ") and no ze.target: refusing to guess which to erase; rebuild the ISO with `ze appliance iso --target /dev/<disk> <appliance>`",
+                )
+            }
             DiskError::TargetNotFound(name) => write!(
                 f,
                 "ze.target=/dev/{name}: no such whole disk in /sys/block (a partition, or a device that did not appear?)"
@@ -106,6 +113,29 @@ impl fmt::Display for DiskError {
                     why.as_str()
                 )
             }
+        }
+    }
+}
+
+/// A disk size for people: `128 MiB`, `500 GB`-style binary units, one
+/// decimal below 10.
+#[derive(Debug, Clone, Copy)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+        let mut unit = 0;
+        let mut tenths = self.0.saturating_mul(10);
+        while tenths >= 10 * 1024 && unit + 1 < UNITS.len() {
+            tenths /= 1024;
+            unit += 1;
+        }
+        let name = UNITS.get(unit).copied().unwrap_or("bytes");
+        if unit == 0 || tenths >= 100 {
+            write!(f, "{} {name}", tenths / 10)
+        } else {
+            write!(f, "{}.{} {name}", tenths / 10, tenths % 10)
         }
     }
 }
@@ -135,10 +165,11 @@ pub fn choose<'f>(
     target: Option<&str>,
     mode: Mode<'_>,
 ) -> Result<&'f BlockFacts, DiskError> {
-    let source = match mode {
-        Mode::Iso { source } => source,
-        Mode::Http => None,
+    let sources: &[&str] = match mode {
+        Mode::Iso { sources } => sources,
+        Mode::Http => &[],
     };
+    let is_source = |name: &str| sources.contains(&name);
     if let Some(path) = target {
         let name = path.strip_prefix("/dev/").unwrap_or(path);
         let found = devices.iter().find(|d| d.name.as_str() == name);
@@ -151,7 +182,7 @@ pub fn choose<'f>(
             Some(Skip::Removable) | None => None,
             other => other,
         };
-        let why = why.or((Some(name) == source).then_some(Skip::Source));
+        let why = why.or(is_source(name).then_some(Skip::Source));
         return match why {
             Some(why) => Err(DiskError::TargetUnsuitable(short(name), why)),
             None => Ok(disk),
@@ -159,18 +190,20 @@ pub fn choose<'f>(
     }
     let mut candidates = devices
         .iter()
-        .filter(|d| skip_reason(d).is_none() && Some(d.name.as_str()) != source);
+        .filter(|d| skip_reason(d).is_none() && !is_source(d.name.as_str()));
     let first = candidates.next().ok_or(DiskError::NoDisk {
         seen: devices.len(),
     })?;
     if let Mode::Iso { .. } = mode
-        && let Some(second) = candidates.next()
+        && candidates.clone().next().is_some()
     {
-        return Err(DiskError::Ambiguous {
-            first: first.name.clone(),
-            second: second.name.clone(),
-            count: 2 + candidates.count(),
-        });
+        let mut named = heapless::Vec::new();
+        let mut count = 0;
+        for d in core::iter::once(first).chain(candidates) {
+            let _ = named.push((d.name.clone(), d.size_bytes()));
+            count += 1;
+        }
+        return Err(DiskError::Ambiguous { named, count });
     }
     Ok(first)
 }
@@ -310,29 +343,49 @@ mod tests {
 
     #[test]
     fn o2_iso_mode_refuses_two_fixed_disks() {
-        let e = pick(
-            &qemu_virtio(),
-            None,
-            Mode::Iso {
-                source: Some("sr0"),
-            },
-        )
-        .unwrap_err();
+        let e = pick(&qemu_virtio(), None, Mode::Iso { sources: &["sr0"] }).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "2 fixed disks (vda, vdb, ...) and no ze.target: refusing to guess; add ze.target=/dev/<disk>"
+            "2 fixed disks (/dev/vda 2.0 GiB, /dev/vdb 2.0 GiB) and no ze.target: refusing to guess which to erase; rebuild the ISO with `ze appliance iso --target /dev/<disk> <appliance>`"
         );
         assert_eq!(
             pick(
                 &qemu_virtio(),
                 Some("/dev/vdb"),
-                Mode::Iso {
-                    source: Some("sr0")
-                }
+                Mode::Iso { sources: &["sr0"] }
             )
             .unwrap(),
             "vdb"
         );
+        // Many disks: the first four are named, the count is exact, and
+        // the FATAL line still fits the console's 256 bytes.
+        let mut s = FakeSys::new();
+        for n in ["sda", "sdb", "sdc", "sdd", "sde", "nvme0n1"] {
+            dev(&mut s, n, 3_907_029_168, 0, 0);
+        }
+        let e = pick(&s, None, Mode::Iso { sources: &[] }).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "6 fixed disks (/dev/nvme0n1 1.8 TiB, /dev/sda 1.8 TiB, /dev/sdb 1.8 TiB, /dev/sdc 1.8 TiB, ...) and no ze.target"
+            ),
+            "{text}"
+        );
+        assert!(
+            "[ze-install] FATAL: ".len() + text.len() < crate::console::MAX_LINE - 4,
+            "{} bytes",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(Size(512).to_string(), "512 bytes");
+        assert_eq!(Size(128 << 20).to_string(), "128 MiB");
+        assert_eq!(Size(1536 << 20).to_string(), "1.5 GiB");
+        assert_eq!(Size(500_107_862_016).to_string(), "465 GiB");
+        assert_eq!(Size(3 << 40).to_string(), "3.0 TiB");
+        assert_eq!(Size(40 << 40).to_string(), "40 TiB");
     }
 
     #[test]
@@ -343,25 +396,28 @@ mod tests {
         dev(&mut s, "sda", 1_000_000, 0, 0);
         dev(&mut s, "sdb", 2_000_000, 0, 0);
         assert_eq!(
+            pick(&s, None, Mode::Iso { sources: &["sda"] }).unwrap(),
+            "sdb"
+        );
+        let e = pick(&s, Some("/dev/sda"), Mode::Iso { sources: &["sda"] }).unwrap_err();
+        assert_eq!(e, DiskError::TargetUnsuitable(short("sda"), Skip::Source));
+        assert_eq!(
+            e.to_string(),
+            "ze.target=/dev/sda: refusing to write: the installer's own media"
+        );
+        // The same ISO on two sticks: both are excluded.
+        dev(&mut s, "sdc", 3_000_000, 0, 0);
+        assert_eq!(
             pick(
                 &s,
                 None,
                 Mode::Iso {
-                    source: Some("sda")
+                    sources: &["sda", "sdc"]
                 }
             )
             .unwrap(),
             "sdb"
         );
-        let e = pick(
-            &s,
-            Some("/dev/sda"),
-            Mode::Iso {
-                source: Some("sda"),
-            },
-        )
-        .unwrap_err();
-        assert_eq!(e, DiskError::TargetUnsuitable(short("sda"), Skip::Source));
     }
 
     #[test]

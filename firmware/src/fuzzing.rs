@@ -104,3 +104,60 @@ pub fn http_head(data: &[u8]) {
         (head, body, Ok(()))
     }
 }
+
+/// The gzip decoder of ISO installs (`gunzip`) over arbitrary bytes, fed
+/// whole and in two pieces (split where the first byte says): never
+/// panics, takes every byte it is given, the outcome does not depend on
+/// how the bytes arrive, and neither do the output's length and CRC-32
+/// when it succeeds (after an error, how much was handed out before it
+/// depends on the chunking; the installer discards it all). Output is
+/// capped at [`GUNZIP_CAP`] bytes so a "zip bomb" input stays fast.
+pub fn gunzip(data: &[u8]) {
+    let split = data
+        .first()
+        .map(|&b| usize::from(b) * 7)
+        .unwrap_or(0)
+        .min(data.len());
+    let (a, b) = data.split_at(split);
+    let whole = run(&[data]);
+    let pieces = run(&[a, b]);
+    assert_eq!(
+        whole.0, pieces.0,
+        "the result depends on how the bytes arrive"
+    );
+    if whole.0.is_ok() {
+        assert_eq!(whole, pieces, "the output depends on how the bytes arrive");
+    }
+
+    fn run(chunks: &[&[u8]]) -> (Result<(), crate::gunzip::GzipError>, u64, u32) {
+        let mut g = crate::gunzip::Gunzip::new();
+        let mut window = [0u8; crate::gunzip::MIN_WINDOW];
+        let mut crc = crc32fast::Hasher::new();
+        let mut out = 0u64;
+        for chunk in chunks {
+            let mut at = 0;
+            loop {
+                let step = match g.step(chunk.get(at..).unwrap_or_default(), &mut window) {
+                    Ok(s) => s,
+                    Err(e) => return (Err(e), out, crc.finalize()),
+                };
+                at += step.consumed;
+                let produced = window.get(step.produced.clone()).unwrap_or_default();
+                crc.update(produced);
+                out += produced.len() as u64;
+                if out > GUNZIP_CAP {
+                    return (Ok(()), GUNZIP_CAP, 0);
+                }
+                if step.is_idle() {
+                    break;
+                }
+            }
+            assert_eq!(at, chunk.len(), "input left untaken");
+        }
+        assert_eq!(g.output_bytes(), out);
+        (g.finish(), out, crc.finalize())
+    }
+}
+
+/// The most output [`gunzip`] inflates per input.
+pub const GUNZIP_CAP: u64 = 16 << 20;

@@ -2,11 +2,18 @@
 //! leave a half-written disk that boots (DESIGN §3, spec "Installer Initrd").
 //!
 //! ```text
+//! HTTP (ze.source=http):
 //! network → probe → disk → disarm (zero first MiB) → download + sha256 + write
 //!   (first MiB held back) → verify size/digest → write first MiB → fsync
 //!   → BLKRRPART (retries) → wait for partition 4 → mount /perm (ext4)
 //!   → write ze/database.zefs (tmp + fsync + rename + fsync dir)
 //!   → unmount → sync → reboot
+//!
+//! ISO (ze.source=iso):
+//! find the media by ze.media-id → disk (media excluded, no guessing)
+//!   → disarm → read /ze/<image>.gz + inflate + sha256 + write (first MiB
+//!   held back) → verify size/digest → write first MiB → fsync → sync
+//!   → power off (the image already carries /perm/ze/database.zefs)
 //! ```
 //!
 //! Any failure after the disk was opened zeroes the first MiB again, so the
@@ -14,7 +21,14 @@
 //! [`Fatal`] is every way the install can stop, worded for the one-line
 //! `[ze-install] FATAL: <why>`.
 
-use crate::{cmdline::CmdlineError, disk::DiskError, http::FetchError, net::ProbeResult};
+use crate::{
+    cmdline::{CmdlineError, MAX_IMAGE_NAME},
+    disk::{DiskError, MAX_PATH},
+    gunzip::GzipError,
+    http::FetchError,
+    iso9660,
+    net::ProbeResult,
+};
 use core::{fmt, ops::Range, time::Duration};
 use ze_hal::Error;
 
@@ -51,6 +65,9 @@ pub const ZEFS_URL: &str = "/install/database.zefs";
 /// URL directory of images.
 pub const IMAGE_URL: &str = "/install/image/";
 
+/// The longest path of a file on the installer media (`ze/<image>.gz`).
+pub const MEDIA_PATH: usize = MAX_IMAGE_NAME + 8;
+
 /// The stages, for log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -75,8 +92,47 @@ pub enum Fatal {
     Cmdline(CmdlineError),
     /// `/proc/cmdline` could not be read.
     NoCmdline(Error),
-    /// ISO installs are another issue's work.
-    IsoUnsupported,
+    /// No block device carries the ISO named by `ze.media-id`.
+    NoMedia {
+        /// `ze.media-id`, as 32 hex digits.
+        media_id: [u8; 32],
+        /// Block devices looked at.
+        checked: usize,
+        /// How long they were looked for.
+        waited: Duration,
+    },
+    /// A file on the installer media cannot be used.
+    MediaFile {
+        /// The media, `/dev/...`.
+        device: heapless::String<MAX_PATH>,
+        /// The file, `ze/<image>.gz`.
+        path: heapless::String<MEDIA_PATH>,
+        /// Why.
+        error: iso9660::Error<Error>,
+    },
+    /// Reading the installer media failed.
+    MediaRead {
+        /// The media, `/dev/...`.
+        device: heapless::String<MAX_PATH>,
+        /// Byte offset on the device.
+        at: u64,
+        /// The error.
+        error: Error,
+    },
+    /// The compressed image on the media is damaged.
+    Gzip {
+        /// The file, `ze/<image>.gz`.
+        path: heapless::String<MEDIA_PATH>,
+        /// Why.
+        error: GzipError,
+    },
+    /// The image inflates to more than `limit` bytes.
+    ImageTooLong {
+        /// The limit.
+        limit: u64,
+        /// `ze.size` or the disk.
+        what: &'static str,
+    },
     /// No interface reached the server.
     Unreachable {
         /// The server.
@@ -164,8 +220,35 @@ impl fmt::Display for Fatal {
         match self {
             Fatal::Cmdline(e) => write!(f, "{e}"),
             Fatal::NoCmdline(e) => write!(f, "cannot read /proc/cmdline: {e}"),
-            Fatal::IsoUnsupported => f.write_str(
-                "ze.source=iso: this installer build installs over HTTP only (boot it with ze.source=http ze.server=...)",
+            Fatal::NoMedia {
+                media_id,
+                checked,
+                waited,
+            } => write!(
+                f,
+                "installer media not found: none of {checked} block devices holds the ISO with ze.media-id={} (looked for {} s); is the ISO attached?",
+                core::str::from_utf8(media_id).unwrap_or("?"),
+                waited.as_secs()
+            ),
+            Fatal::MediaFile {
+                device,
+                path,
+                error,
+            } => write!(
+                f,
+                "installer media {device}: /{path}: {error} (does ze.image match the ISO?)"
+            ),
+            Fatal::MediaRead { device, at, error } => write!(
+                f,
+                "installer media {device}: read failed at byte {at}: {error}; disk left unbootable"
+            ),
+            Fatal::Gzip { path, error } => write!(
+                f,
+                "/{path} on the installer media is damaged: {error}; disk left unbootable"
+            ),
+            Fatal::ImageTooLong { limit, what } => write!(
+                f,
+                "the image inflates to more than {limit} bytes ({what}); disk left unbootable"
             ),
             Fatal::Unreachable {
                 server,
@@ -173,7 +256,10 @@ impl fmt::Display for Fatal {
                 attempts,
                 last,
             } => {
-                write!(f, "ze.server {server}:{port} unreachable after {attempts} probes")?;
+                write!(
+                    f,
+                    "ze.server {server}:{port} unreachable after {attempts} probes"
+                )?;
                 if let Some(last) = last {
                     write!(f, " ({last})")?;
                 }
@@ -207,7 +293,10 @@ impl fmt::Display for Fatal {
             ),
             Fatal::Perm { what, error } => write!(f, "/perm: {what}: {error}"),
             Fatal::ZefsTooLarge(n) => {
-                write!(f, "database.zefs is {n} bytes, over the {MAX_ZEFS}-byte limit")
+                write!(
+                    f,
+                    "database.zefs is {n} bytes, over the {MAX_ZEFS}-byte limit"
+                )
             }
         }
     }

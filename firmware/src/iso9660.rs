@@ -112,6 +112,32 @@ pub enum Error<E> {
     BadMediaId,
 }
 
+impl<E: core::fmt::Display> core::fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Io { lba, error } => write!(f, "read error at block {lba}: {error}"),
+            Error::NotIso9660 => f.write_str("not an ISO 9660 volume"),
+            Error::NoPrimaryDescriptor => f.write_str("no primary volume descriptor"),
+            Error::UnsupportedBlockSize(n) => write!(f, "block size {n}, not 2048"),
+            Error::BadRecord { lba, offset } => {
+                write!(
+                    f,
+                    "malformed directory record at block {lba} offset {offset}"
+                )
+            }
+            Error::OutOfVolume { lba } => write!(f, "extent at block {lba} runs past the volume"),
+            Error::DirectoryTooLarge { lba } => write!(f, "directory at block {lba} too large"),
+            Error::TooManyExtents => f.write_str("file has too many extents"),
+            Error::BadPath => f.write_str("bad path"),
+            Error::NotFound => f.write_str("not found"),
+            Error::NotADirectory => f.write_str("a path component is a file"),
+            Error::IsADirectory => f.write_str("is a directory"),
+            Error::BufferTooSmall { size } => write!(f, "file of {size} bytes too large"),
+            Error::BadMediaId => f.write_str("media id is not 32 lowercase hex digits"),
+        }
+    }
+}
+
 impl<E> Error<E> {
     fn io(lba: u32) -> impl FnOnce(E) -> Error<E> {
         move |error| Error::Io { lba, error }

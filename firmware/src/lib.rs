@@ -6,6 +6,11 @@
 //! through `ze-hal`. That is what lets `cargo test` exercise the whole
 //! installer on the host (see `../shared/DESIGN.md` §3).
 #![cfg_attr(not(test), no_std)]
+// `install::Fatal` carries the names it reports (a device, a file on the
+// installer media, the disks of an ambiguous choice) in fixed buffers, a
+// few hundred bytes; it is returned once per install attempt, never in a
+// loop, and there is no heap to box it on.
+#![allow(clippy::result_large_err)]
 
 pub mod cmdline;
 pub mod console;
@@ -13,9 +18,11 @@ pub mod dhcp;
 pub mod disk;
 pub mod frame;
 pub mod fuzzing;
+pub mod gunzip;
 pub mod http;
 pub mod install;
 pub mod iso9660;
+pub mod media;
 pub mod net;
 pub mod recovery;
 pub mod run;

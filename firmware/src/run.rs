@@ -53,6 +53,7 @@ macro_rules! say {
         $os.consoles_write(line.finish());
     }};
 }
+pub(crate) use say;
 
 fn fatal_line<O: Os>(os: &mut O, fatal: &Fatal) {
     let mut line = Line::fatal();
@@ -104,6 +105,15 @@ pub fn boot<O: Os>(os: &mut O, bufs: &mut Buffers<'_>) -> PowerAction {
     }
     loop {
         match install(os, &cfg, bufs) {
+            Ok(()) if cfg.source == Source::Iso => {
+                // Never reboot into the installer again while the media is
+                // still in (spec: "Appliance ISO Install").
+                say!(
+                    os,
+                    "install complete; powering off: remove the installer media before the next boot"
+                );
+                return PowerAction::PowerOff;
+            }
             Ok(()) => {
                 say!(os, "install complete; rebooting");
                 return PowerAction::Reboot;
@@ -601,12 +611,24 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
     }
 }
 
-fn choose_disk<O: Os>(os: &mut O, cfg: &Config) -> Result<block::BlockFacts, Fatal> {
+/// Choose the target disk, waiting up to [`install::DISK_WAIT`] for disks
+/// that appear late.
+pub fn choose_disk<O: Os>(
+    os: &mut O,
+    cfg: &Config,
+    mode: Mode<'_>,
+) -> Result<block::BlockFacts, Fatal> {
     let start = os.now();
     loop {
         let scan = block::scan(os.sys()).unwrap_or_default();
-        match disk::choose(&scan.devices, cfg.target.as_deref(), Mode::Http) {
+        match disk::choose(&scan.devices, cfg.target.as_deref(), mode) {
             Ok(d) => return Ok(d.clone()),
+            // More disks appearing cannot make these right.
+            Err(
+                e @ (disk::DiskError::Ambiguous { .. } | disk::DiskError::TargetUnsuitable(..)),
+            ) => {
+                return Err(Fatal::Disk(e));
+            }
             Err(e) => {
                 // Disks can appear late (USB, slow controllers): wait a bit.
                 if os.now().saturating_since(start) >= install::DISK_WAIT {
@@ -845,7 +867,7 @@ pub fn write_image<O: Os, D: BlockDev>(
     bufs: &mut Buffers<'_>,
 ) -> Result<(u64, [u8; 32]), Fatal> {
     let Some((server, port)) = cfg.server() else {
-        return Err(Fatal::IsoUnsupported);
+        return Err(no_server());
     };
     let io_err = |what| move |error| Fatal::DiskIo { what, error };
     let disk_size = disk.size().map_err(io_err("size"))?;
@@ -858,19 +880,43 @@ pub fn write_image<O: Os, D: BlockDev>(
         expected_size: cfg.size,
     };
     let total = download(os, server, port, &path, "image", &mut sink, bufs.io)?;
-    let digest: [u8; 32] = sink.sha.clone().finalize().into();
-    // Everything after the first MiB must be on the disk before the
-    // partition table that points at it.
-    sink.disk.sync().map_err(io_err("fsync"))?;
-    install::verify(cfg.size, cfg.sha256, total, digest)?;
-    let head_len = usize::try_from(total)
-        .unwrap_or(usize::MAX)
-        .min(install::HEAD_LEN);
-    sink.disk
-        .write_at(0, sink.head.get(..head_len).unwrap_or_default())
-        .map_err(io_err("write the first MiB"))?;
-    sink.disk.sync().map_err(io_err("fsync"))?;
+    let digest = sink.seal(total, cfg.size, cfg.sha256)?;
     Ok((total, digest))
+}
+
+fn no_server() -> Fatal {
+    Fatal::Cmdline(cmdline::CmdlineError {
+        key: "ze.server",
+        value: String::new(),
+        problem: cmdline::Problem::Missing,
+    })
+}
+
+impl<D: BlockDev> ImageSink<'_, D> {
+    /// The whole image (`total` bytes) went through [`Sink::write`]: flush
+    /// it, check it against `ze.size` and `ze.sha256`, and only then write
+    /// the held-back first MiB and flush again. Returns the digest.
+    pub fn seal(
+        &mut self,
+        total: u64,
+        expected_size: Option<u64>,
+        expected_digest: Option<cmdline::Digest>,
+    ) -> Result<[u8; 32], Fatal> {
+        let io_err = |what| move |error| Fatal::DiskIo { what, error };
+        let digest: [u8; 32] = self.sha.clone().finalize().into();
+        // Everything after the first MiB must be on the disk before the
+        // partition table that points at it.
+        self.disk.sync().map_err(io_err("fsync"))?;
+        install::verify(expected_size, expected_digest, total, digest)?;
+        let head_len = usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .min(install::HEAD_LEN);
+        self.disk
+            .write_at(0, self.head.get(..head_len).unwrap_or_default())
+            .map_err(io_err("write the first MiB"))?;
+        self.disk.sync().map_err(io_err("fsync"))?;
+        Ok(digest)
+    }
 }
 
 /// Zero the first MiB (the partition table and boot code) and flush.
@@ -953,17 +999,18 @@ fn write_database<O: Os>(
     Ok(size)
 }
 
-/// The whole HTTP install, from the network to the unmount.
+/// The whole install: over HTTP from the network to the unmount, or from
+/// the ISO media ([`crate::media::install`]).
 pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Result<(), Fatal> {
     if cfg.source == Source::Iso {
-        return Err(Fatal::IsoUnsupported);
+        return crate::media::install(os, cfg, bufs);
     }
     let Some((server, port)) = cfg.server() else {
-        return Err(Fatal::IsoUnsupported);
+        return Err(no_server());
     };
     say!(os, "installing {} from {server}:{port}", cfg.image);
     network(os, cfg)?;
-    let facts = choose_disk(os, cfg)?;
+    let facts = choose_disk(os, cfg, Mode::Http)?;
     let path = disk::disk_path(&facts.name);
     let io_err = |what| move |error| Fatal::DiskIo { what, error };
     let mut dev = os.disk_open(&path).map_err(io_err("open"))?;

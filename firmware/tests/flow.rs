@@ -651,7 +651,7 @@ fn i14_iso_without_credential_opens_the_menu() {
     );
     sys.file("/sys/class/tty/console/active", "ttyS0\n");
     let os = FakeOs::new(sys);
-    os.st().input.push_back((5_000, b"4\r".to_vec()));
+    os.st().input.push_back((30_000, b"4\r".to_vec()));
     let mut m = Machine {
         os,
         image: Rc::new(Vec::new()),
@@ -660,7 +660,7 @@ fn i14_iso_without_credential_opens_the_menu() {
     in_order(
         &m.os.console_text(),
         &[
-            "[ze-install] FATAL: ze.source=iso: this installer build installs over HTTP only",
+            "[ze-install] FATAL: installer media not found: none of 0 block devices holds the ISO with ze.media-id=0123456789abcdef0123456789abcdef (looked for 20 s)",
             "[ze-install] recovery menu:",
             "[ze-install] powering off",
         ],

@@ -37,3 +37,8 @@ fn i8_dhcp_offer_corpus() {
 fn i10_http_head_corpus() {
     replay("firmware_http_head", ze_installer::fuzzing::http_head);
 }
+
+#[test]
+fn o1_gunzip_corpus() {
+    replay("firmware_gunzip", ze_installer::fuzzing::gunzip);
+}

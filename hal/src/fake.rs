@@ -9,8 +9,8 @@
 use crate::{
     Error,
     os::{
-        AddrInfo, BlockDev, ConsoleInput, FileOut, LinkInfo, NetError, Os, PacketConn, PowerAction,
-        RouteInfo, TcpConn,
+        AddrInfo, BlockDev, BlockRead, ConsoleInput, FileOut, LinkInfo, NetError, Os, PacketConn,
+        PowerAction, RouteInfo, TcpConn,
     },
     sysfs::SysFs,
     time::{Clock, Instant},
@@ -181,6 +181,8 @@ pub struct FakeDiskState {
     pub partition_node: String,
     /// `BLKRRPART` fails with EBUSY this many times first.
     pub busy: u32,
+    /// Reads reaching this offset fail with EIO (a scratched CD).
+    pub bad_from: Option<u64>,
 }
 
 /// Everything [`FakeOs`] remembers.
@@ -189,7 +191,7 @@ pub struct FakeState {
     pub sys: FakeSys,
     /// Milliseconds on the monotonic clock.
     pub now: u64,
-    /// Milliseconds each TCP receive takes.
+    /// Milliseconds each TCP receive or media read takes.
     pub recv_ms: u64,
     /// What was written to the consoles.
     pub console: Vec<u8>,
@@ -296,21 +298,39 @@ impl FakeOs {
     /// Add a whole disk `name` of `size` bytes with its `/sys/block` entry
     /// and its partition-4 node name.
     pub fn add_disk(&mut self, name: &str, size: u64, partition_node: &str) {
+        self.add_device(name, vec![0xee; size as usize], false, false);
+        let mut st = self.st();
+        if let Some(d) = st.disks.get_mut(&format!("/dev/{name}")) {
+            d.partition_node = partition_node.into();
+        }
+    }
+
+    /// Add a whole block device `name` holding `data` (a CD with an ISO, a
+    /// USB stick), with its `/sys/block` entry: `removable`, `ro`, and the
+    /// size in 512-byte sectors (rounded up, as a CD's 2048-byte blocks are).
+    pub fn add_device(&mut self, name: &str, data: Vec<u8>, removable: bool, ro: bool) {
         self.sys
             .file(
                 &format!("/sys/block/{name}/size"),
-                &format!("{}\n", size / 512),
+                &format!("{}\n", (data.len() as u64).div_ceil(512)),
             )
-            .file(&format!("/sys/block/{name}/removable"), "0\n")
-            .file(&format!("/sys/block/{name}/ro"), "0\n");
+            .file(
+                &format!("/sys/block/{name}/removable"),
+                &format!("{}\n", u8::from(removable)),
+            )
+            .file(
+                &format!("/sys/block/{name}/ro"),
+                &format!("{}\n", u8::from(ro)),
+            );
         let mut st = self.st();
         st.sys = self.sys.clone();
         st.disks.insert(
             format!("/dev/{name}"),
             FakeDiskState {
-                data: vec![0xee; size as usize],
-                partition_node: partition_node.into(),
+                data,
+                partition_node: String::new(),
                 busy: 0,
+                bad_from: None,
             },
         );
         st.nodes.push(format!("/dev/{name}"));
@@ -485,6 +505,35 @@ impl BlockDev for FakeDisk {
     }
 }
 
+/// A fake block device opened read-only.
+#[derive(Debug)]
+pub struct FakeMedia {
+    state: Rc<RefCell<FakeState>>,
+    path: String,
+}
+
+impl BlockRead for FakeMedia {
+    fn size(&mut self) -> Result<u64, Error> {
+        let st = self.state.borrow();
+        Ok(st.disks.get(&self.path).ok_or(Error::NotFound)?.data.len() as u64)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        let mut st = self.state.borrow_mut();
+        st.now += st.recv_ms;
+        let d = st.disks.get(&self.path).ok_or(Error::NotFound)?;
+        if d.bad_from
+            .is_some_and(|bad| offset.saturating_add(buf.len() as u64) > bad)
+        {
+            return Err(Error::Os(5));
+        }
+        let at = (offset as usize).min(d.data.len());
+        let n = buf.len().min(d.data.len() - at);
+        buf[..n].copy_from_slice(&d.data[at..at + n]);
+        Ok(n)
+    }
+}
+
 /// A file being written on a fake filesystem.
 #[derive(Debug)]
 pub struct FakeFile {
@@ -512,6 +561,7 @@ impl Os for FakeOs {
     type Tcp = FakeTcp;
     type Packet = FakePacket;
     type Disk = FakeDisk;
+    type Media = FakeMedia;
     type File = FakeFile;
     type Sys = FakeSys;
 
@@ -674,6 +724,17 @@ impl Os for FakeOs {
         }
         self.st().events.push(format!("open {path}"));
         Ok(FakeDisk {
+            state: self.state.clone(),
+            path: path.into(),
+        })
+    }
+
+    fn media_open(&mut self, path: &str) -> Result<FakeMedia, Error> {
+        if !self.st().disks.contains_key(path) {
+            return Err(Error::NotFound);
+        }
+        self.st().events.push(format!("open-ro {path}"));
+        Ok(FakeMedia {
             state: self.state.clone(),
             path: path.into(),
         })

@@ -9,8 +9,8 @@ use crate::{
     console::MAX_CONSOLES,
     netlink,
     os::{
-        AddrInfo, BlockDev, ConsoleInput, FileOut, LinkInfo, NetError, Os, PacketConn, PowerAction,
-        RouteInfo, TcpConn,
+        AddrInfo, BlockDev, BlockRead, ConsoleInput, FileOut, LinkInfo, NetError, Os, PacketConn,
+        PowerAction, RouteInfo, TcpConn,
     },
     syscalls::LinkAddr,
 };
@@ -446,6 +446,49 @@ impl BlockDev for Disk {
     }
 }
 
+/// A block device opened read-only (the installer media).
+#[derive(Debug)]
+pub struct Media {
+    fd: OwnedFd,
+}
+
+impl Media {
+    /// Open `path` read-only.
+    pub fn open(path: &str) -> Result<Media, Error> {
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Media { fd })
+    }
+}
+
+impl BlockRead for Media {
+    fn size(&mut self) -> Result<u64, Error> {
+        match crate::syscalls::block_size(self.fd.as_fd()) {
+            Ok(n) => Ok(n),
+            Err(Errno::NOTTY) | Err(Errno::INVAL) => {
+                Ok(rustix::fs::fstat(&self.fd)?.st_size.try_into().unwrap_or(0))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn read_at(&mut self, mut offset: u64, mut buf: &mut [u8]) -> Result<usize, Error> {
+        let mut done = 0;
+        while !buf.is_empty() {
+            match rustix::io::pread(&self.fd, &mut *buf, offset) {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n;
+                    offset += n as u64;
+                    buf = buf.get_mut(n..).unwrap_or_default();
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(done)
+    }
+}
+
 /// A regular file being written.
 #[derive(Debug)]
 pub struct File {
@@ -501,6 +544,7 @@ impl Os for LinuxOs {
     type Tcp = Tcp;
     type Packet = Packet;
     type Disk = Disk;
+    type Media = Media;
     type File = File;
     type Sys = Linux;
 
@@ -718,6 +762,10 @@ impl Os for LinuxOs {
 
     fn disk_open(&mut self, path: &str) -> Result<Disk, Error> {
         Disk::open(path)
+    }
+
+    fn media_open(&mut self, path: &str) -> Result<Media, Error> {
+        Media::open(path)
     }
 
     fn mkdir(&mut self, path: &str) -> Result<(), Error> {
@@ -957,6 +1005,29 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             Disk::open("/nonexistent/disk").unwrap_err(),
+            Error::NotFound
+        );
+    }
+
+    #[test]
+    fn media_reads_a_regular_file_read_only() {
+        let path = std::env::temp_dir().join(format!("ze-hal-media-{}", std::process::id()));
+        let data: std::vec::Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        // Read-only: a file without write permission still opens.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let mut m = Media::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(m.size().unwrap(), 10_000);
+        let mut buf = [0u8; 4096];
+        assert_eq!(m.read_at(2048, &mut buf).unwrap(), 4096);
+        assert_eq!(&buf[..], &data[2048..2048 + 4096]);
+        // Short only at the end of the device.
+        assert_eq!(m.read_at(8192, &mut buf).unwrap(), 10_000 - 8192);
+        assert_eq!(m.read_at(20_000, &mut buf).unwrap(), 0);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            Media::open("/nonexistent/media").unwrap_err(),
             Error::NotFound
         );
     }

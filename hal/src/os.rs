@@ -119,6 +119,16 @@ pub trait BlockDev {
     fn reread_partitions(&mut self) -> Result<(), Error>;
 }
 
+/// A block device opened read-only: the installer media (a CD, or a USB
+/// stick holding the ISO image).
+pub trait BlockRead {
+    /// The device's size in bytes (`BLKGETSIZE64`).
+    fn size(&mut self) -> Result<u64, Error>;
+    /// Fill `buf` from `offset`; returns fewer bytes only at the end of the
+    /// device.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, Error>;
+}
+
 /// A regular file opened for writing.
 pub trait FileOut {
     /// Append all of `bytes`.
@@ -153,6 +163,8 @@ pub trait Os {
     type Packet: PacketConn;
     /// A block device.
     type Disk: BlockDev;
+    /// A block device opened read-only.
+    type Media: BlockRead;
     /// A file being written.
     type File: FileOut;
     /// The pseudo-filesystem reader (`/sys`, `/proc`).
@@ -210,6 +222,10 @@ pub trait Os {
     fn exists(&mut self, path: &str) -> bool;
     /// Open a block device for writing.
     fn disk_open(&mut self, path: &str) -> Result<Self::Disk, Error>;
+    /// Open a block device read-only (the installer media). Opening it
+    /// must not disturb it: no write access is asked for, so a CD or a
+    /// write-protected stick opens too.
+    fn media_open(&mut self, path: &str) -> Result<Self::Media, Error>;
     /// Create a directory (an existing one is fine).
     fn mkdir(&mut self, path: &str) -> Result<(), Error>;
     /// Mount an ext4 filesystem read-write.

@@ -1,12 +1,17 @@
 //! `ze-qemu`: the installer's end-to-end harness (see `docs/installer.md`).
 //!
 //! - `ze-qemu test`: every QEMU case of `make ze-install-qemu-test`;
+//! - `ze-qemu iso-test`: the ISO install cases of
+//!   `make ze-install-iso-qemu-test` (`iso.rs`);
+//! - `ze-qemu iso-bench`: the ISO install against the HTTP install of the
+//!   same appliance image;
 //! - `ze-qemu image`: build a test GPT image with ext4 as partition 4;
 //! - `ze-qemu serve`: serve an image and a database like the harness does;
 //! - `ze-qemu demo`: one install, shown live, with a summary.
 
 mod bench;
 mod image;
+mod iso;
 mod server;
 mod suite;
 mod vm;
@@ -29,6 +34,41 @@ enum Cmd {
     Serve(Serve),
     Demo(Demo),
     Bench(Bench),
+    IsoTest(IsoTest),
+    IsoBench(IsoBench),
+}
+
+/// build an appliance image and its ISO, install it from the ISO in QEMU + OVMF, boot the result (ZE_INSTALL_* knobs apply)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "iso-test")]
+struct IsoTest {
+    /// the initrd the ISO carries (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// run only the cases whose names contain this (repeatable)
+    #[argh(option)]
+    only: Vec<String>,
+    /// machines at once (default: ZE_INSTALL_JOBS or 2)
+    #[argh(option)]
+    jobs: Option<usize>,
+    /// print the serial consoles live
+    #[argh(switch)]
+    verbose: bool,
+    /// list the cases and exit
+    #[argh(switch)]
+    list: bool,
+}
+
+/// measure the ISO install against the HTTP install of the same appliance image, in QEMU
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "iso-bench")]
+struct IsoBench {
+    /// the initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// runs of each (default 5; medians are reported)
+    #[argh(option, default = "5")]
+    runs: usize,
 }
 
 /// run the QEMU install and fault cases (ZE_INSTALL_* knobs apply)
@@ -154,6 +194,56 @@ fn test(t: Test) -> anyhow::Result<bool> {
     Ok(failed == 0)
 }
 
+fn iso_test(t: IsoTest) -> anyhow::Result<bool> {
+    if t.list {
+        for c in iso::CASES {
+            println!("{}", c.name);
+        }
+        return Ok(true);
+    }
+    let work = work_dir("install-iso-qemu-test");
+    kvm_note();
+    let started = std::time::Instant::now();
+    let ctx = iso::Ctx::prepare(t.initrd, work.clone(), t.verbose);
+    let failed = match &ctx {
+        Ok(ctx) => {
+            let jobs = t
+                .jobs
+                .or_else(|| std::env::var("ZE_INSTALL_JOBS").ok()?.parse().ok())
+                .unwrap_or(2);
+            iso::run(ctx, &t.only, jobs)
+        }
+        Err(_) => 1,
+    };
+    if keep() || failed > 0 {
+        eprintln!(
+            "ze-install-iso-qemu-test: work directory kept: {}",
+            work.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    ctx?;
+    println!(
+        "ze-install-iso-qemu-test: {:.1} s in all (image, ISO and machines)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(failed == 0)
+}
+
+fn iso_bench(b: IsoBench) -> anyhow::Result<bool> {
+    let work = work_dir("iso-bench");
+    kvm_note();
+    let r = iso::Ctx::prepare(b.initrd, work.clone(), false)
+        .and_then(|ctx| iso::bench(&ctx, b.runs.max(1)));
+    if keep() || r.is_err() {
+        eprintln!("iso-bench: work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    r.map(|()| true)
+}
+
 fn serve(s: Serve) -> anyhow::Result<bool> {
     let srv = server::Server::start()?;
     let name = s
@@ -189,6 +279,8 @@ fn main() -> ExitCode {
             .map(|()| true),
         Cmd::Serve(s) => serve(s),
         Cmd::Demo(d) => demo::run(d.initrd),
+        Cmd::IsoTest(t) => iso_test(t),
+        Cmd::IsoBench(b) => iso_bench(b),
         Cmd::Bench(b) => suite::root().and_then(|root| {
             let initrd = b
                 .initrd

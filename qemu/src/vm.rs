@@ -72,60 +72,64 @@ impl Vm {
 
     /// Start the machine.
     pub fn start(&self) -> anyhow::Result<Session> {
-        let mut cmd = self.command();
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| {
-            format!(
-                "cannot start {:?} (make deps installs QEMU)",
-                cmd.get_program()
-            )
-        })?;
-        let serial = Arc::new(Mutex::new(String::new()));
-        let arrivals: Arc<Mutex<Vec<(Duration, usize)>>> = Arc::default();
-        let mut out = child.stdout.take().context("no stdout")?;
-        let s = serial.clone();
-        let a = arrivals.clone();
-        let echo = self.echo;
-        let start = Instant::now();
-        let reader = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-                if echo {
-                    eprint!("{text}");
-                }
-                let mut all = s.lock().unwrap_or_else(|e| e.into_inner());
-                all.push_str(&text);
-                a.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((start.elapsed(), all.len()));
-            }
-        });
-        let mut err = child.stderr.take().context("no stderr")?;
-        let errors = Arc::new(Mutex::new(String::new()));
-        let e = errors.clone();
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            e.lock().unwrap_or_else(|x| x.into_inner()).push_str(&text);
-        });
-        let stdin = child.stdin.take();
-        Ok(Session {
-            monitor: self.monitor.clone(),
-            child,
-            stdin,
-            serial,
-            arrivals,
-            errors,
-            reader: Some(reader),
-            start,
-        })
+        spawn(self.command(), self.echo, self.monitor.clone())
     }
+}
+
+/// Start QEMU as `cmd` (which must put the serial console on stdio) and
+/// capture its console; `monitor` is its monitor socket, if any.
+pub fn spawn(mut cmd: Command, echo: bool, monitor: Option<PathBuf>) -> anyhow::Result<Session> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start {:?} (make deps installs QEMU)",
+            cmd.get_program()
+        )
+    })?;
+    let serial = Arc::new(Mutex::new(String::new()));
+    let arrivals: Arc<Mutex<Vec<(Duration, usize)>>> = Arc::default();
+    let mut out = child.stdout.take().context("no stdout")?;
+    let s = serial.clone();
+    let a = arrivals.clone();
+    let start = Instant::now();
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+            if echo {
+                eprint!("{text}");
+            }
+            let mut all = s.lock().unwrap_or_else(|e| e.into_inner());
+            all.push_str(&text);
+            a.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((start.elapsed(), all.len()));
+        }
+    });
+    let mut err = child.stderr.take().context("no stderr")?;
+    let errors = Arc::new(Mutex::new(String::new()));
+    let e = errors.clone();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        e.lock().unwrap_or_else(|x| x.into_inner()).push_str(&text);
+    });
+    let stdin = child.stdin.take();
+    Ok(Session {
+        monitor,
+        child,
+        stdin,
+        serial,
+        arrivals,
+        errors,
+        reader: Some(reader),
+        start,
+    })
 }
 
 /// A running machine.

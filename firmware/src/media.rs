@@ -1,0 +1,437 @@
+//! The runner's ISO mode (spec "Appliance ISO Install", checklist O1–O5):
+//! find the installer media by its media id, choose the disk with the media
+//! excluded and without guessing, then stream `/ze/<ze.image>.gz` from the
+//! media through [`crate::gunzip`] and sha256 onto the disk, first MiB
+//! last. No network, and no database download: the image already carries
+//! `/perm/ze/database.zefs`. The caller powers the machine off.
+//!
+//! The media is read straight from its block device with the installer's
+//! own ISO 9660 reader ([`crate::iso9660`]) rather than mounted: no kernel
+//! filesystem code runs over a volume before its media id matched, nothing
+//! has to be unmounted on any path, and the compressed image is read once,
+//! in order, in large reads. The installer kernel keeps `ISO9660_FS` for
+//! people who want to look at the media from elsewhere; the installer does
+//! not need it.
+//!
+//! Which devices are searched: every whole disk in `/sys/block` with a
+//! medium, optical drives (`sr*`) and removable or read-only ones included
+//! (a USB stick written with `dd` carries the volume on the whole disk),
+//! except virtual devices (`loop`, `ram`, `zram`, `dm-`, `md`), floppies and
+//! `mtdblock`. Every device carrying the media id is excluded from the
+//! targets.
+
+use crate::{
+    cmdline::{self, Config, Digest},
+    console::{Line, Progress},
+    disk::{self, Mode},
+    gunzip::{self, Gunzip},
+    install::{self, Fatal, Hex, MEDIA_PATH},
+    iso9660::{self, Entry, SECTOR_SIZE, SectorRead, Volume},
+    run::{self, Buffers, ImageSink, Sink, say},
+};
+use core::{fmt::Write, time::Duration};
+use heapless::{String, Vec};
+use sha2::{Digest as _, Sha256};
+use ze_hal::{
+    Error,
+    block::{self, BlockFacts, MAX_BLOCK_DEVICES, MAX_DEVICE_NAME},
+    os::{BlockDev, BlockRead, Os},
+};
+
+/// How long the media may take to appear (USB enumeration, a CD drive
+/// spinning up).
+pub const MEDIA_WAIT: Duration = Duration::from_secs(20);
+/// How often `/sys/block` is looked at again while waiting.
+pub const MEDIA_POLL: Duration = Duration::from_millis(500);
+/// The most devices carrying the media that are remembered (and excluded).
+pub const MAX_MEDIA: usize = 4;
+/// Kernel name prefixes never searched for the media.
+pub const NOT_MEDIA: [&str; 7] = ["loop", "ram", "zram", "dm-", "md", "fd", "mtdblock"];
+/// The largest `/ze/<image>.sha256` read.
+pub const MAX_SHA256_FILE: usize = 512;
+
+// The pipeline splits the I/O buffer into compressed input and the
+// inflate window, which must be a power of two of at least 32 KiB.
+const _: () = assert!(
+    (install::IO_CHUNK / 2).is_power_of_two() && install::IO_CHUNK / 2 >= gunzip::MIN_WINDOW
+);
+
+/// What a block device holds, as far as the media search cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// An ISO 9660 volume with our media id.
+    Ours,
+    /// An ISO 9660 volume with another media id.
+    OtherId([u8; iso9660::MEDIA_ID_LEN]),
+    /// An ISO 9660 volume without a usable `/ze/media-id`.
+    NoId,
+    /// No ISO 9660 volume.
+    NotIso,
+    /// The device could not be read.
+    Unreadable(Error),
+}
+
+/// 2048-byte blocks of a read-only block device, for [`iso9660`].
+#[derive(Debug)]
+pub struct Sectors<'a, M: BlockRead>(pub &'a mut M);
+
+impl<M: BlockRead> SectorRead for Sectors<'_, M> {
+    type Error = Error;
+    fn read_sector(&mut self, lba: u32, buf: &mut [u8; SECTOR_SIZE]) -> Result<(), Error> {
+        let n = self.0.read_at(u64::from(lba) * SECTOR_SIZE as u64, buf)?;
+        if n < SECTOR_SIZE {
+            return Err(Error::EndOfDevice);
+        }
+        Ok(())
+    }
+}
+
+/// `ze.media-id` as the 32 lowercase hex digits stored on the volume.
+pub fn media_id_hex(id: &[u8; 16]) -> [u8; iso9660::MEDIA_ID_LEN] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; iso9660::MEDIA_ID_LEN];
+    for (pair, b) in out.chunks_exact_mut(2).zip(id) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    out
+}
+
+/// Whether `media` carries the ISO with media id `want`.
+pub fn probe<M: BlockRead>(media: &mut M, want: &[u8; iso9660::MEDIA_ID_LEN]) -> Probe {
+    match iso9660::read_media_id(&mut Sectors(media)) {
+        Ok(id) if id == *want => Probe::Ours,
+        Ok(id) => Probe::OtherId(id),
+        Err(iso9660::Error::NotIso9660)
+        | Err(iso9660::Error::Io {
+            error: Error::EndOfDevice,
+            ..
+        }) => Probe::NotIso,
+        Err(iso9660::Error::Io { error, .. }) => Probe::Unreadable(error),
+        Err(_) => Probe::NoId,
+    }
+}
+
+/// Whether `facts` may hold the media.
+pub fn searched(facts: &BlockFacts) -> bool {
+    facts.sectors > 0 && !NOT_MEDIA.iter().any(|p| facts.name.starts_with(p))
+}
+
+fn text(bytes: &[u8]) -> &str {
+    core::str::from_utf8(bytes).unwrap_or("?")
+}
+
+fn say_probe<O: Os>(os: &mut O, path: &str, p: &Probe, want: &[u8; iso9660::MEDIA_ID_LEN]) {
+    match p {
+        Probe::Ours => say!(
+            os,
+            "installer media: {path} (ISO 9660, media id {})",
+            text(want)
+        ),
+        Probe::OtherId(id) => say!(
+            os,
+            "media: {path}: an ISO with media id {}, not ze.media-id={}; ignored",
+            text(id),
+            text(want)
+        ),
+        Probe::NoId => say!(
+            os,
+            "media: {path}: an ISO 9660 volume without a ze media id; ignored"
+        ),
+        Probe::NotIso => say!(os, "media: {path}: not an ISO 9660 volume"),
+        Probe::Unreadable(e) => say!(os, "media: {path}: cannot read: {e}"),
+    }
+}
+
+/// Look for the media until it is found or [`MEDIA_WAIT`] has passed.
+/// Returns the kernel names of every device carrying it, the one to read
+/// first. Each device's finding is logged once (again when it changes).
+pub fn find_media<O: Os>(
+    os: &mut O,
+    want: &[u8; iso9660::MEDIA_ID_LEN],
+) -> Result<Vec<String<MAX_DEVICE_NAME>, MAX_MEDIA>, Fatal> {
+    let start = os.now();
+    let mut seen: Vec<(String<MAX_DEVICE_NAME>, Probe), MAX_BLOCK_DEVICES> = Vec::new();
+    let mut waiting = false;
+    loop {
+        let scan = block::scan(os.sys()).unwrap_or_default();
+        let mut found: Vec<String<MAX_DEVICE_NAME>, MAX_MEDIA> = Vec::new();
+        let mut checked = 0;
+        for d in scan.devices.iter().filter(|d| searched(d)) {
+            checked += 1;
+            let path = disk::disk_path(&d.name);
+            let p = match os.media_open(&path) {
+                Ok(mut m) => probe(&mut m, want),
+                Err(e) => Probe::Unreadable(e),
+            };
+            match seen.iter_mut().find(|(n, _)| *n == d.name) {
+                Some((_, old)) if *old == p => {}
+                Some((_, old)) => {
+                    *old = p;
+                    say_probe(os, &path, &p, want);
+                }
+                None => {
+                    let _ = seen.push((d.name.clone(), p));
+                    say_probe(os, &path, &p, want);
+                }
+            }
+            if p == Probe::Ours {
+                let _ = found.push(d.name.clone());
+            }
+        }
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let waited = os.now().saturating_since(start);
+        if waited >= MEDIA_WAIT {
+            return Err(Fatal::NoMedia {
+                media_id: *want,
+                checked,
+                waited,
+            });
+        }
+        if !waiting {
+            waiting = true;
+            say!(
+                os,
+                "waiting up to {} s for the installer media",
+                MEDIA_WAIT.as_secs()
+            );
+        }
+        os.sleep(MEDIA_POLL);
+    }
+}
+
+/// `ze/<image><suffix>`.
+fn media_path(image: &str, suffix: &str) -> String<MEDIA_PATH> {
+    let mut p = String::new();
+    let _ = p.push_str("ze/");
+    let _ = p.push_str(image);
+    let _ = p.push_str(suffix);
+    p
+}
+
+fn short<const N: usize>(s: &str) -> String<N> {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// The digest in `/ze/<image>.sha256` (`<64 hex>  <image>`), if readable.
+fn sidecar_digest<M: BlockRead>(media: &mut M, volume: &Volume, path: &str) -> Option<Digest> {
+    let mut src = Sectors(media);
+    let entry = volume.lookup(&mut src, path).ok()?;
+    let mut buf = [0u8; MAX_SHA256_FILE];
+    let n = volume.read(&mut src, &entry, &mut buf).ok()?;
+    let text = core::str::from_utf8(buf.get(..n)?).ok()?;
+    cmdline::parse_hex::<32>(text.split_ascii_whitespace().next()?)
+}
+
+/// The whole ISO install, up to (not including) the power-off.
+pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Result<(), Fatal> {
+    let Some(id) = cfg.media_id else {
+        return Err(Fatal::Cmdline(cmdline::CmdlineError {
+            key: "ze.media-id",
+            value: String::new(),
+            problem: cmdline::Problem::Missing,
+        }));
+    };
+    let want = media_id_hex(&id);
+    say!(
+        os,
+        "installing {} from the installer media (ze.media-id={})",
+        cfg.image,
+        text(&want)
+    );
+    let sources = find_media(os, &want)?;
+    let device = disk::disk_path(sources.first().map(|s| s.as_str()).unwrap_or(""));
+    let mut media = os.media_open(&device).map_err(|error| Fatal::MediaRead {
+        device: short(&device),
+        at: 0,
+        error,
+    })?;
+    let gz_path = media_path(&cfg.image, ".gz");
+    let file_err = |error| Fatal::MediaFile {
+        device: short(&device),
+        path: gz_path.clone(),
+        error,
+    };
+    let volume = Volume::open(&mut Sectors(&mut media)).map_err(file_err)?;
+    let entry = volume
+        .lookup(&mut Sectors(&mut media), &gz_path)
+        .map_err(file_err)?;
+    if entry.is_dir {
+        return Err(file_err(iso9660::Error::IsADirectory));
+    }
+    let digest = match cfg.sha256 {
+        Some(d) => Some(d),
+        None => {
+            let path = media_path(&cfg.image, ".sha256");
+            let d = sidecar_digest(&mut media, &volume, &path);
+            match &d {
+                Some(d) => say!(
+                    os,
+                    "no ze.sha256: using /{path} from the media ({})",
+                    Hex(d)
+                ),
+                None => say!(
+                    os,
+                    "warning: no ze.sha256 and no readable /{path}: only the gzip CRC-32 checks the image"
+                ),
+            }
+            d
+        }
+    };
+    let names: Vec<&str, MAX_MEDIA> = sources.iter().map(|s| s.as_str()).collect();
+    let facts = run::choose_disk(os, cfg, Mode::Iso { sources: &names })?;
+    let path = disk::disk_path(&facts.name);
+    let io_err = |what| move |error| Fatal::DiskIo { what, error };
+    let mut dev = os.disk_open(&path).map_err(io_err("open"))?;
+    let size = dev.size().map_err(io_err("size"))?;
+    say!(os, "target disk {path} ({size} bytes)");
+    if let Some(image) = cfg.size
+        && image > size
+    {
+        return Err(Fatal::TooLarge { image, disk: size });
+    }
+    run::disarm(&mut dev, size, bufs.io).map_err(io_err("zero the first MiB"))?;
+    match cfg.size {
+        Some(n) => say!(
+            os,
+            "image: /{gz_path} on {device} ({} bytes gzip'd, {n} bytes inflated)",
+            entry.size()
+        ),
+        None => say!(
+            os,
+            "image: /{gz_path} on {device} ({} bytes gzip'd)",
+            entry.size()
+        ),
+    }
+    let source = Source {
+        media: &mut media,
+        device: &device,
+        entry: &entry,
+        path: &gz_path,
+    };
+    match write_from_media(os, source, cfg, digest, &mut dev, size, bufs) {
+        Ok((total, digest)) => say!(os, "image written: {total} bytes, sha256 {}", Hex(&digest)),
+        Err(fatal) => {
+            let _ = run::disarm(&mut dev, size, bufs.io);
+            return Err(fatal);
+        }
+    }
+    drop(dev);
+    say!(
+        os,
+        "{} comes with the image (ISO install: no database download)",
+        install::ZEFS_PATH
+    );
+    os.sync_all();
+    Ok(())
+}
+
+/// The compressed image on the media.
+#[derive(Debug)]
+pub struct Source<'a, M: BlockRead> {
+    /// The media.
+    pub media: &'a mut M,
+    /// Its `/dev/...` path, for messages.
+    pub device: &'a str,
+    /// `/ze/<image>.gz`.
+    pub entry: &'a Entry,
+    /// Its path on the volume, for messages.
+    pub path: &'a str,
+}
+
+/// Read the compressed image from the media, inflate it, hash and write
+/// it to `disk` with the first MiB held back until the digest matched.
+/// Returns the image size and digest.
+pub fn write_from_media<O: Os, M: BlockRead, D: BlockDev>(
+    os: &mut O,
+    src: Source<'_, M>,
+    cfg: &Config,
+    digest: Option<Digest>,
+    disk: &mut D,
+    disk_size: u64,
+    bufs: &mut Buffers<'_>,
+) -> Result<(u64, [u8; 32]), Fatal> {
+    let half = bufs.io.len() / 2;
+    let (input, window) = bufs.io.split_at_mut(half);
+    let mut sink = ImageSink {
+        disk,
+        head: &mut *bufs.head,
+        sha: Sha256::new(),
+        disk_size,
+        expected_size: cfg.size,
+    };
+    let (limit, what) = match cfg.size {
+        Some(n) if n <= disk_size => (n, "ze.size"),
+        _ => (disk_size, "the size of the disk"),
+    };
+    let device = || short(src.device);
+    let mut gz = Gunzip::new();
+    let mut progress = Progress::new("image", os.now(), 0, cfg.size);
+    let mut out = 0u64;
+    for extent in &src.entry.extents {
+        let base = u64::from(extent.lba) * SECTOR_SIZE as u64;
+        let len = u64::from(extent.len);
+        let mut pos = 0u64;
+        while pos < len {
+            let n = (len - pos).min(input.len() as u64) as usize;
+            let at = base + pos;
+            let got = src
+                .media
+                .read_at(at, input.get_mut(..n).unwrap_or_default())
+                .map_err(|error| Fatal::MediaRead {
+                    device: device(),
+                    at,
+                    error,
+                })?;
+            if got < n {
+                return Err(Fatal::MediaRead {
+                    device: device(),
+                    at: at + got as u64,
+                    error: Error::EndOfDevice,
+                });
+            }
+            pos += n as u64;
+            let mut taken = 0;
+            loop {
+                let step = gz
+                    .step(input.get(taken..n).unwrap_or_default(), window)
+                    .map_err(|error| Fatal::Gzip {
+                        path: short(src.path),
+                        error,
+                    })?;
+                taken += step.consumed;
+                let produced = window.get(step.produced.clone()).unwrap_or_default();
+                if !produced.is_empty() {
+                    let end = out + produced.len() as u64;
+                    if end > limit {
+                        return Err(Fatal::ImageTooLong { limit, what });
+                    }
+                    Sink::<O>::write(&mut sink, out, produced)?;
+                    out = end;
+                    if let Some(mut line) = progress.update(os.now(), out) {
+                        os.consoles_write(line.finish());
+                    }
+                }
+                if step.is_idle() {
+                    break;
+                }
+            }
+        }
+    }
+    gz.finish().map_err(|error| Fatal::Gzip {
+        path: short(src.path),
+        error,
+    })?;
+    let mut line: Line = progress.line(os.now(), out);
+    os.consoles_write(line.finish());
+    let digest = sink.seal(out, cfg.size, digest)?;
+    Ok((out, digest))
+}

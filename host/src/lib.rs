@@ -21,6 +21,7 @@ pub mod netaddr;
 pub mod netlink;
 pub mod pid1;
 pub mod plan;
+pub mod runtime;
 pub mod prompt;
 pub mod servefs;
 pub mod sysroot;

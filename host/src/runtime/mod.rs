@@ -1,0 +1,6 @@
+//! The appliance runtime: what `ze start` runs on an installed appliance
+//! (bootstrap mode, the SSH server, the operator CLI).
+
+pub mod lineedit;
+pub mod ratelimit;
+pub mod shell;

@@ -91,7 +91,8 @@ impl LineEditor {
                     }
                     self.last_was_cr = b == b'\r';
                     echo_out.extend_from_slice(b"\r\n");
-                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+                    let line =
+                        String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
                     events.push(Event::Line(line));
                 }
                 0x7f | 0x08 => {
@@ -159,7 +160,11 @@ mod tests {
         let (ev, echo) = run(&mut ed, b"show version\r\nexit\rcommit\n");
         assert_eq!(
             ev,
-            [Event::Line("show version".into()), Event::Line("exit".into()), Event::Line("commit".into())]
+            [
+                Event::Line("show version".into()),
+                Event::Line("exit".into()),
+                Event::Line("commit".into())
+            ]
         );
         assert_eq!(echo, b"show version\r\nexit\r\ncommit\r\n");
     }

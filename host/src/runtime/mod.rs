@@ -4,3 +4,4 @@
 pub mod lineedit;
 pub mod ratelimit;
 pub mod shell;
+pub mod ssh;

@@ -69,20 +69,31 @@ impl LoginLimiter {
             return Verdict::Allow;
         }
         let ready_at = e.last + Self::delay_for(e.failures);
-        if now >= ready_at { Verdict::Allow } else { Verdict::Wait(ready_at - now) }
+        if now >= ready_at {
+            Verdict::Allow
+        } else {
+            Verdict::Wait(ready_at - now)
+        }
     }
 
     /// Record a failed attempt; returns the address's failure count.
     pub fn failed(&mut self, addr: IpAddr, now: Instant) -> u32 {
         if !self.entries.contains_key(&addr) && self.entries.len() >= MAX_TRACKED {
-            self.entries.retain(|_, e| now.saturating_duration_since(e.last) < FORGET_AFTER);
-            if self.entries.len() >= MAX_TRACKED {
-                if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.last).map(|(a, _)| *a) {
-                    self.entries.remove(&oldest);
-                }
+            self.entries
+                .retain(|_, e| now.saturating_duration_since(e.last) < FORGET_AFTER);
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last)
+                .map(|(a, _)| *a);
+            if let (true, Some(oldest)) = (self.entries.len() >= MAX_TRACKED, oldest) {
+                self.entries.remove(&oldest);
             }
         }
-        let e = self.entries.entry(addr).or_insert(Entry { failures: 0, last: now });
+        let e = self.entries.entry(addr).or_insert(Entry {
+            failures: 0,
+            last: now,
+        });
         e.failures = e.failures.saturating_add(1);
         e.last = now;
         e.failures

@@ -81,7 +81,9 @@ pub struct Shell<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for Shell<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shell").field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Shell")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +116,10 @@ impl<B: Backend> Shell<B> {
 
     /// The greeting shown at login.
     pub fn banner(&self) -> String {
-        format!("ze operator CLI; logged in as {}. Type 'help' for commands.\n", self.user)
+        format!(
+            "ze operator CLI; logged in as {}. Type 'help' for commands.\n",
+            self.user
+        )
     }
 
     /// The prompt for the next line.
@@ -132,7 +137,14 @@ impl<B: Backend> Shell<B> {
 
     /// End of input (^D): finishes an edit, or ends the session.
     pub fn eof(&mut self) -> Reply {
-        if self.editing() { self.line(END_OF_EDIT) } else { Reply { output: String::new(), exit: true } }
+        if self.editing() {
+            self.line(END_OF_EDIT)
+        } else {
+            Reply {
+                output: String::new(),
+                exit: true,
+            }
+        }
     }
 
     /// ^C: abandons an edit in progress.
@@ -153,7 +165,9 @@ impl<B: Backend> Shell<B> {
             if line.trim_end() != END_OF_EDIT {
                 if lines.len() >= MAX_EDIT_LINES {
                     self.mode = Mode::Normal;
-                    return say(format!("error: more than {MAX_EDIT_LINES} lines; edit abandoned\n"));
+                    return say(format!(
+                        "error: more than {MAX_EDIT_LINES} lines; edit abandoned\n"
+                    ));
                 }
                 lines.push(line.to_string());
                 return Reply::default();
@@ -163,7 +177,9 @@ impl<B: Backend> Shell<B> {
             return match brace::parse(&text) {
                 Ok(_) => {
                     self.candidate = Some(text);
-                    say("candidate configuration updated; 'commit' to apply it, 'show configuration candidate' to review\n")
+                    say(
+                        "candidate configuration updated; 'commit' to apply it, 'show configuration candidate' to review\n",
+                    )
                 }
                 Err(e) => say(format!("error: {e}\nthe candidate is unchanged\n")),
             };
@@ -186,16 +202,18 @@ impl<B: Backend> Shell<B> {
                 Ok(list) => say(format_interfaces(&list)),
                 Err(e) => say(format!("error: cannot list interfaces: {e:#}\n")),
             },
-            ["show", "configuration"] => match self.backend.running_config() {
-                Ok((text, source)) => {
-                    let mut out = format!("# configuration in force (from {source})\n{text}");
-                    if self.candidate.is_some() {
-                        out.push_str("# an uncommitted candidate exists: 'show configuration candidate'\n");
+            ["show", "configuration"] => {
+                match self.backend.running_config() {
+                    Ok((text, source)) => {
+                        let mut out = format!("# configuration in force (from {source})\n{text}");
+                        if self.candidate.is_some() {
+                            out.push_str("# an uncommitted candidate exists: 'show configuration candidate'\n");
+                        }
+                        say(out)
                     }
-                    say(out)
+                    Err(e) => say(format!("error: {e:#}\n")),
                 }
-                Err(e) => say(format!("error: {e:#}\n")),
-            },
+            }
             ["show", "configuration", "candidate"] => match &self.candidate {
                 Some(text) => say(format!("# candidate (uncommitted)\n{text}")),
                 None => say("no candidate: 'config edit' creates one\n"),
@@ -226,17 +244,24 @@ impl<B: Backend> Shell<B> {
                     return say("nothing to commit: 'config edit' first\n");
                 };
                 if let Err(e) = self.backend.validate(&text) {
-                    return say(format!("commit refused: {e:#}\nthe active configuration is unchanged\n"));
+                    return say(format!(
+                        "commit refused: {e:#}\nthe active configuration is unchanged\n"
+                    ));
                 }
                 match self.backend.commit(&text) {
                     Ok(()) => {
                         self.candidate = None;
                         say("committed: the new configuration becomes active at the next restart\n")
                     }
-                    Err(e) => say(format!("commit failed: {e:#}\nthe active configuration is unchanged\n")),
+                    Err(e) => say(format!(
+                        "commit failed: {e:#}\nthe active configuration is unchanged\n"
+                    )),
                 }
             }
-            other => say(format!("unknown command '{}'; type 'help'\n", other.join(" "))),
+            other => say(format!(
+                "unknown command '{}'; type 'help'\n",
+                other.join(" ")
+            )),
         }
     }
 }
@@ -250,7 +275,10 @@ fn say(text: impl Into<String>) -> Reply {
 
 /// The `show interfaces` table.
 pub fn format_interfaces(list: &[InterfaceInfo]) -> String {
-    let mut out = format!("{:<16} {:<9} {:<5} {:<7} {:<17} {}\n", "NAME", "KIND", "ADMIN", "LINK", "MAC", "ADDRESSES");
+    let mut out = format!(
+        "{:<16} {:<9} {:<5} {:<7} {:<17} {}\n",
+        "NAME", "KIND", "ADMIN", "LINK", "MAC", "ADDRESSES"
+    );
     for i in list {
         let _ = writeln!(
             out,
@@ -260,7 +288,11 @@ pub fn format_interfaces(list: &[InterfaceInfo]) -> String {
             if i.up { "up" } else { "down" },
             if i.carrier { "carrier" } else { "none" },
             if i.mac.is_empty() { "-" } else { &i.mac },
-            if i.addresses.is_empty() { "-".to_string() } else { i.addresses.join(" ") }
+            if i.addresses.is_empty() {
+                "-".to_string()
+            } else {
+                i.addresses.join(" ")
+            }
         );
     }
     out
@@ -314,12 +346,30 @@ mod tests {
     #[test]
     fn show_commands() {
         let mut sh = Shell::new(Fake::default(), "admin");
-        assert!(sh.line("show version").output.contains("image: ze-20260617-160000.img"));
-        assert!(sh.line("ze show version").output.contains("image:"), "a leading 'ze' is accepted");
+        assert!(
+            sh.line("show version")
+                .output
+                .contains("image: ze-20260617-160000.img")
+        );
+        assert!(
+            sh.line("ze show version").output.contains("image:"),
+            "a leading 'ze' is accepted"
+        );
         let ifs = sh.line("show interfaces").output;
-        assert!(ifs.contains("eth0") && ifs.contains("192.0.2.10/24"), "{ifs}");
-        assert!(sh.line("show configuration").output.contains("from bootstrap"));
-        assert!(sh.line("frobnicate").output.contains("unknown command 'frobnicate'"));
+        assert!(
+            ifs.contains("eth0") && ifs.contains("192.0.2.10/24"),
+            "{ifs}"
+        );
+        assert!(
+            sh.line("show configuration")
+                .output
+                .contains("from bootstrap")
+        );
+        assert!(
+            sh.line("frobnicate")
+                .output
+                .contains("unknown command 'frobnicate'")
+        );
         assert!(sh.line("exit").exit);
     }
 
@@ -333,11 +383,21 @@ mod tests {
         sh.line("sshserver {");
         sh.line("    listen 0.0.0.0:22;");
         sh.line("}");
-        assert!(sh.line(".").output.contains("candidate configuration updated"));
+        assert!(
+            sh.line(".")
+                .output
+                .contains("candidate configuration updated")
+        );
         assert_eq!(sh.prompt(), PROMPT);
-        assert!(fake.active.borrow().is_none(), "nothing is active before commit");
+        assert!(
+            fake.active.borrow().is_none(),
+            "nothing is active before commit"
+        );
         assert!(sh.line("commit").output.contains("committed"));
-        assert_eq!(fake.active.borrow().as_deref(), Some("sshserver {\n    listen 0.0.0.0:22;\n}\n"));
+        assert_eq!(
+            fake.active.borrow().as_deref(),
+            Some("sshserver {\n    listen 0.0.0.0:22;\n}\n")
+        );
         assert!(sh.line("show configuration").output.contains("from active"));
     }
 
@@ -349,14 +409,24 @@ mod tests {
         sh.line("config edit");
         sh.line("sshserver { listen");
         let r = sh.line(".");
-        assert!(r.output.contains("error: 2:1: statement 'listen' is not ended"), "{}", r.output);
+        assert!(
+            r.output
+                .contains("error: 2:1: statement 'listen' is not ended"),
+            "{}",
+            r.output
+        );
         assert!(sh.line("commit").output.contains("nothing to commit"));
         // Syntactically fine but semantically wrong: refused at commit.
         sh.line("config edit");
         sh.line("webserver { }");
         sh.eof();
         let r = sh.line("commit");
-        assert!(r.output.contains("commit refused: 1:1: unknown plugin 'webserver'"), "{}", r.output);
+        assert!(
+            r.output
+                .contains("commit refused: 1:1: unknown plugin 'webserver'"),
+            "{}",
+            r.output
+        );
         assert_eq!(fake.active.borrow().as_deref(), Some("sshserver { }\n"));
     }
 
@@ -367,6 +437,10 @@ mod tests {
         sh.line("sshserver { }");
         assert!(sh.cancel().output.contains("abandoned"));
         assert!(!sh.editing());
-        assert!(sh.line("show configuration candidate").output.contains("no candidate"));
+        assert!(
+            sh.line("show configuration candidate")
+                .output
+                .contains("no candidate")
+        );
     }
 }

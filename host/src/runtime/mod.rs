@@ -1,6 +1,7 @@
 //! The appliance runtime: what `ze start` runs on an installed appliance
 //! (bootstrap mode, the SSH server, the operator CLI).
 
+pub mod bootstrap;
 pub mod lineedit;
 pub mod ratelimit;
 pub mod shell;

@@ -2,6 +2,7 @@
 //! (bootstrap mode, the SSH server, the operator CLI).
 
 pub mod bootstrap;
+pub mod dhcpclient;
 pub mod discover;
 pub mod lineedit;
 pub mod ratelimit;

@@ -2,9 +2,12 @@
 //! (bootstrap mode, the SSH server, the operator CLI).
 
 pub mod bootstrap;
+pub mod control;
 pub mod dhcpclient;
 pub mod discover;
 pub mod lineedit;
+pub mod mode;
+pub mod plugins;
 pub mod ratelimit;
 pub mod shell;
 pub mod ssh;

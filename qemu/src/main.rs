@@ -12,6 +12,7 @@
 mod bench;
 mod image;
 mod iso;
+mod login;
 mod server;
 mod suite;
 mod vm;
@@ -36,6 +37,19 @@ enum Cmd {
     Bench(Bench),
     IsoTest(IsoTest),
     IsoBench(IsoBench),
+    ApplianceTest(ApplianceTest),
+}
+
+/// the whole chain over HTTP: build an appliance image, install it with the installer in QEMU, boot the written disk under OVMF, log in over SSH (ZE_INSTALL_* knobs apply)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "appliance-test")]
+struct ApplianceTest {
+    /// the installer initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// print the serial consoles live
+    #[argh(switch)]
+    verbose: bool,
 }
 
 /// build an appliance image and its ISO, install it from the ISO in QEMU + OVMF, boot the result (ZE_INSTALL_* knobs apply)
@@ -201,31 +215,62 @@ fn iso_test(t: IsoTest) -> anyhow::Result<bool> {
         }
         return Ok(true);
     }
-    let work = work_dir("install-iso-qemu-test");
+    run_appliance_cases(
+        "ze-install-iso-qemu-test",
+        iso::CASES,
+        t.initrd,
+        &t.only,
+        t.jobs,
+        t.verbose,
+    )
+}
+
+fn appliance_test(t: ApplianceTest) -> anyhow::Result<bool> {
+    run_appliance_cases(
+        "ze-install-qemu-test (appliance)",
+        iso::HTTP_CASES,
+        t.initrd,
+        &[],
+        Some(1),
+        t.verbose,
+    )
+}
+
+/// Build the appliance image and its ISO once, then run `cases`.
+fn run_appliance_cases(
+    label: &str,
+    cases: &[iso::Case],
+    initrd: Option<PathBuf>,
+    only: &[String],
+    jobs: Option<usize>,
+    verbose: bool,
+) -> anyhow::Result<bool> {
+    let work = work_dir(
+        label
+            .trim_start_matches("ze-")
+            .replace([' ', '(', ')'], "")
+            .as_str(),
+    );
     kvm_note();
     let started = std::time::Instant::now();
-    let ctx = iso::Ctx::prepare(t.initrd, work.clone(), t.verbose);
+    let ctx = iso::Ctx::prepare(initrd, work.clone(), verbose);
     let failed = match &ctx {
         Ok(ctx) => {
-            let jobs = t
-                .jobs
+            let jobs = jobs
                 .or_else(|| std::env::var("ZE_INSTALL_JOBS").ok()?.parse().ok())
                 .unwrap_or(2);
-            iso::run(ctx, &t.only, jobs)
+            iso::run(ctx, label, cases, only, jobs)
         }
         Err(_) => 1,
     };
     if keep() || failed > 0 {
-        eprintln!(
-            "ze-install-iso-qemu-test: work directory kept: {}",
-            work.display()
-        );
+        eprintln!("{label}: work directory kept: {}", work.display());
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }
     ctx?;
     println!(
-        "ze-install-iso-qemu-test: {:.1} s in all (image, ISO and machines)",
+        "{label}: {:.1} s in all (image, ISO and machines)",
         started.elapsed().as_secs_f64()
     );
     Ok(failed == 0)
@@ -281,6 +326,7 @@ fn main() -> ExitCode {
         Cmd::Demo(d) => demo::run(d.initrd),
         Cmd::IsoTest(t) => iso_test(t),
         Cmd::IsoBench(b) => iso_bench(b),
+        Cmd::ApplianceTest(t) => appliance_test(t),
         Cmd::Bench(b) => suite::root().and_then(|root| {
             let initrd = b
                 .initrd

@@ -85,7 +85,9 @@ impl Accounts {
             return PrivateKey::from_openssh(text).context("the stored SSH host key is not valid");
         }
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)
+        crate::random::fill_or_report(&mut seed, || {
+            tracing::warn!(target: "sshserver", "waiting for the kernel's random number generator to be seeded (no hardware RNG?) before making the host key");
+        })
             .map_err(|e| anyhow::anyhow!("no randomness for the host key: {e}"))?;
         let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
             &seed,

@@ -35,6 +35,7 @@ pub mod consts {
 
     pub const NLM_F_REQUEST: u16 = 0x1;
     pub const NLM_F_MULTI: u16 = 0x2;
+    pub const NLM_F_DUMP_INTR: u16 = 0x10;
     pub const NLM_F_ACK: u16 = 0x4;
     pub const NLM_F_DUMP: u16 = 0x300;
     pub const NLM_F_REPLACE: u16 = 0x100;

@@ -153,6 +153,14 @@ fn b1_b4_b6_ze_start_leases_serves_ssh_commits_and_reloads() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ze 0.1.0 (built "));
+    let out = ssh(&pair.server, &known, &ip, 2222, "secret", "show interfaces");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("zc0") && l.contains(&format!("{ip}/24"))),
+        "show interfaces lacks zc0 with {ip}/24:\n{table}"
+    );
     let out = ssh(&pair.server, &known, &ip, 2222, "wrong", "show version");
     assert!(!out.status.success(), "a wrong password got in");
     appliance.wait_for(

@@ -321,6 +321,7 @@ pub fn run() -> ! {
     if let Ok(c) = Context::from_env() {
         ctx = c;
     }
+    loopback_up();
     let perm = mounts::mount_perm(&ctx, PERM_WAIT);
     for line in crate::cmd::version::text(&ctx).lines() {
         say_plain(line);
@@ -359,6 +360,29 @@ pub fn run() -> ! {
             Some(action) => shutdown(&ctx, &signals, &mut sup, action, signo, perm.as_deref()),
             None => say(&format!("ignoring signal {}", signal_name(signo))),
         }
+    }
+}
+
+/// Bring `lo` up: services listen on and talk to 127.0.0.1.
+fn loopback_up() {
+    use ze_hal::os::Os;
+    let mut os = ze_hal::linux::LinuxOs::new();
+    let mut lo = None;
+    if let Err(e) = os.links(&mut |l| {
+        if l.loopback {
+            lo = Some((l.index, l.up));
+        }
+    }) {
+        say(&format!("cannot list interfaces: {e}"));
+        return;
+    }
+    match lo {
+        Some((_, true)) => {}
+        Some((index, false)) => match os.link_up(index) {
+            Ok(()) => say("loopback lo up"),
+            Err(e) => say(&format!("cannot set lo up: {e}")),
+        },
+        None => say("no loopback interface"),
     }
 }
 

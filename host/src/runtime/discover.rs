@@ -62,18 +62,37 @@ pub fn as_interface(info: &LinkInfo, addrs: &[AddrInfo]) -> InterfaceInfo {
     }
 }
 
-fn dump_links(nl: &mut Netlink) -> anyhow::Result<Vec<LinkInfo>> {
-    let mut out = Vec::new();
-    nl.dump(netlink::get_links, &mut |m| {
-        if let Some(info) = (m.kind == RTM_NEWLINK)
-            .then(|| netlink::parse_link(m.payload))
-            .flatten()
-        {
-            out.push(info);
+/// How many times a dump the kernel marks interrupted is tried.
+const DUMP_TRIES: usize = 3;
+
+/// Run a dump, again when the kernel says the table changed meanwhile.
+fn dump_retrying<T>(
+    what: &str,
+    mut dump: impl FnMut() -> Result<Vec<T>, ze_hal::Error>,
+) -> anyhow::Result<Vec<T>> {
+    let eintr = ze_hal::Error::Os(4);
+    for _ in 1..DUMP_TRIES {
+        match dump() {
+            Err(e) if e == eintr => continue,
+            other => return other.map_err(|e| anyhow::anyhow!("netlink {what} dump failed: {e}")),
         }
+    }
+    dump().map_err(|e| anyhow::anyhow!("netlink {what} dump failed: {e}"))
+}
+
+fn dump_links(nl: &mut Netlink) -> anyhow::Result<Vec<LinkInfo>> {
+    dump_retrying("link", || {
+        let mut out = Vec::new();
+        nl.dump(netlink::get_links, &mut |m| {
+            if let Some(info) = (m.kind == RTM_NEWLINK)
+                .then(|| netlink::parse_link(m.payload))
+                .flatten()
+            {
+                out.push(info);
+            }
+        })
+        .map(|()| out)
     })
-    .map_err(|e| anyhow::anyhow!("netlink link dump failed: {e}"))?;
-    Ok(out)
 }
 
 /// The links of this machine (or network namespace).
@@ -86,16 +105,18 @@ pub fn links() -> anyhow::Result<Vec<Link>> {
 pub fn interfaces() -> anyhow::Result<Vec<InterfaceInfo>> {
     let mut nl = Netlink::open().map_err(|e| anyhow::anyhow!("netlink is not available: {e}"))?;
     let links = dump_links(&mut nl)?;
-    let mut addrs = Vec::new();
-    nl.dump(netlink::get_addrs, &mut |m| {
-        if let Some(a) = (m.kind == RTM_NEWADDR)
-            .then(|| netlink::parse_addr(m.payload))
-            .flatten()
-        {
-            addrs.push(a);
-        }
-    })
-    .map_err(|e| anyhow::anyhow!("netlink address dump failed: {e}"))?;
+    let addrs = dump_retrying("address", || {
+        let mut addrs = Vec::new();
+        nl.dump(netlink::get_addrs, &mut |m| {
+            if let Some(a) = (m.kind == RTM_NEWADDR)
+                .then(|| netlink::parse_addr(m.payload))
+                .flatten()
+            {
+                addrs.push(a);
+            }
+        })
+        .map(|()| addrs)
+    })?;
     Ok(links.iter().map(|l| as_interface(l, &addrs)).collect())
 }
 
@@ -192,5 +213,17 @@ mod tests {
         assert_eq!(eth0.mac, "52:54:00:12:34:02");
         assert!(eth0.up && eth0.carrier);
         assert_eq!(eth0.addresses, ["192.0.2.10/24"]);
+    }
+}
+
+#[cfg(test)]
+mod live {
+    #[test]
+    fn live_interfaces_include_loopback() {
+        let list = super::interfaces().unwrap();
+        assert!(
+            list.iter().any(|i| i.name == "lo" && i.kind == "loopback"),
+            "{list:?}"
+        );
     }
 }

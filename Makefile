@@ -32,8 +32,8 @@ APT_PACKAGES := \
 all: build
 
 ## demo: the main job on a built-in virtual target
-demo: deps build
-	bash qemu/demo.sh
+demo: deps build-dev kernel initrd
+	$(CARGO) run --locked -p ze-qemu -- demo
 
 ## test: every test tier that exists, on a fresh machine
 test: deps build-dev firmware kernel

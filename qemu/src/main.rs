@@ -10,6 +10,7 @@
 //! - `ze-qemu demo`: one install, shown live, with a summary.
 
 mod bench;
+mod demo;
 mod image;
 mod iso;
 mod login;
@@ -130,7 +131,7 @@ struct Serve {
     zefs: Option<PathBuf>,
 }
 
-/// install a test image on a QEMU machine and show it live
+/// the main job on a virtual target: ze install remote in a namespace, a QEMU machine network-boots (OVMF, TFTP, iPXE, HTTP), installs, reboots into the appliance, and the demo logs in over SSH
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "demo")]
 struct Demo {
@@ -341,77 +342,5 @@ fn main() -> ExitCode {
             eprintln!("ze-qemu: error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-mod demo {
-    //! `ze-qemu demo`: build a test image, serve it, install it on a QEMU
-    //! machine with the console shown live, and print a summary.
-    use super::*;
-    use crate::{image, server, suite};
-    use anyhow::ensure;
-
-    pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
-        let root = suite::root()?;
-        let initrd = initrd.unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
-        let work = work_dir("demo");
-        kvm_note();
-        println!(
-            "\n== building a 64 MiB test image (GPT, ext4 /perm as partition 4) and a database"
-        );
-        let ctx = suite::Ctx::from_env(initrd, work.clone(), true)?;
-        let srv = ctx.server(true)?;
-        srv.verbose(true);
-        println!(
-            "== serving /install/image/ze.img ({} bytes) and /install/database.zefs ({} bytes) on 127.0.0.1:{}",
-            ctx.image.len(),
-            ctx.zefs.len(),
-            srv.port()
-        );
-        let dir = work.join("machine");
-        let vm = ctx.vm(&dir, srv.port(), 1, "ip=dhcp")?;
-        println!(
-            "== booting {} + {} on a blank 128 MiB virtio disk (QEMU, TCG)\n$ {:?}\n",
-            ctx.kernel.display(),
-            ctx.initrd.display(),
-            vm.command()
-        );
-        let e = vm.start()?.wait(ctx.boot_timeout);
-        ensure!(
-            e.status.is_some_and(|s| s.success()),
-            "the machine did not reboot"
-        );
-        suite::disk_holds_image(&vm.disks[0], &ctx.image)?;
-        suite::disk_holds_zefs(&vm.disks[0], &ctx.zefs, &dir)?;
-        let gpt = image::read_gpt(&vm.disks[0])?;
-        let (first, last) = gpt.partition(4)?;
-        let requests = srv.log();
-        println!("\n== summary");
-        println!("machine rebooted after {:.1} s", e.elapsed.as_secs_f64());
-        println!(
-            "disk: the image is on /dev/vda byte for byte; partition 4 at sectors {first}-{last} holds /ze/database.zefs equal to what was served"
-        );
-        println!(
-            "server: {} requests: {}",
-            requests.len(),
-            requests
-                .iter()
-                .map(|r| format!("{} {} {}", r.method, r.path, r.status))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let lines = e
-            .serial
-            .lines()
-            .filter(|l| l.starts_with("[ze-install] "))
-            .count();
-        println!("console: {lines} [ze-install] lines");
-        let _ = server::Fault::Cut(0);
-        if keep() {
-            println!("work directory kept: {}", work.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&work);
-        }
-        Ok(true)
     }
 }

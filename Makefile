@@ -32,8 +32,8 @@ APT_PACKAGES := \
 all: build
 
 ## demo: the main job on a built-in virtual target
-demo: deps build
-	bash qemu/demo.sh
+demo: deps build-dev kernel initrd
+	$(CARGO) run --locked -p ze-qemu -- demo
 
 ## test: every test tier that exists, on a fresh machine
 test: deps build-dev firmware kernel
@@ -77,9 +77,12 @@ initrd: build-dev
 	$(ZE_DEV) appliance initrd --arch $(ARCH)
 
 ## ze-install-qemu-test: the installer in QEMU (TCG): install over HTTP and
-## every fault case; the kernel is ZE_INSTALL_KERNEL or build/kernel/Image
+## every fault case (kernel: ZE_INSTALL_KERNEL or build/kernel/Image); then the
+## whole chain: build an appliance image with ze appliance, install it over
+## HTTP, boot the written disk under OVMF, log in over SSH, `show version`
 ze-install-qemu-test: initrd kernel
 	$(CARGO) run --locked -p ze-qemu -- test
+	$(CARGO) run --locked -p ze-qemu -- appliance-test
 
 ## ze-install-iso-qemu-test: the ISO install in QEMU + OVMF (TCG): build an
 ## appliance image and its ISO with the real kernel and initrd, install from

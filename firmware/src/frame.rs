@@ -79,7 +79,9 @@ pub fn unwrap(packet: &[u8]) -> Option<Datagram<'_>> {
     let total = usize::from(ip.total_len());
     let udp_bytes = packet.get(header_len..total)?;
     let udp = UdpPacket::new_checked(udp_bytes).ok()?;
-    if !udp.verify_checksum(&src.into(), &dst.into()) {
+    if !udp.verify_checksum(&src.into(), &dst.into())
+        && udp.checksum() != pseudo_header_sum(src, dst, udp.len())
+    {
         return None;
     }
     let len = usize::from(udp.len());
@@ -90,6 +92,29 @@ pub fn unwrap(packet: &[u8]) -> Option<Datagram<'_>> {
         dst_port: udp.dst_port(),
         payload: udp_bytes.get(8..len)?,
     })
+}
+
+/// The folded, uncomplemented sum of the UDP pseudo-header (RFC 768).
+///
+/// A packet the kernel sends with checksum offload (`CHECKSUM_PARTIAL`)
+/// carries only this sum in its checksum field until the NIC fills in
+/// the rest. A packet socket sees such packets when the sender is on the
+/// same machine (a veth pair, a bridge to a local DHCP server), before any
+/// NIC touched them. The kernel marks them `TP_STATUS_CSUMNOTREADY` in
+/// `PACKET_AUXDATA`, which rustix cannot read; the field holding exactly
+/// this value is the same sign. Packets from the wire carry a complete
+/// checksum and are verified as usual.
+fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: u16) -> u16 {
+    let words = |a: Ipv4Addr| {
+        let o = a.octets();
+        u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
+    };
+    let mut sum =
+        words(src) + words(dst) + u32::from(u8::from(IpProtocol::Udp)) + u32::from(udp_len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 #[cfg(test)]
@@ -115,6 +140,34 @@ mod tests {
                 payload: b"hello"
             }
         );
+    }
+
+    #[test]
+    fn offload_partial_checksum_from_a_local_veth_is_accepted_and_nothing_else() {
+        // An OFFER from ze's dhcpserver across a veth pair, captured with
+        // tcpdump: its UDP checksum field holds the pseudo-header sum.
+        let pkt = include_bytes!("../testdata/dhcp/veth-offer-partial-csum-ipv4.bin");
+        let d = unwrap(pkt).expect("a CHECKSUM_PARTIAL packet is accepted");
+        assert_eq!((d.src_port, d.dst_port), (67, 68));
+        // Any other wrong checksum is still refused.
+        let mut bad = pkt.to_vec();
+        bad[26] ^= 0x01;
+        assert!(unwrap(&bad).is_none());
+        // And a payload changed under a complete checksum is refused too.
+        let mut buf = [0u8; 128];
+        buf[HEADERS..HEADERS + 5].copy_from_slice(b"hello");
+        let mut good = wrap(
+            &mut buf,
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::BROADCAST,
+            67,
+            68,
+            5,
+        )
+        .unwrap()
+        .to_vec();
+        good[HEADERS] ^= 0x20;
+        assert!(unwrap(&good).is_none());
     }
 
     #[test]

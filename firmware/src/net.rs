@@ -180,6 +180,7 @@ mod tests {
             carrier: false,
             loopback,
             kind,
+            link_kind: heapless::String::new(),
         };
         let links = [
             mk(1, "lo", true, 772),

@@ -54,6 +54,7 @@ fn link(index: u32, name: &str, kind: u16, loopback: bool) -> LinkInfo {
         carrier: loopback,
         loopback,
         kind,
+        link_kind: heapless::String::new(),
     }
 }
 

@@ -364,7 +364,9 @@ impl Netlink {
     }
 
     /// Send a dump request built by `build` and call `each` with every
-    /// message of the reply until `NLMSG_DONE`.
+    /// message of the reply until `NLMSG_DONE`. A dump the kernel marks
+    /// `NLM_F_DUMP_INTR` (the table changed meanwhile) ends in
+    /// `Error::Os(EINTR)`: the caller should dump again.
     pub fn dump(
         &mut self,
         build: impl FnOnce(&mut [u8], u32) -> Result<&[u8], netlink::BufferTooSmall>,
@@ -375,13 +377,20 @@ impl Netlink {
         let msg = build(&mut out, seq).map_err(|_| Error::TooLarge)?;
         rustix::net::send(&self.fd, msg, SendFlags::empty())?;
         let mut buf = [0u8; NETLINK_BUFFER];
+        let mut interrupted = false;
         loop {
             let datagram = self.recv(&mut buf)?;
             for m in netlink::messages(datagram) {
                 if m.seq != seq {
                     continue;
                 }
+                interrupted |= m.flags & netlink::consts::NLM_F_DUMP_INTR != 0;
                 match m.kind {
+                    netlink::consts::NLMSG_DONE if interrupted => {
+                        // The table changed during the dump: what was
+                        // seen may be inconsistent (netlink(7)).
+                        return Err(Error::Os(Errno::INTR.raw_os_error()));
+                    }
                     netlink::consts::NLMSG_DONE => return Ok(()),
                     netlink::consts::NLMSG_ERROR => {
                         return match m.error_code() {

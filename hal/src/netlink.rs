@@ -35,6 +35,7 @@ pub mod consts {
 
     pub const NLM_F_REQUEST: u16 = 0x1;
     pub const NLM_F_MULTI: u16 = 0x2;
+    pub const NLM_F_DUMP_INTR: u16 = 0x10;
     pub const NLM_F_ACK: u16 = 0x4;
     pub const NLM_F_DUMP: u16 = 0x300;
     pub const NLM_F_REPLACE: u16 = 0x100;
@@ -47,6 +48,8 @@ pub mod consts {
 
     pub const IFLA_ADDRESS: u16 = 1;
     pub const IFLA_IFNAME: u16 = 3;
+    pub const IFLA_LINKINFO: u16 = 18;
+    pub const IFLA_INFO_KIND: u16 = 1;
     pub const IFA_ADDRESS: u16 = 1;
     pub const IFA_LOCAL: u16 = 2;
     pub const IFA_BROADCAST: u16 = 4;
@@ -374,6 +377,7 @@ pub fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
         carrier: flags & IFF_LOWER_UP != 0,
         loopback: flags & IFF_LOOPBACK != 0,
         kind,
+        link_kind: heapless::String::new(),
     };
     for (t, data) in attrs(payload, 16) {
         match t {
@@ -381,6 +385,18 @@ pub fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
                 let name = data.split(|&b| b == 0).next().unwrap_or_default();
                 let name = core::str::from_utf8(name).ok()?;
                 info.name.push_str(name).ok()?;
+            }
+            IFLA_LINKINFO => {
+                for (nested, value) in attrs(data, 0) {
+                    if nested == IFLA_INFO_KIND {
+                        let kind = value.split(|&b| b == 0).next().unwrap_or_default();
+                        for c in core::str::from_utf8(kind).unwrap_or_default().chars() {
+                            if info.link_kind.push(c).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             IFLA_ADDRESS if data.len() == 6 => {
                 let mut mac: MacAddr = [0; 6];

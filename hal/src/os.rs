@@ -35,7 +35,13 @@ pub struct LinkInfo {
     pub loopback: bool,
     /// ARPHRD type (1 = ethernet).
     pub kind: u16,
+    /// The virtual link kind (`IFLA_INFO_KIND`: `bridge`, `veth`, `dummy`,
+    /// `wireguard`, …); empty for physical devices.
+    pub link_kind: heapless::String<MAX_LINK_KIND>,
 }
+
+/// The longest `IFLA_INFO_KIND` kept; longer kinds are cut.
+pub const MAX_LINK_KIND: usize = 16;
 
 /// One IPv4 route from the main table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,8 @@ pub enum Command {
     Init(Init),
     Version(Version),
     Appliance(Appliance),
+    Start(Start),
+    Cli(Cli),
 }
 
 /// install ze on this host (binary, systemd service)
@@ -402,4 +404,39 @@ pub struct ApplianceIso {
     /// the appliance
     #[argh(positional)]
     pub name: String,
+}
+
+/// run ze: the configuration in database.zefs, or bootstrap mode (the systemd unit's ExecStart)
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "start",
+    note = "The config is file/active/ze.conf from database.zefs, else file/template/ze.conf, else bootstrap mode: a DHCP client on every ethernet interface and SSH on all interfaces, with the users of database.zefs.",
+    note = "SIGHUP reloads (a committed config takes over); SIGTERM and SIGINT stop. The control socket for `ze cli` is daemon {{ socket PATH; }} or $XDG_RUNTIME_DIR/ze.socket.",
+    note = "The config directory is --config, else ZE_CONFIG_DIR, else derived from the binary's location."
+)]
+pub struct Start {
+    /// config directory holding database.zefs
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// print the mode and the configuration that would run, and exit
+    #[argh(switch)]
+    pub dry_run: bool,
+}
+
+/// the operator CLI of a running `ze start`, over its control socket
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "cli",
+    note = "Without COMMAND, reads commands from standard input (interactive on a terminal). Commands: show version, show interfaces, show configuration [candidate], config edit, commit, exit.",
+    note = "The socket is --socket, else $XDG_RUNTIME_DIR/ze.socket, else /run/ze/ze.socket."
+)]
+pub struct Cli {
+    /// the control socket
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
+    /// one command to run, e.g. `show version`
+    #[argh(positional, greedy)]
+    pub command: Vec<String>,
 }

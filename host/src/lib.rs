@@ -22,6 +22,8 @@ pub mod netlink;
 pub mod pid1;
 pub mod plan;
 pub mod prompt;
+pub mod random;
+pub mod runtime;
 pub mod servefs;
 pub mod sysroot;
 pub mod tftpserver;

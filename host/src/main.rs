@@ -94,6 +94,8 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         },
         Command::Init(a) => cmd::init::run(&ctx, &a),
         Command::Version(_) => cmd::version::run(&ctx),
+        Command::Start(a) => cmd::start::run(&ctx, &a),
+        Command::Cli(a) => cmd::cli::run(&a),
         Command::Appliance(a) => match a.what {
             ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
             ApplianceWhat::Initrd(a) => cmd::appliance_initrd::run(&a),

@@ -92,6 +92,7 @@ impl Init {
     }
 
     /// Host PIDs of init's children.
+    /// Init's children, but for the `ze start` service it keeps running.
     fn children(&self) -> Vec<u32> {
         let Some(pid) = self.init_pid() else {
             return Vec::new();
@@ -100,6 +101,10 @@ impl Init {
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
+            .filter(|child| {
+                let cmdline = fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+                !cmdline.split(|b| *b == 0).any(|arg| arg == b"start")
+            })
             .collect()
     }
 
@@ -233,6 +238,9 @@ impl Scratch {
                 "--pid",
                 "--fork",
                 "--mount",
+                // Its own network namespace (only `lo`): the `ze start`
+                // that init launches must not touch the host's network.
+                "--net",
                 "--propagation",
                 "private",
                 "--",
@@ -271,6 +279,33 @@ fn mounted(path: &Path) -> bool {
 
 fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
+}
+
+#[test]
+fn init_keeps_ze_start_running_and_restarts_it_with_a_backoff() {
+    let scratch = Scratch::new("svc");
+    let init = scratch.start();
+    init.expect("ze: init: ready", Duration::from_secs(20));
+    init.expect("ze: init: started ze start (pid", Duration::from_secs(10));
+    // The scratch database has no config, and init's network namespace
+    // has only `lo`: bootstrap mode refuses, clearly, and init restarts it.
+    init.expect(
+        "bootstrap mode needs an ethernet interface",
+        Duration::from_secs(10),
+    );
+    init.expect(
+        "ze: init: restarting ze start in 1s",
+        Duration::from_secs(10),
+    );
+    init.expect(
+        "ze: init: restarting ze start in 2s",
+        Duration::from_secs(10),
+    );
+    let console = init.output();
+    assert!(
+        console.matches("ze: init: started ze start").count() >= 2,
+        "{console}"
+    );
 }
 
 #[test]

@@ -9,9 +9,9 @@
 //!   reboot), the disk holds the image byte for byte (so the same GPT,
 //!   read with `ze::appliance::gpt`, and the baked `/perm/ze/database.zefs`,
 //!   read with `debugfs`), and the disk then boots under OVMF to ze, whose
-//!   version lines name the image. The first boot has a NIC with a host port
-//!   forwarded to the guest's SSH port ([`FirstBoot::ssh_port`]): the next
-//!   step, an SSH login with the baked credentials, appends there;
+//!   version lines name the image; ze start runs the image's seed config
+//!   (template mode) and an SSH login through a host forward with the
+//!   baked credentials runs `show version` (checklist T3);
 //! - the same ISO next to two blank disks: a FATAL line naming both and
 //!   `--target`, the recovery menu (no credential on ISO media), power off
 //!   from it, and both disks still all zero;
@@ -238,7 +238,7 @@ impl Ctx {
             }
         };
         eprintln!(
-            "ze-install-iso-qemu-test: image {} ({} bytes) in {:.1} s",
+            "ze-qemu: image {} ({} bytes) in {:.1} s",
             image.display(),
             fs::metadata(&image)?.len(),
             t.elapsed().as_secs_f64()
@@ -269,7 +269,7 @@ impl Ctx {
             "the test ISO must be built without --target"
         );
         eprintln!(
-            "ze-install-iso-qemu-test: ISO {} ({} bytes, media id {}) in {:.1} s",
+            "ze-qemu: ISO {} ({} bytes, media id {}) in {:.1} s",
             iso.display(),
             fs::metadata(&iso)?.len(),
             meta.media_id,
@@ -334,6 +334,9 @@ fn ovmf(
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-accel", "tcg", "-smp", "1", "-m", "512"])
         .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
+        // A hardware random source, as real machines have (RDRAND, a
+        // TPM): the appliance makes its SSH host key at first boot.
+        .args(["-device", "virtio-rng-pci"])
         .args(["-monitor", "none", "-drive"])
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
         .arg("-drive")
@@ -422,11 +425,24 @@ fn all_zero(path: &Path, offset: u64, len: u64) -> anyhow::Result<bool> {
 /// Copy partition 4 of the image `disk` (its GPT checked over the whole
 /// file) into `out` and read `file` from it with `debugfs`.
 fn debugfs_cat_partition(disk: &Path, out: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
+    debugfs_cat_partition_of(disk, disk, out, file)
+}
+
+/// [`debugfs_cat_partition`] of a written disk whose layout is `image`'s
+/// (a disk larger than the image keeps the image's backup GPT where the
+/// image ended, so its own table does not validate against its size).
+fn debugfs_cat_partition_of(
+    layout: &Path,
+    disk: &Path,
+    out: &Path,
+    file: &str,
+) -> anyhow::Result<Vec<u8>> {
     use std::io::{Seek, SeekFrom};
+    let mut l = File::open(layout)?;
+    let sectors = l.metadata()?.len() / SECTOR;
+    let table = Table::read_from(&mut l, sectors)
+        .with_context(|| format!("{}: no valid GPT", layout.display()))?;
     let mut f = File::open(disk)?;
-    let sectors = f.metadata()?.len() / SECTOR;
-    let table = Table::read_from(&mut f, sectors)
-        .with_context(|| format!("{}: no valid GPT", disk.display()))?;
     let p4 = table.partitions.get(3).context("no partition 4")?;
     f.seek(SeekFrom::Start(p4.offset()))?;
     std::io::copy(&mut f.take(p4.size()), &mut File::create(out)?)?;
@@ -549,6 +565,138 @@ pub fn first_boot(ctx: &Ctx, dir: &Path, disk: &Path) -> anyhow::Result<FirstBoo
     })
 }
 
+/// On a first boot: wait for `ze start` in `mode` with its SSH server,
+/// log in over the host forward (T2, T3), check `show version` names the
+/// image and that wrong credentials are refused, then stop the machine.
+pub fn login_on_first_boot(
+    ctx: &Ctx,
+    dir: &Path,
+    mut boot: FirstBoot,
+    mode: &str,
+) -> anyhow::Result<(String, Ended)> {
+    let t = ctx.boot_timeout;
+    let result = (|| {
+        let at = boot
+            .session
+            .wait_for(&format!("ze: starting mode={mode}"), 0, t)?;
+        boot.session.wait_for("sshserver: listening", at, t)?;
+        let image_line = format!("image: {}", ctx.meta.image);
+        let started = Instant::now();
+        let shown = crate::login::login_and_show_version(
+            boot.ssh_port,
+            &ctx.ssh.0,
+            &ctx.ssh.1,
+            &image_line,
+            t,
+        )?;
+        let version = shown
+            .lines()
+            .find(|l| l.starts_with("image:"))
+            .unwrap_or_default()
+            .to_string();
+        Ok::<_, anyhow::Error>(format!(
+            "ssh {}@127.0.0.1:{} (mode {mode}) `show version` in {:.1} s: {version}; wrong password and unknown user refused",
+            ctx.ssh.0,
+            boot.ssh_port,
+            started.elapsed().as_secs_f64()
+        ))
+    })();
+    let ended = boot.session.wait(Duration::ZERO);
+    save(dir, "first-boot", &ended);
+    match result {
+        Ok(line) => Ok((line, ended)),
+        Err(e) => Err(e.context("SSH login on the first boot")),
+    }
+}
+
+/// T2: the HTTP install of the appliance image (as `ze install remote`
+/// serves it: the image, and a `database.zefs` built from the SSH
+/// credentials), then the first boot of the written disk (bootstrap mode:
+/// that database has no config) and an SSH login as the provisioned user.
+fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
+    fs::create_dir_all(dir)?;
+    let hash = ze::credentials::hash_password(&ctx.ssh.1)?;
+    let zefs =
+        ze::cmd::init::new_database_with_hash(&ctx.ssh.0, &hash, ze::timefmt::now())?.to_bytes();
+    let srv = Server::start()?;
+    srv.put(
+        &format!("/install/image/{}", ctx.meta.image),
+        fs::read(&ctx.image)?,
+    );
+    srv.put(suite::ZEFS_PATH, zefs.clone());
+    let disk = blank(dir, "disk0.img", ctx.disk_size)?;
+    let vm = Vm {
+        arch: "amd64".into(),
+        kernel: ctx.kernel.clone(),
+        initrd: ctx.initrd.clone(),
+        append: format!(
+            "console=ttyS0 ze.server=10.0.2.2 ze.port={} ze.image={} ze.sha256={} ip=dhcp panic=-1",
+            srv.port(),
+            ctx.meta.image,
+            ctx.meta.sha256
+        ),
+        disks: vec![disk.clone()],
+        nic: ctx.nic.clone(),
+        monitor: None,
+        echo: ctx.echo,
+        memory_mib: 512,
+    };
+    let e = vm.start()?.wait(ctx.boot_timeout);
+    save(dir, "install", &e);
+    suite::in_order(
+        &e.serial,
+        &[
+            "[ze-install] ze-installer ",
+            &format!(
+                "[ze-install] installing {} from 10.0.2.2:{}",
+                ctx.meta.image,
+                srv.port()
+            ),
+            "[ze-install] target disk /dev/vda",
+            &format!(
+                "[ze-install] image written: {} bytes, sha256 {}",
+                ctx.meta.image_size, ctx.meta.sha256
+            ),
+            "[ze-install] mounted /dev/vda4 (ext4) at /perm",
+            &format!(
+                "[ze-install] wrote /perm/ze/database.zefs ({} bytes)",
+                zefs.len()
+            ),
+            "[ze-install] install complete; rebooting",
+            "reboot: Restarting system",
+        ],
+    )?;
+    ensure!(
+        !e.serial.contains("FATAL"),
+        "a FATAL line during the install"
+    );
+    let served = debugfs_cat_partition_of(
+        &ctx.image,
+        &disk,
+        &dir.join("disk-p4.img"),
+        "/ze/database.zefs",
+    )?;
+    ensure!(
+        served == zefs,
+        "/perm/ze/database.zefs on the disk is not the one served"
+    );
+    let installed = e.elapsed.as_secs_f64();
+
+    let boot = first_boot(ctx, dir, &disk)?;
+    let ready = boot.ready_after;
+    let (login, ended) = login_on_first_boot(ctx, dir, boot, "bootstrap")?;
+    ensure!(
+        ended
+            .serial
+            .contains("dhcpclient: lease interface=eth0 ip=10.0.2.15/24"),
+        "bootstrap mode's DHCP client did not take the slirp lease"
+    );
+    let lines = version_lines(&ended.serial).join(" | ");
+    Ok(format!(
+        "installed over HTTP and rebooted in {installed:.1} s; database as served; first boot ready in {ready:.1} s: {lines}; {login}"
+    ))
+}
+
 /// The ze lines of a first boot's console.
 pub fn version_lines(serial: &str) -> Vec<&str> {
     serial
@@ -630,14 +778,14 @@ fn o1_o3_o4_o5_cd_install_then_first_boot(ctx: &Ctx, dir: &Path) -> anyhow::Resu
     let checked = disk_is_the_image(ctx, &disk, dir)?;
 
     let boot = first_boot(ctx, dir, &disk)?;
-    let (ready, port) = (boot.ready_after, boot.ssh_port);
-    // The SSH login with the credentials baked into the image (ctx.ssh)
-    // appends here, against 127.0.0.1:{port}, while the machine runs.
-    let ended = boot.session.wait(Duration::ZERO);
-    save(dir, "first-boot", &ended);
+    let ready = boot.ready_after;
+    // The ISO keeps the image's own database, seed config included:
+    // `ze start` runs the template, and the login uses the credentials
+    // baked by `ze appliance build`.
+    let (login, ended) = login_on_first_boot(ctx, dir, boot, "template")?;
     let lines = version_lines(&ended.serial).join(" | ");
     Ok(format!(
-        "installed and powered off in {installed:.1} s; {checked}; first boot ready in {ready:.1} s (guest port 22 on 127.0.0.1:{port}): {lines}"
+        "installed and powered off in {installed:.1} s; {checked}; first boot ready in {ready:.1} s: {lines}; {login}"
     ))
 }
 
@@ -768,10 +916,17 @@ pub const CASES: &[Case] = &[
     },
 ];
 
+/// The HTTP install of the same appliance image, with the first boot and
+/// the SSH login (`make ze-install-qemu-test`, after the fault cases).
+pub const HTTP_CASES: &[Case] = &[Case {
+    name: "t2_http_install_first_boot_and_ssh_login",
+    run: t2_http_install_first_boot_and_ssh_login,
+}];
+
 /// Run the cases whose names contain one of `only` (all when empty),
 /// `jobs` at a time; returns the number of failures.
-pub fn run(ctx: &Ctx, only: &[String], jobs: usize) -> usize {
-    let queue: Vec<&Case> = CASES
+pub fn run(ctx: &Ctx, label: &str, cases: &[Case], only: &[String], jobs: usize) -> usize {
+    let queue: Vec<&Case> = cases
         .iter()
         .filter(|c| only.is_empty() || only.iter().any(|o| c.name.contains(o.as_str())))
         .collect();
@@ -791,17 +946,17 @@ pub fn run(ctx: &Ctx, only: &[String], jobs: usize) -> usize {
                     let Some(case) = next else { break };
                     let dir = ctx.work.join(case.name);
                     let t = Instant::now();
-                    eprintln!("ze-install-iso-qemu-test: RUN  {}", case.name);
+                    eprintln!("{label}: RUN  {}", case.name);
                     match (case.run)(ctx, &dir) {
                         Ok(s) => eprintln!(
-                            "ze-install-iso-qemu-test: PASS {} ({:.1} s): {s}",
+                            "{label}: PASS {} ({:.1} s): {s}",
                             case.name,
                             t.elapsed().as_secs_f64()
                         ),
                         Err(e) => {
                             *failed.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                             eprintln!(
-                                "ze-install-iso-qemu-test: FAIL {} ({:.1} s): {e:#} (consoles: {})",
+                                "{label}: FAIL {} ({:.1} s): {e:#} (consoles: {})",
                                 case.name,
                                 t.elapsed().as_secs_f64(),
                                 dir.display()
@@ -814,7 +969,7 @@ pub fn run(ctx: &Ctx, only: &[String], jobs: usize) -> usize {
     });
     let failed = *failed.lock().unwrap_or_else(|e| e.into_inner());
     println!(
-        "ze-install-iso-qemu-test: {total} cases in {:.1} s, {jobs} at a time: {} passed, {failed} failed",
+        "{label}: {total} cases in {:.1} s, {jobs} at a time: {} passed, {failed} failed",
         start.elapsed().as_secs_f64(),
         total - failed
     );

@@ -10,8 +10,10 @@
 //! - `ze-qemu demo`: one install, shown live, with a summary.
 
 mod bench;
+mod demo;
 mod image;
 mod iso;
+mod login;
 mod server;
 mod suite;
 mod vm;
@@ -36,6 +38,19 @@ enum Cmd {
     Bench(Bench),
     IsoTest(IsoTest),
     IsoBench(IsoBench),
+    ApplianceTest(ApplianceTest),
+}
+
+/// the whole chain over HTTP: build an appliance image, install it with the installer in QEMU, boot the written disk under OVMF, log in over SSH (ZE_INSTALL_* knobs apply)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "appliance-test")]
+struct ApplianceTest {
+    /// the installer initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// print the serial consoles live
+    #[argh(switch)]
+    verbose: bool,
 }
 
 /// build an appliance image and its ISO, install it from the ISO in QEMU + OVMF, boot the result (ZE_INSTALL_* knobs apply)
@@ -116,7 +131,7 @@ struct Serve {
     zefs: Option<PathBuf>,
 }
 
-/// install a test image on a QEMU machine and show it live
+/// the main job on a virtual target: ze install remote in a namespace, a QEMU machine network-boots (OVMF, TFTP, iPXE, HTTP), installs, reboots into the appliance, and the demo logs in over SSH
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "demo")]
 struct Demo {
@@ -201,31 +216,62 @@ fn iso_test(t: IsoTest) -> anyhow::Result<bool> {
         }
         return Ok(true);
     }
-    let work = work_dir("install-iso-qemu-test");
+    run_appliance_cases(
+        "ze-install-iso-qemu-test",
+        iso::CASES,
+        t.initrd,
+        &t.only,
+        t.jobs,
+        t.verbose,
+    )
+}
+
+fn appliance_test(t: ApplianceTest) -> anyhow::Result<bool> {
+    run_appliance_cases(
+        "ze-install-qemu-test (appliance)",
+        iso::HTTP_CASES,
+        t.initrd,
+        &[],
+        Some(1),
+        t.verbose,
+    )
+}
+
+/// Build the appliance image and its ISO once, then run `cases`.
+fn run_appliance_cases(
+    label: &str,
+    cases: &[iso::Case],
+    initrd: Option<PathBuf>,
+    only: &[String],
+    jobs: Option<usize>,
+    verbose: bool,
+) -> anyhow::Result<bool> {
+    let work = work_dir(
+        label
+            .trim_start_matches("ze-")
+            .replace([' ', '(', ')'], "")
+            .as_str(),
+    );
     kvm_note();
     let started = std::time::Instant::now();
-    let ctx = iso::Ctx::prepare(t.initrd, work.clone(), t.verbose);
+    let ctx = iso::Ctx::prepare(initrd, work.clone(), verbose);
     let failed = match &ctx {
         Ok(ctx) => {
-            let jobs = t
-                .jobs
+            let jobs = jobs
                 .or_else(|| std::env::var("ZE_INSTALL_JOBS").ok()?.parse().ok())
                 .unwrap_or(2);
-            iso::run(ctx, &t.only, jobs)
+            iso::run(ctx, label, cases, only, jobs)
         }
         Err(_) => 1,
     };
     if keep() || failed > 0 {
-        eprintln!(
-            "ze-install-iso-qemu-test: work directory kept: {}",
-            work.display()
-        );
+        eprintln!("{label}: work directory kept: {}", work.display());
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }
     ctx?;
     println!(
-        "ze-install-iso-qemu-test: {:.1} s in all (image, ISO and machines)",
+        "{label}: {:.1} s in all (image, ISO and machines)",
         started.elapsed().as_secs_f64()
     );
     Ok(failed == 0)
@@ -281,6 +327,7 @@ fn main() -> ExitCode {
         Cmd::Demo(d) => demo::run(d.initrd),
         Cmd::IsoTest(t) => iso_test(t),
         Cmd::IsoBench(b) => iso_bench(b),
+        Cmd::ApplianceTest(t) => appliance_test(t),
         Cmd::Bench(b) => suite::root().and_then(|root| {
             let initrd = b
                 .initrd
@@ -295,77 +342,5 @@ fn main() -> ExitCode {
             eprintln!("ze-qemu: error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-mod demo {
-    //! `ze-qemu demo`: build a test image, serve it, install it on a QEMU
-    //! machine with the console shown live, and print a summary.
-    use super::*;
-    use crate::{image, server, suite};
-    use anyhow::ensure;
-
-    pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
-        let root = suite::root()?;
-        let initrd = initrd.unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
-        let work = work_dir("demo");
-        kvm_note();
-        println!(
-            "\n== building a 64 MiB test image (GPT, ext4 /perm as partition 4) and a database"
-        );
-        let ctx = suite::Ctx::from_env(initrd, work.clone(), true)?;
-        let srv = ctx.server(true)?;
-        srv.verbose(true);
-        println!(
-            "== serving /install/image/ze.img ({} bytes) and /install/database.zefs ({} bytes) on 127.0.0.1:{}",
-            ctx.image.len(),
-            ctx.zefs.len(),
-            srv.port()
-        );
-        let dir = work.join("machine");
-        let vm = ctx.vm(&dir, srv.port(), 1, "ip=dhcp")?;
-        println!(
-            "== booting {} + {} on a blank 128 MiB virtio disk (QEMU, TCG)\n$ {:?}\n",
-            ctx.kernel.display(),
-            ctx.initrd.display(),
-            vm.command()
-        );
-        let e = vm.start()?.wait(ctx.boot_timeout);
-        ensure!(
-            e.status.is_some_and(|s| s.success()),
-            "the machine did not reboot"
-        );
-        suite::disk_holds_image(&vm.disks[0], &ctx.image)?;
-        suite::disk_holds_zefs(&vm.disks[0], &ctx.zefs, &dir)?;
-        let gpt = image::read_gpt(&vm.disks[0])?;
-        let (first, last) = gpt.partition(4)?;
-        let requests = srv.log();
-        println!("\n== summary");
-        println!("machine rebooted after {:.1} s", e.elapsed.as_secs_f64());
-        println!(
-            "disk: the image is on /dev/vda byte for byte; partition 4 at sectors {first}-{last} holds /ze/database.zefs equal to what was served"
-        );
-        println!(
-            "server: {} requests: {}",
-            requests.len(),
-            requests
-                .iter()
-                .map(|r| format!("{} {} {}", r.method, r.path, r.status))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let lines = e
-            .serial
-            .lines()
-            .filter(|l| l.starts_with("[ze-install] "))
-            .count();
-        println!("console: {lines} [ze-install] lines");
-        let _ = server::Fault::Cut(0);
-        if keep() {
-            println!("work directory kept: {}", work.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&work);
-        }
-        Ok(true)
     }
 }

@@ -80,7 +80,7 @@ impl Identities {
     pub fn random() -> std::io::Result<Identities> {
         let g = || -> std::io::Result<Guid> {
             let mut b = [0u8; 16];
-            super::random::fill(&mut b)?;
+            crate::random::fill(&mut b)?;
             Ok(Guid::from_random(b))
         };
         Ok(Identities {

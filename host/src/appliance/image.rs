@@ -15,7 +15,7 @@ use super::{
     disk::{DiskLayout, Identities, Slot},
     esp::{self, Content, FatFile},
     gpt::Table,
-    grub, perm, random,
+    grub, perm,
     region::Region,
     rootfs,
     size::{ByteSize, human},
@@ -240,7 +240,7 @@ pub fn sha256_file(path: &Path, len: u64, log: &mut dyn Write) -> anyhow::Result
     if done != len {
         bail!("{} changed size while it was hashed", path.display());
     }
-    Ok(random::to_hex(&hasher.finalize()))
+    Ok(crate::random::to_hex(&hasher.finalize()))
 }
 
 /// Write the image. Progress goes to `log`.
@@ -310,7 +310,7 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         grub::platform(arch)
     )?;
     let mut serial_bytes = [0u8; 4];
-    random::fill(&mut serial_bytes)?;
+    crate::random::fill(&mut serial_bytes)?;
     let serial = u32::from_le_bytes(serial_bytes);
     let serial_text = format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff);
     let config = grub::disk_config(&grub::DiskBoot {

@@ -27,7 +27,6 @@ use super::{
     esp::{self, Content, FatFile},
     grub,
     image::{MANIFEST_FILE, Progress},
-    random,
     size::human,
 };
 use crate::{build, manifest::Manifest, timefmt};
@@ -257,7 +256,7 @@ fn gzip_and_hash(image: &Path, out: &Path, log: &mut dyn Write) -> anyhow::Resul
     let mut inner = gz.finish()?;
     inner.flush()?;
     inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok((random::to_hex(&hasher.finalize()), done))
+    Ok((crate::random::to_hex(&hasher.finalize()), done))
 }
 
 /// Reads ISO sectors from a file (to verify what xorriso wrote).
@@ -328,7 +327,7 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
     for d in ["EFI/BOOT", "boot/grub", "ze"] {
         fs::create_dir_all(tree.join(d))?;
     }
-    let media_id = random::hex(16)?;
+    let media_id = crate::random::hex(16)?;
 
     writeln!(
         log,

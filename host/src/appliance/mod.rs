@@ -13,7 +13,6 @@ pub mod image;
 pub mod iso;
 pub mod kernel;
 pub mod perm;
-pub mod random;
 pub mod region;
 pub mod rootfs;
 pub mod size;

@@ -12,7 +12,6 @@ use crate::{
         tools,
     },
     cli::ApplianceBuild,
-    config::brace,
     timefmt,
 };
 use anyhow::{Context, bail};
@@ -110,7 +109,14 @@ pub fn resolve(args: &ApplianceBuild) -> anyhow::Result<Resolved> {
     let seed = std::fs::read_to_string(&seed_path)
         .with_context(|| format!("cannot read {}", seed_path.display()))
         .and_then(|text| {
-            brace::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", seed_path.display()))?;
+            // Checked as `ze start` will read it: every plugin known, every
+            // setting valid. The database is the image's own.
+            let env = crate::daemon::PluginEnv {
+                database: Some(std::path::PathBuf::from("/perm/ze/database.zefs")),
+                running: None,
+            };
+            crate::daemon::Daemon::from_text_with(&text, crate::daemon::PLUGINS, &env)
+                .map_err(|e| anyhow::anyhow!("{}:{e}", seed_path.display()))?;
             Ok(text)
         });
     let secrets = (|| {

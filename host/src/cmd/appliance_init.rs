@@ -28,10 +28,10 @@ pub fn default_seed_config(name: &str) -> String {
 # operator commits a configuration of their own (`ze config edit`).
 #
 # As written it does what bootstrap mode does: a DHCP client on every
-# ethernet interface, and SSH on every interface with the credentials
-# from appliance.json.
+# ethernet interface (a dhcpclient block without `interface` lines takes
+# every physical ethernet NIC), and SSH on every interface with the
+# credentials from appliance.json.
 dhcpclient {{
-    interface ethernet;
 }}
 sshserver {{
     listen 0.0.0.0:22;

@@ -46,19 +46,33 @@ pub const MAX_DRAIN_SECS: u64 = 3600;
 /// The name of the daemon's own settings block.
 pub const DAEMON_BLOCK: &str = "daemon";
 
+/// Reads one config block into a plugin ready to start.
+pub type Configure = fn(&Block<'_>, &PluginEnv) -> Result<Box<dyn Plugin>, ConfigError>;
+
 /// A kind of plugin the daemon can run.
 #[derive(Clone, Copy)]
 pub struct PluginKind {
     /// The config block name and log target, e.g. `dhcpserver`.
     pub name: &'static str,
     /// Read one config block into a plugin ready to start.
-    pub configure: fn(&Block<'_>) -> Result<Box<dyn Plugin>, ConfigError>,
+    pub configure: Configure,
 }
 
 impl fmt::Debug for PluginKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)
     }
+}
+
+/// What the daemon knows beyond the config text, for plugins that need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginEnv {
+    /// The config database (`database.zefs`) the daemon runs for, if any:
+    /// `sshserver` reads its users and host key there.
+    pub database: Option<std::path::PathBuf>,
+    /// The config being run and where it came from (`active`, `template`,
+    /// `bootstrap`, a file name), for `show configuration`.
+    pub running: Option<(String, String)>,
 }
 
 /// A configured plugin that has not started yet.
@@ -80,6 +94,8 @@ pub const PLUGINS: &[PluginKind] = &[
     crate::dhcpserver::KIND,
     crate::tftpserver::KIND,
     crate::imageserver::KIND,
+    crate::runtime::plugins::SSH_KIND,
+    crate::runtime::plugins::DHCP_KIND,
 ];
 
 /// The `daemon { … }` block.
@@ -89,6 +105,9 @@ pub struct DaemonSettings {
     pub log: LogLevels,
     /// How long work in flight may take after shutdown starts.
     pub drain: Duration,
+    /// The control socket of `ze start` (`socket PATH;`); `None` means
+    /// `$XDG_RUNTIME_DIR/ze.socket`.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 impl Default for DaemonSettings {
@@ -96,6 +115,7 @@ impl Default for DaemonSettings {
         DaemonSettings {
             log: LogLevels::default(),
             drain: DEFAULT_DRAIN,
+            socket: None,
         }
     }
 }
@@ -145,6 +165,7 @@ impl DaemonSettings {
         if let Some(secs) = block.number("drain-timeout", 0..=MAX_DRAIN_SECS)? {
             s.drain = Duration::from_secs(secs);
         }
+        s.socket = block.abs_path("socket")?;
         Ok(s)
     }
 }
@@ -165,6 +186,15 @@ pub struct Daemon {
 impl Daemon {
     /// Parse a config text against the plugin kinds in `kinds`.
     pub fn from_text(text: &str, kinds: &[PluginKind]) -> Result<Daemon, ConfigError> {
+        Daemon::from_text_with(text, kinds, &PluginEnv::default())
+    }
+
+    /// [`Daemon::from_text`] for a daemon that runs with `env`.
+    pub fn from_text_with(
+        text: &str,
+        kinds: &[PluginKind],
+        env: &PluginEnv,
+    ) -> Result<Daemon, ConfigError> {
         let doc = brace::parse(text)?;
         let mut settings = None;
         let mut plugins = Vec::new();
@@ -193,7 +223,7 @@ impl Daemon {
             };
             let block = Block::new(node, kind.name)?;
             block.own_args(0, &format!("`{} {{ … }}` without arguments", kind.name))?;
-            let plugin = (kind.configure)(&block)?;
+            let plugin = (kind.configure)(&block, env)?;
             block.finish()?;
             plugins.push((kind.name, plugin));
         }
@@ -394,7 +424,7 @@ mod tests {
 
     static STARTED: std::sync::OnceLock<Arc<AtomicUsize>> = std::sync::OnceLock::new();
 
-    fn probe(block: &Block<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    fn probe(block: &Block<'_>, _env: &PluginEnv) -> Result<Box<dyn Plugin>, ConfigError> {
         let fail_start = block.str("fail")?.is_some();
         Ok(Box::new(Probe {
             fail_start,

@@ -89,7 +89,10 @@ pub struct DhcpConfig {
     pub port: u16,
 }
 
-fn configure(block: &Block<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+fn configure(
+    block: &Block<'_>,
+    _env: &crate::daemon::PluginEnv,
+) -> Result<Box<dyn Plugin>, ConfigError> {
     Ok(Box::new(DhcpPlugin {
         config: read_config(block)?,
     }))

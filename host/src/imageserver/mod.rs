@@ -89,7 +89,10 @@ pub struct ImageConfig {
     pub idle: Duration,
 }
 
-fn configure(block: &Block<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+fn configure(
+    block: &Block<'_>,
+    _env: &crate::daemon::PluginEnv,
+) -> Result<Box<dyn Plugin>, ConfigError> {
     Ok(Box::new(ImagePlugin {
         config: read_config(block)?,
     }))

@@ -10,8 +10,9 @@
 //!    disk the root is on, and mounts it (ext4) at `/perm`;
 //! 3. prints the `ze version` lines, `image:` and `appliance:` included,
 //!    from `/perm/ze/build.json`;
-//! 4. starts the services ([`start_services`]: the place where `ze start`,
-//!    bootstrap mode and SSH, will be launched);
+//! 4. starts the services ([`start_services`]): `ze start` over
+//!    `/perm/ze/database.zefs` (bootstrap mode and SSH, or the committed
+//!    config), restarted with a backoff whenever it ends;
 //! 5. runs as init for good: reaps every child, and shuts down on the usual
 //!    signals ([`action_for`]): it asks every process to stop (SIGTERM,
 //!    then SIGKILL after [`TERM_GRACE`]), unmounts `/perm`, syncs, and
@@ -106,10 +107,44 @@ pub fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Children init started and watches, by PID.
+/// How soon a service that stopped is started again: 1 s, doubling with
+/// each quick failure, up to [`MAX_RESTART_DELAY`].
+pub const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait before restarting a service.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A service that ran this long is considered healthy: its next restart
+/// starts the backoff afresh.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// A long-running program init keeps alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Name for the console.
+    pub name: String,
+    /// The program.
+    pub program: std::path::PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Managed {
+    spec: ServiceSpec,
+    pid: Option<i32>,
+    started: Instant,
+    failures: u32,
+    next_start: Option<Instant>,
+}
+
+/// Children init started and watches, by PID, and the services it keeps
+/// running.
 #[derive(Debug, Default)]
 pub struct Supervisor {
     children: BTreeMap<i32, String>,
+    services: Vec<Managed>,
+    stopping: bool,
 }
 
 impl Supervisor {
@@ -118,16 +153,110 @@ impl Supervisor {
         self.children.insert(pid, name.to_string());
     }
 
-    /// Reap every child that has exited; report the ones we started.
+    /// Keep `spec` running: start it now, and again whenever it ends.
+    pub fn keep_running(&mut self, spec: ServiceSpec) {
+        self.services.push(Managed {
+            spec,
+            pid: None,
+            started: Instant::now(),
+            failures: 0,
+            next_start: Some(Instant::now()),
+        });
+        self.start_due(Instant::now());
+    }
+
+    /// Stop restarting services (shutdown has begun).
+    pub fn stop_restarting(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The delay before restart number `failures` (1-based).
+    pub fn restart_delay(failures: u32) -> Duration {
+        let shift = failures.saturating_sub(1).min(8);
+        FIRST_RESTART_DELAY
+            .saturating_mul(1 << shift)
+            .min(MAX_RESTART_DELAY)
+    }
+
+    /// When the next service restart is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        self.services.iter().filter_map(|m| m.next_start).min()
+    }
+
+    /// Start every service whose time has come.
+    pub fn start_due(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        for m in &mut self.services {
+            if m.pid.is_some() || m.next_start.is_none_or(|t| t > now) {
+                continue;
+            }
+            m.next_start = None;
+            let mut cmd = std::process::Command::new(&m.spec.program);
+            cmd.args(&m.spec.args);
+            for (k, v) in &m.spec.env {
+                cmd.env(k, v);
+            }
+            match cmd.spawn() {
+                Ok(child) => {
+                    let pid = child.id() as i32;
+                    // Reaped by `reap`, not by the Child handle.
+                    std::mem::forget(child);
+                    say(&format!("started {} (pid {pid})", m.spec.name));
+                    m.pid = Some(pid);
+                    m.started = now;
+                    self.children.insert(pid, m.spec.name.clone());
+                }
+                Err(e) => {
+                    m.failures += 1;
+                    let delay = Self::restart_delay(m.failures);
+                    say(&format!(
+                        "cannot start {}: {e}; retrying in {}s",
+                        m.spec.name,
+                        delay.as_secs()
+                    ));
+                    m.next_start = Some(now + delay);
+                }
+            }
+        }
+    }
+
+    /// Reap every child that has exited; report the ones we started and
+    /// schedule the restart of services.
     pub fn reap(&mut self) {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(status) => {
-                    if let Some(pid) = status.pid()
-                        && let Some(name) = self.children.remove(&pid.as_raw())
-                    {
-                        say(&format!("{name} (pid {pid}) ended: {status:?}"));
+                    let Some(pid) = status.pid().map(|p| p.as_raw()) else {
+                        continue;
+                    };
+                    let Some(name) = self.children.remove(&pid) else {
+                        continue;
+                    };
+                    say(&format!("{name} (pid {pid}) ended: {status:?}"));
+                    let now = Instant::now();
+                    let stopping = self.stopping;
+                    if let Some(m) = self.services.iter_mut().find(|m| m.pid == Some(pid)) {
+                        m.pid = None;
+                        if stopping {
+                            continue;
+                        }
+                        if now.saturating_duration_since(m.started) >= HEALTHY_AFTER {
+                            m.failures = 0;
+                        }
+                        m.failures += 1;
+                        let delay = Self::restart_delay(m.failures);
+                        say(&format!(
+                            "restarting {} in {}s",
+                            m.spec.name,
+                            delay.as_secs()
+                        ));
+                        m.next_start = Some(now + delay);
                     }
                 }
                 Err(Errno::EINTR) => continue,
@@ -140,13 +269,29 @@ impl Supervisor {
     }
 }
 
-/// Start the appliance's services. Nothing runs here yet: the runtime
-/// issue adds `ze start` (bootstrap mode: DHCP on every ethernet NIC, SSH
-/// with the credentials from `/perm/ze/database.zefs`) by spawning it and
-/// handing it to `sup.adopt`, which reports its exit; the signal loop
-/// already reaps it and stops it on shutdown.
-pub fn start_services(_ctx: &Context, _sup: &mut Supervisor) {
-    say("no services in this build (bootstrap mode and SSH come with `ze start`)");
+/// The appliance's service: `ze start` over the database on `/perm`
+/// (bootstrap mode, SSH, or the committed config). Without `/perm` there
+/// is no database, and ze start would only fail: it is not started.
+pub fn start_services(ctx: &Context, sup: &mut Supervisor, perm: Option<&Path>) {
+    let Some(perm) = perm else {
+        say("no /perm: not starting `ze start` (the appliance has no database)");
+        return;
+    };
+    let config_dir = perm.join("ze");
+    let exe = std::env::current_exe().unwrap_or_else(|_| ctx.exe.clone());
+    sup.keep_running(ServiceSpec {
+        name: "ze start".into(),
+        program: exe,
+        args: vec!["start".into()],
+        env: vec![
+            // Logical: ze start maps it through the same sysroot.
+            ("ZE_CONFIG_DIR".into(), config_dir.display().to_string()),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                ctx.real("/run/ze").display().to_string(),
+            ),
+        ],
+    });
 }
 
 /// Run as init. Never returns.
@@ -176,12 +321,13 @@ pub fn run() -> ! {
     if let Ok(c) = Context::from_env() {
         ctx = c;
     }
+    loopback_up();
     let perm = mounts::mount_perm(&ctx, PERM_WAIT);
     for line in crate::cmd::version::text(&ctx).lines() {
         say_plain(line);
     }
     let mut sup = Supervisor::default();
-    start_services(&ctx, &mut sup);
+    start_services(&ctx, &mut sup, perm.as_deref());
 
     let signals = match signals {
         Ok(s) => s,
@@ -189,6 +335,7 @@ pub fn run() -> ! {
             say(&format!("cannot read signals ({e}); reaping children only"));
             loop {
                 sup.reap();
+                sup.start_due(Instant::now());
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
@@ -196,17 +343,46 @@ pub fn run() -> ! {
     let rtmin = libc::SIGRTMIN();
     say("ready");
     loop {
-        let Some(signo) = next_signal(&signals, None) else {
+        let wait = sup
+            .next_due()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        let signal = next_signal(&signals, wait);
+        sup.start_due(Instant::now());
+        let Some(signo) = signal else {
             continue;
         };
         if signo == libc::SIGCHLD {
             sup.reap();
+            sup.start_due(Instant::now());
             continue;
         }
         match action_for(signo, rtmin) {
             Some(action) => shutdown(&ctx, &signals, &mut sup, action, signo, perm.as_deref()),
             None => say(&format!("ignoring signal {}", signal_name(signo))),
         }
+    }
+}
+
+/// Bring `lo` up: services listen on and talk to 127.0.0.1.
+fn loopback_up() {
+    use ze_hal::os::Os;
+    let mut os = ze_hal::linux::LinuxOs::new();
+    let mut lo = None;
+    if let Err(e) = os.links(&mut |l| {
+        if l.loopback {
+            lo = Some((l.index, l.up));
+        }
+    }) {
+        say(&format!("cannot list interfaces: {e}"));
+        return;
+    }
+    match lo {
+        Some((_, true)) => {}
+        Some((index, false)) => match os.link_up(index) {
+            Ok(()) => say("loopback lo up"),
+            Err(e) => say(&format!("cannot set lo up: {e}")),
+        },
+        None => say("no loopback interface"),
     }
 }
 
@@ -255,6 +431,7 @@ fn shutdown(
         action.verb(),
         signal_name(signo)
     ));
+    sup.stop_restarting();
     let all = Pid::from_raw(-1);
     let _ = kill(all, Signal::SIGTERM);
     let deadline = Instant::now() + TERM_GRACE;

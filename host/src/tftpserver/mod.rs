@@ -111,7 +111,10 @@ pub struct TftpConfig {
     pub max_blksize: Option<usize>,
 }
 
-fn configure(block: &Block<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+fn configure(
+    block: &Block<'_>,
+    _env: &crate::daemon::PluginEnv,
+) -> Result<Box<dyn Plugin>, ConfigError> {
     Ok(Box::new(TftpPlugin {
         config: read_config(block)?,
     }))

@@ -1,5 +1,5 @@
-//! Randomness for identities (GUIDs, volume serials, media ids) from the
-//! kernel's CSPRNG.
+//! Randomness from the kernel's CSPRNG: identities of images (GUIDs,
+//! volume serials, media ids) and the appliance's SSH host key.
 
 use std::io;
 
@@ -14,6 +14,21 @@ pub fn fill(buf: &mut [u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Like [`fill`], but if the kernel's generator is not seeded yet (early
+/// boot on a machine without a hardware source), call `waiting` once
+/// before blocking, so the wait is reported instead of silent.
+pub fn fill_or_report(buf: &mut [u8], waiting: impl FnOnce()) -> io::Result<()> {
+    match rustix::rand::getrandom(&mut buf[..], rustix::rand::GetRandomFlags::NONBLOCK) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(_) => fill(buf),
+        Err(rustix::io::Errno::AGAIN) => {
+            waiting();
+            fill(buf)
+        }
+        Err(_) => fill(buf),
+    }
 }
 
 /// `n` random bytes as lowercase hex.

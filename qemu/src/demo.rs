@@ -1,0 +1,426 @@
+//! `make demo` (`ze-qemu demo`): the main job on a built-in virtual target.
+//!
+//! 1. Build the appliance image, with the installer kernel and initrd.
+//! 2. Make a provisioning network: a namespace with a bridge, and a tap
+//!    for the target machine.
+//! 3. `ze install remote` on the bridge: DHCP with PXE options, TFTP and
+//!    the HTTP image server.
+//! 4. A QEMU machine with OVMF and a blank disk network-boots: EDK2's PXE
+//!    fetches `ipxe.efi` over TFTP, iPXE fetches `boot.ipxe`, the kernel
+//!    and the initrd over HTTP; the installer writes the disk and reboots.
+//! 5. The machine boots the appliance from its disk: bootstrap mode takes a
+//!    lease from the provisioning server and starts SSH.
+//! 6. The demo logs in over SSH and runs `show version`.
+//!
+//! Each stage prints as it happens: the server's log lines and the
+//! machine's console, filtered to what matters.
+
+use crate::{
+    iso::{self, OVMF_CODE, OVMF_VARS},
+    vm::{self, Session},
+};
+use anyhow::{Context, bail, ensure};
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// The provisioning network (RFC 5737 documentation range).
+const NETWORK: &str = "192.0.2.0/24";
+/// The target's MAC address.
+const MAC: &str = "52:54:00:5e:00:01";
+
+fn banner(n: usize, text: &str) {
+    println!("\n\x1b[1m== {n}/6 {text}\x1b[0m");
+}
+
+/// A network namespace with `br0` and `tap0`, removed on drop.
+struct Network {
+    name: String,
+}
+
+impl Network {
+    fn new() -> anyhow::Result<Network> {
+        let name = format!("ze-demo-{}", std::process::id());
+        let net = Network { name };
+        net.run("ip", &["netns", "add", &net.name], false)?;
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "add", "br0", "type", "bridge"],
+            &["tuntap", "add", "dev", "tap0", "mode", "tap"],
+            &["link", "set", "tap0", "master", "br0"],
+            &["link", "set", "tap0", "up"],
+            &["link", "set", "br0", "up"],
+        ] {
+            net.run("ip", args, true)?;
+        }
+        Ok(net)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    fn run(&self, program: &str, args: &[&str], inside: bool) -> anyhow::Result<()> {
+        let mut c = if inside {
+            self.command(program)
+        } else {
+            Command::new(program)
+        };
+        let out = c
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {program}"))?;
+        ensure!(
+            out.status.success(),
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// `ze install remote`, its log lines collected and shown live.
+struct Server {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn wait_for(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(needle)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the provisioning server did not log {needle:?} within {timeout:?}")
+    }
+
+    fn stop(mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn start_server(net: &Network, ze: &Path, ctx: &iso::Ctx, work: &Path) -> anyhow::Result<Server> {
+    let mut cmd = net.command(ze.to_str().context("ze path")?);
+    cmd.args([
+        "install",
+        "remote",
+        "--interface",
+        "br0",
+        "--network",
+        NETWORK,
+        "--image",
+    ])
+    .arg(&ctx.image)
+    .arg("--kernel")
+    .arg(&ctx.kernel)
+    .arg("--initrd")
+    .arg(&ctx.initrd)
+    .arg("--pxe-dir")
+    .arg(work.join("pxe"))
+    .args(["--ssh-username", &ctx.ssh.0, "--ssh-password", &ctx.ssh.1])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    println!(
+        "$ ze install remote --interface br0 --network {NETWORK} --image {} --kernel {} --initrd {} --ssh-username {} --ssh-password '…'",
+        ctx.image.display(),
+        ctx.kernel.display(),
+        ctx.initrd.display(),
+        ctx.ssh.0
+    );
+    let mut child = cmd.spawn().context("cannot start ze install remote")?;
+    let log = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().context("stdout")?) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().context("stderr")?),
+    ] {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                println!("  \x1b[36mserver |\x1b[0m {line}");
+                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    Ok(Server { child, log })
+}
+
+/// The console lines worth showing in a demo.
+fn interesting(line: &str) -> bool {
+    const MARKS: &[&str] = &[
+        "[ze-install]",
+        ">>Start PXE",
+        "Station IP address",
+        "iPXE initialising",
+        "http://",
+        "Run /init",
+        "Run /sbin/init",
+        "reboot: ",
+        "ze: init:",
+        "ze: starting",
+        "image: ",
+        "appliance: ",
+        "sshserver:",
+        "dhcpclient:",
+        "BdsDxe: loading",
+        "BdsDxe: starting",
+        "ze: booting slot",
+    ];
+    let l = line.trim_start_matches(|c: char| {
+        c == '[' || c.is_ascii_digit() || c == '.' || c == ' ' || c == ']'
+    });
+    MARKS.iter().any(|m| line.contains(m) || l.starts_with(m)) || line.starts_with("ze ")
+}
+
+/// Print the console lines that arrived since `shown`; returns the new mark.
+fn show_console(s: &Session, shown: usize) -> usize {
+    let text = s.serial();
+    let Some(new) = text.get(shown..) else {
+        return shown;
+    };
+    let Some(end) = new.rfind('\n') else {
+        return shown;
+    };
+    for line in new[..end].lines() {
+        let line = line.trim_end();
+        if interesting(line) {
+            println!("  \x1b[33mtarget |\x1b[0m {line}");
+        }
+    }
+    shown + end + 1
+}
+
+/// Wait for `pattern` on the console after byte `from`, showing the
+/// console meanwhile; returns the offset past the pattern.
+fn follow(
+    s: &mut Session,
+    shown: &mut usize,
+    pattern: &str,
+    from: usize,
+    timeout: Duration,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        *shown = show_console(s, *shown);
+        match s.wait_for(pattern, from, Duration::from_millis(500)) {
+            Ok(at) => {
+                *shown = show_console(s, *shown);
+                return Ok(at);
+            }
+            Err(e) if Instant::now() >= deadline || e.to_string().contains("QEMU exited") => {
+                return Err(e.context(format!("waiting for {pattern:?}")));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Run the demo.
+pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
+    ensure!(
+        rustix::process::geteuid().is_root(),
+        "the demo creates a network namespace and a tap device: run it as root (sudo make demo)"
+    );
+    let t0 = Instant::now();
+    let work = std::env::temp_dir().join(format!("ze-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    banner(
+        1,
+        "build the appliance image (ze appliance init + build), with the installer kernel and initrd",
+    );
+    let ctx = iso::Ctx::prepare(initrd, work.clone(), false)?;
+    let ze = crate::suite::root()?.join("target/debug/ze");
+    let ze = std::env::var_os("ZE_BIN").map(PathBuf::from).unwrap_or(ze);
+    println!(
+        "  image  {} ({} MiB, sha256 {}…)\n  kernel {}\n  initrd {}",
+        ctx.image.display(),
+        ctx.meta.image_size >> 20,
+        &ctx.meta.sha256[..16],
+        ctx.kernel.display(),
+        ctx.initrd.display()
+    );
+    let built = t0.elapsed();
+
+    banner(
+        2,
+        "a provisioning network: namespace with bridge br0 and tap0 for the target",
+    );
+    let net = Network::new()?;
+    println!(
+        "  namespace {}: br0 (bridge), tap0 (the target's cable)",
+        net.name
+    );
+
+    banner(
+        3,
+        "ze install remote: DHCP (PXE), TFTP and the HTTP image server on br0",
+    );
+    let server = start_server(&net, &ze, &ctx, &work)?;
+    server.wait_for("ze: started", Duration::from_secs(60))?;
+
+    banner(
+        4,
+        "the target powers on: OVMF network boot → TFTP ipxe.efi → iPXE → HTTP → installer",
+    );
+    let vars = work.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars)?;
+    let disk = work.join("target-disk.img");
+    std::fs::File::create(&disk)?.set_len(ctx.disk_size)?;
+    let mut q = net.command("qemu-system-x86_64");
+    q.args([
+        "-accel", "tcg", "-smp", "1", "-m", "512", "-display", "none", "-serial", "stdio",
+        "-monitor", "none",
+    ])
+    .arg("-drive")
+    .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+    .arg("-drive")
+    .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
+    // The disk first: blank, it is skipped and the NIC boots; once
+    // written, the machine boots from it.
+    .args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"])
+    .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+    .args([
+        "-device",
+        &format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"),
+    ])
+    .args(["-device", "virtio-rng-pci"]);
+    let mut vm = vm::spawn(q, false, None)?;
+    let timeout = ctx.boot_timeout;
+    let mut shown = 0;
+    let at = follow(
+        &mut vm,
+        &mut shown,
+        "[ze-install] install complete; rebooting",
+        0,
+        timeout,
+    )?;
+    let installed = t0.elapsed();
+
+    banner(
+        5,
+        "the target reboots into the appliance: bootstrap mode, DHCP from the provisioning server, SSH",
+    );
+    let at = follow(
+        &mut vm,
+        &mut shown,
+        "ze: starting mode=bootstrap",
+        at,
+        timeout,
+    )?;
+    let at = follow(&mut vm, &mut shown, "sshserver: listening", at, timeout)?;
+    let lease_mark = "dhcpclient: lease interface=eth0 ip=";
+    let at_lease = follow(&mut vm, &mut shown, lease_mark, at, timeout)?;
+    let serial = vm.serial();
+    let ip = serial[at_lease..]
+        .split(|c: char| c == '/' || c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(!ip.is_empty(), "no address in the lease line");
+    let booted = t0.elapsed();
+
+    banner(6, &format!("ssh {}@{ip} show version", ctx.ssh.0));
+    let mut ssh_out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for command in ["show version", "show interfaces"] {
+        loop {
+            let out = net
+                .command("sshpass")
+                .args(["-p", &ctx.ssh.1, "ssh"])
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                ])
+                .args([
+                    "-o",
+                    "PubkeyAuthentication=no",
+                    "-o",
+                    "ConnectTimeout=20",
+                    "-o",
+                    "LogLevel=ERROR",
+                ])
+                .arg(format!("{}@{ip}", ctx.ssh.0))
+                .arg(command)
+                .output()
+                .context("sshpass and ssh are needed (make deps)")?;
+            if out.status.success() {
+                println!("$ ssh {}@{ip} '{command}'", ctx.ssh.0);
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                print!("{text}");
+                ssh_out.push_str(&text);
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            ensure!(
+                Instant::now() < deadline && !err.contains("Permission denied"),
+                "ssh failed: {}",
+                err.trim()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    show_console(&vm, shown);
+    let image_line = format!("image: {}", ctx.meta.image);
+    ensure!(
+        ssh_out.contains(&image_line),
+        "`show version` does not name {}",
+        ctx.meta.image
+    );
+    let done = t0.elapsed();
+
+    let _ = vm.wait(Duration::ZERO);
+    server.stop();
+    drop(net);
+    let _ = std::fs::remove_dir_all(&work);
+    println!(
+        "\n\x1b[1mdone:\x1b[0m a blank machine network-booted, installed {} and was reachable over SSH.\n  build {:.0} s | network boot + install {:.0} s | first boot to SSH {:.0} s | login {:.0} s | total {:.0} s",
+        ctx.meta.image,
+        built.as_secs_f64(),
+        (installed - built).as_secs_f64(),
+        (booted - installed).as_secs_f64(),
+        (done - booted).as_secs_f64(),
+        done.as_secs_f64()
+    );
+    Ok(true)
+}

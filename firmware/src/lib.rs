@@ -15,6 +15,7 @@
 pub mod cmdline;
 pub mod console;
 pub mod dhcp;
+pub mod dhcp_port;
 pub mod disk;
 pub mod frame;
 pub mod fuzzing;

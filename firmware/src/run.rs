@@ -10,9 +10,9 @@ use crate::{
     VERSION,
     cmdline::{self, Config, Source},
     console::{Line, Progress},
-    dhcp::{self, Client, Event, Lease},
+    dhcp::{Event, Lease},
+    dhcp_port::DhcpPort,
     disk::{self, Mode},
-    frame,
     http::{self, Failure, Fetch, HttpError, Method, Response, Start},
     install::{self, Fatal},
     net::{self, Mac, ProbeResult, Prober},
@@ -23,7 +23,7 @@ use heapless::{String, Vec};
 use sha2::{Digest as _, Sha256};
 use ze_hal::{
     block,
-    os::{BlockDev, FileOut, LinkInfo, NetError, Os, PacketConn, PowerAction, TcpConn},
+    os::{BlockDev, FileOut, LinkInfo, NetError, Os, PowerAction, TcpConn},
     sysfs::SysFs,
 };
 
@@ -390,52 +390,19 @@ fn has_default_route<O: Os>(os: &mut O) -> Option<(Ipv4Addr, u32)> {
 
 /// Run DHCP on one interface until a lease or [`net::DHCP_TIMEOUT`].
 pub fn dhcp_lease<O: Os>(os: &mut O, link: &LinkInfo) -> Result<Option<Lease>, NetError> {
-    let mut sock = os.packet_open(link.index)?;
-    let start = os.now();
-    let seed = (start.as_millis() as u32)
-        ^ u32::from_be_bytes([link.mac[2], link.mac[3], link.mac[4], link.mac[5]])
-        ^ link.index.rotate_left(16);
-    let mut client = Client::new(link.mac, seed, start);
-    let deadline = start + net::DHCP_TIMEOUT;
-    let mut out = [0u8; frame::HEADERS + dhcp::MAX_MESSAGE];
-    let mut inp = [0u8; 1600];
+    let mut port = DhcpPort::open(os, link)?;
+    let deadline = os.now() + net::DHCP_TIMEOUT;
     loop {
         let now = os.now();
         if now >= deadline {
             return Ok(None);
         }
-        if let Some(tx) =
-            client.poll_transmit(now, out.get_mut(frame::HEADERS..).unwrap_or_default())
-            && let Some(pkt) = frame::wrap(
-                &mut out,
-                tx.src,
-                tx.dst,
-                dhcp::CLIENT_PORT,
-                dhcp::SERVER_PORT,
-                tx.len,
-            )
-        {
-            sock.send(pkt)?;
-        }
-        if let Some(Event::Bound(lease)) = client.poll_event() {
+        port.transmit(now)?;
+        if let Some(Event::Bound(lease)) = port.client.poll_event() {
             return Ok(Some(lease));
         }
-        let wake = client
-            .poll_timeout()
-            .min(deadline)
-            .max(now + Duration::from_millis(10));
-        match sock.recv(&mut inp, wake.saturating_since(now)) {
-            Ok(n) => {
-                if let Some(d) = frame::unwrap(inp.get(..n).unwrap_or_default())
-                    && d.dst_port == dhcp::CLIENT_PORT
-                    && d.src_port == dhcp::SERVER_PORT
-                {
-                    client.handle(os.now(), d.payload);
-                }
-            }
-            Err(NetError::TimedOut) => {}
-            Err(e) => return Err(e),
-        }
+        let wake = port.client.poll_timeout().min(deadline);
+        port.receive(wake.saturating_since(now), || os.now())?;
     }
 }
 

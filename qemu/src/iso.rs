@@ -589,6 +589,16 @@ pub fn login_on_first_boot(
             &image_line,
             t,
         )?;
+        // The transcript of the login, whole, for the CI log (one write,
+        // so that a case running beside this one does not interleave).
+        let mut transcript = format!(
+            "$ ssh -p {} {}@127.0.0.1 show version\n",
+            boot.ssh_port, ctx.ssh.0
+        );
+        for line in shown.lines() {
+            transcript.push_str(&format!("  {line}\n"));
+        }
+        print!("{transcript}");
         let version = shown
             .lines()
             .find(|l| l.starts_with("image:"))

@@ -7,10 +7,10 @@
 //! `cargo test` against `hal::fake::FakeOs` with simulated time.
 
 use core::{net::Ipv4Addr, time::Duration};
-use ze_hal::os::{LinkInfo, NetError, Os, PacketConn};
+use ze_hal::os::{LinkInfo, NetError, Os};
 use ze_installer::{
-    dhcp::{self, Client, Event, Lease},
-    frame,
+    dhcp::{Event, Lease},
+    dhcp_port::DhcpPort,
 };
 
 /// The longest a receive waits, so that a stop request is seen promptly.
@@ -68,31 +68,12 @@ pub fn run<O: Os>(
             link.name
         )));
     }
-    let mut sock = os.packet_open(link.index)?;
-    let start = os.now();
-    let seed = (start.as_millis() as u32)
-        ^ u32::from_be_bytes([link.mac[2], link.mac[3], link.mac[4], link.mac[5]])
-        ^ link.index.rotate_left(16);
-    let mut client = Client::new(link.mac, seed, start);
+    let mut port = DhcpPort::open(os, link)?;
     let mut current: Option<Applied> = None;
-    let mut out = [0u8; frame::HEADERS + dhcp::MAX_MESSAGE];
-    let mut inp = [0u8; 1600];
     while !stop() {
         let now = os.now();
-        if let Some(tx) =
-            client.poll_transmit(now, out.get_mut(frame::HEADERS..).unwrap_or_default())
-            && let Some(pkt) = frame::wrap(
-                &mut out,
-                tx.src,
-                tx.dst,
-                dhcp::CLIENT_PORT,
-                dhcp::SERVER_PORT,
-                tx.len,
-            )
-        {
-            sock.send(pkt)?;
-        }
-        while let Some(event) = client.poll_event() {
+        port.transmit(now)?;
+        while let Some(event) = port.client.poll_event() {
             match event {
                 Event::Bound(lease) => {
                     let want = applied(&lease);
@@ -122,22 +103,8 @@ pub fn run<O: Os>(
                 }
             }
         }
-        let wait = client
-            .poll_timeout()
-            .saturating_since(now)
-            .clamp(Duration::from_millis(10), POLL);
-        match sock.recv(&mut inp, wait) {
-            Ok(n) => {
-                if let Some(d) = frame::unwrap(inp.get(..n).unwrap_or_default())
-                    && d.dst_port == dhcp::CLIENT_PORT
-                    && d.src_port == dhcp::SERVER_PORT
-                {
-                    client.handle(os.now(), d.payload);
-                }
-            }
-            Err(NetError::TimedOut) => {}
-            Err(e) => return Err(e),
-        }
+        let wait = port.client.poll_timeout().saturating_since(now).min(POLL);
+        port.receive(wait, || os.now())?;
     }
     Ok(())
 }
@@ -148,6 +115,7 @@ mod tests {
     use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress};
     use std::{cell::RefCell, rc::Rc};
     use ze_hal::fake::{FakeOs, FakeSys};
+    use ze_installer::{dhcp, frame};
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);

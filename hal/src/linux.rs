@@ -833,6 +833,26 @@ impl Os for LinuxOs {
     }
 }
 
+/// Run `f` on a new thread moved into a fresh network namespace (only
+/// `lo`, down), so that tests of netlink and sockets never touch the
+/// host's interfaces; the namespace goes away with the thread. Needs
+/// `CAP_SYS_ADMIN` (root), as every test tier here does. A panic in `f`
+/// is passed on.
+#[cfg(any(test, feature = "fake"))]
+pub fn in_new_network_namespace<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let thread = std::thread::spawn(move || {
+        crate::syscalls::unshare_network_namespace()
+            .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
+        Ok(f())
+    });
+    match thread.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -868,17 +888,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Run `f` on a thread in a fresh network namespace (only `lo`, down),
-    /// so netlink changes never touch the host's interfaces. Needs root,
-    /// as every test tier here does.
     fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        std::thread::spawn(move || {
-            crate::syscalls::unshare_network_namespace()
-                .expect("unshare(CLONE_NEWNET) (tests run as root)");
-            f()
-        })
-        .join()
-        .unwrap()
+        in_new_network_namespace(f).expect("unshare(CLONE_NEWNET) (tests run as root)")
     }
 
     fn lo(os: &mut LinuxOs) -> LinkInfo {

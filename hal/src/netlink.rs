@@ -39,6 +39,7 @@ pub mod consts {
     pub const NLM_F_ACK: u16 = 0x4;
     pub const NLM_F_DUMP: u16 = 0x300;
     pub const NLM_F_REPLACE: u16 = 0x100;
+    pub const NLM_F_EXCL: u16 = 0x200;
     pub const NLM_F_CREATE: u16 = 0x400;
 
     pub const AF_INET: u8 = 2;
@@ -216,7 +217,31 @@ pub fn addr_add(
     addr: Ipv4Addr,
     prefix: u8,
 ) -> Result<&[u8], BufferTooSmall> {
-    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    new_addr(buf, seq, index, addr, prefix, NLM_F_REPLACE)
+}
+
+/// `RTM_NEWADDR` that fails with `EEXIST` when the interface already has
+/// `addr`: for a caller that removes what it added, and must not remove
+/// an address somebody else configured.
+pub fn addr_create(
+    buf: &mut [u8],
+    seq: u32,
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+) -> Result<&[u8], BufferTooSmall> {
+    new_addr(buf, seq, index, addr, prefix, NLM_F_EXCL)
+}
+
+fn new_addr(
+    buf: &mut [u8],
+    seq: u32,
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+    mode: u16,
+) -> Result<&[u8], BufferTooSmall> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode;
     let mut b = Builder::new(buf, RTM_NEWADDR, flags, seq);
     b.push(&ifaddrmsg(index, prefix));
     b.attr(IFA_LOCAL, &addr.octets());
@@ -481,6 +506,21 @@ mod tests {
             .map(|(_, d)| ipv4(d).unwrap())
             .collect();
         assert_eq!(bcast, [Ipv4Addr::new(10, 0, 2, 255)]);
+    }
+
+    #[test]
+    fn addr_create_refuses_an_existing_address_and_addr_add_replaces_it() {
+        let mut buf = [0u8; 128];
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        let create = addr_create(&mut buf, 1, 2, a, 24).unwrap().to_vec();
+        let replace = addr_add(&mut buf, 1, 2, a, 24).unwrap().to_vec();
+        let flags = |m: &[u8]| u16_at(m, 6).unwrap();
+        assert_eq!(flags(&create) & (NLM_F_EXCL | NLM_F_REPLACE), NLM_F_EXCL);
+        assert_eq!(
+            flags(&replace) & (NLM_F_EXCL | NLM_F_REPLACE),
+            NLM_F_REPLACE
+        );
+        assert_eq!(create[16..], replace[16..], "the same address either way");
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub fn block_reread_partitions(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
 
 /// Move the calling thread into a new, empty network namespace (tests run
 /// their netlink and socket checks there, never on the host's interfaces).
-#[cfg(test)]
+#[cfg(any(test, feature = "fake"))]
 pub fn unshare_network_namespace() -> rustix::io::Result<()> {
     // SAFETY: CLONE_NEWNET only changes the network namespace of sockets
     // the calling thread creates from now on; it shares no memory or file

@@ -7,11 +7,7 @@ use super::{
     shell::InterfaceInfo,
 };
 use ze_hal::{
-    linux::Netlink,
-    netlink::{
-        self, Message,
-        consts::{RTM_NEWADDR, RTM_NEWLINK},
-    },
+    netlink::{self, Message, consts::RTM_NEWLINK},
     os::{AddrInfo, LinkInfo},
 };
 
@@ -62,61 +58,15 @@ pub fn as_interface(info: &LinkInfo, addrs: &[AddrInfo]) -> InterfaceInfo {
     }
 }
 
-/// How many times a dump the kernel marks interrupted is tried.
-const DUMP_TRIES: usize = 3;
-
-/// Run a dump, again when the kernel says the table changed meanwhile.
-fn dump_retrying<T>(
-    what: &str,
-    mut dump: impl FnMut() -> Result<Vec<T>, ze_hal::Error>,
-) -> anyhow::Result<Vec<T>> {
-    let eintr = ze_hal::Error::Os(4);
-    for _ in 1..DUMP_TRIES {
-        match dump() {
-            Err(e) if e == eintr => continue,
-            other => return other.map_err(|e| anyhow::anyhow!("netlink {what} dump failed: {e}")),
-        }
-    }
-    dump().map_err(|e| anyhow::anyhow!("netlink {what} dump failed: {e}"))
-}
-
-fn dump_links(nl: &mut Netlink) -> anyhow::Result<Vec<LinkInfo>> {
-    dump_retrying("link", || {
-        let mut out = Vec::new();
-        nl.dump(netlink::get_links, &mut |m| {
-            if let Some(info) = (m.kind == RTM_NEWLINK)
-                .then(|| netlink::parse_link(m.payload))
-                .flatten()
-            {
-                out.push(info);
-            }
-        })
-        .map(|()| out)
-    })
-}
-
 /// The links of this machine (or network namespace).
 pub fn links() -> anyhow::Result<Vec<Link>> {
-    let mut nl = Netlink::open().map_err(|e| anyhow::anyhow!("netlink is not available: {e}"))?;
-    Ok(dump_links(&mut nl)?.iter().map(as_link).collect())
+    Ok(crate::netlink::links()?.iter().map(as_link).collect())
 }
 
 /// The interfaces with their IPv4 addresses.
 pub fn interfaces() -> anyhow::Result<Vec<InterfaceInfo>> {
-    let mut nl = Netlink::open().map_err(|e| anyhow::anyhow!("netlink is not available: {e}"))?;
-    let links = dump_links(&mut nl)?;
-    let addrs = dump_retrying("address", || {
-        let mut addrs = Vec::new();
-        nl.dump(netlink::get_addrs, &mut |m| {
-            if let Some(a) = (m.kind == RTM_NEWADDR)
-                .then(|| netlink::parse_addr(m.payload))
-                .flatten()
-            {
-                addrs.push(a);
-            }
-        })
-        .map(|()| addrs)
-    })?;
+    let links = crate::netlink::links()?;
+    let addrs = crate::netlink::addresses()?;
     Ok(links.iter().map(|l| as_interface(l, &addrs)).collect())
 }
 

@@ -17,6 +17,7 @@
 
 use crate::{
     iso::{self, OVMF_CODE, OVMF_VARS},
+    login,
     vm::{self, Session},
 };
 use anyhow::{Context, bail, ensure};
@@ -359,46 +360,23 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
     let booted = t0.elapsed();
 
     banner(6, &format!("ssh {}@{ip} show version", ctx.ssh.0));
+    let target = login::Target {
+        host: ip.clone(),
+        port: 22,
+        netns: Some(net.name.clone()),
+    };
     let mut ssh_out = String::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
     for command in ["show version", "show interfaces"] {
-        loop {
-            let out = net
-                .command("sshpass")
-                .args(["-p", &ctx.ssh.1, "ssh"])
-                .args([
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                ])
-                .args([
-                    "-o",
-                    "PubkeyAuthentication=no",
-                    "-o",
-                    "ConnectTimeout=20",
-                    "-o",
-                    "LogLevel=ERROR",
-                ])
-                .arg(format!("{}@{ip}", ctx.ssh.0))
-                .arg(command)
-                .output()
-                .context("sshpass and ssh are needed (make deps)")?;
-            if out.status.success() {
-                println!("$ ssh {}@{ip} '{command}'", ctx.ssh.0);
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                print!("{text}");
-                ssh_out.push_str(&text);
-                break;
-            }
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            ensure!(
-                Instant::now() < deadline && !err.contains("Permission denied"),
-                "ssh failed: {}",
-                err.trim()
-            );
-            std::thread::sleep(Duration::from_secs(2));
-        }
+        let text = login::ssh_command(
+            &target,
+            &ctx.ssh.0,
+            &ctx.ssh.1,
+            command,
+            Duration::from_secs(120),
+        )?;
+        println!("$ ssh {}@{ip} '{command}'", ctx.ssh.0);
+        print!("{text}");
+        ssh_out.push_str(&text);
     }
     show_console(&vm, shown);
     let image_line = format!("image: {}", ctx.meta.image);

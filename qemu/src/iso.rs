@@ -583,7 +583,7 @@ pub fn login_on_first_boot(
         let image_line = format!("image: {}", ctx.meta.image);
         let started = Instant::now();
         let shown = crate::login::login_and_show_version(
-            boot.ssh_port,
+            &crate::login::Target::forward(boot.ssh_port),
             &ctx.ssh.0,
             &ctx.ssh.1,
             &image_line,

@@ -10,10 +10,52 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// One `ssh user@127.0.0.1 -p port command` with a password.
-pub fn ssh_once(port: u16, user: &str, password: &str, command: &str) -> anyhow::Result<Output> {
-    Command::new("sshpass")
-        .args(["-p", password, "ssh"])
+/// Where the appliance's SSH server is reached, and how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `127.0.0.1` through a QEMU host forward, or the appliance's own
+    /// address.
+    pub host: String,
+    pub port: u16,
+    /// A network namespace to run the client in (`ip netns exec`).
+    pub netns: Option<String>,
+}
+
+impl Target {
+    /// A QEMU host forward to the guest's port 22.
+    pub fn forward(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            netns: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// One `ssh user@host -p port command` with a password, through OpenSSH's
+/// own client (sshpass feeds the password; no key is offered and no host
+/// key is kept).
+pub fn ssh_once(
+    target: &Target,
+    user: &str,
+    password: &str,
+    command: &str,
+) -> anyhow::Result<Output> {
+    let mut cmd = match &target.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "sshpass"]);
+            c
+        }
+        None => Command::new("sshpass"),
+    };
+    cmd.args(["-p", password, "ssh"])
         .args([
             "-o",
             "StrictHostKeyChecking=no",
@@ -34,8 +76,8 @@ pub fn ssh_once(port: u16, user: &str, password: &str, command: &str) -> anyhow:
             "-o",
             "LogLevel=ERROR",
         ])
-        .args(["-p", &port.to_string()])
-        .arg(format!("{user}@127.0.0.1"))
+        .args(["-p", &target.port.to_string()])
+        .arg(format!("{user}@{}", target.host))
         .arg(command)
         .output()
         .context(
@@ -47,7 +89,7 @@ pub fn ssh_once(port: u16, user: &str, password: &str, command: &str) -> anyhow:
 /// not up yet (connection refused or reset), for at most `timeout`. A
 /// refused password is an error at once.
 pub fn ssh_command(
-    port: u16,
+    target: &Target,
     user: &str,
     password: &str,
     command: &str,
@@ -55,20 +97,20 @@ pub fn ssh_command(
 ) -> anyhow::Result<String> {
     let start = Instant::now();
     loop {
-        let out = ssh_once(port, user, password, command)?;
+        let out = ssh_once(target, user, password, command)?;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         if stderr.contains("Permission denied") {
             bail!(
-                "ssh {user}@127.0.0.1:{port}: the password was refused: {}",
+                "ssh {user}@{target}: the password was refused: {}",
                 stderr.trim()
             );
         }
         if start.elapsed() > timeout {
             bail!(
-                "ssh {user}@127.0.0.1:{port}: no login within {timeout:?}: {}",
+                "ssh {user}@{target}: no login within {timeout:?}: {}",
                 stderr.trim()
             );
         }
@@ -80,18 +122,18 @@ pub fn ssh_command(
 /// version`, whose `image:` line names `image_line`; a wrong password and
 /// an unknown user are refused. Returns the `show version` output.
 pub fn login_and_show_version(
-    port: u16,
+    target: &Target,
     user: &str,
     password: &str,
     image_line: &str,
     timeout: Duration,
 ) -> anyhow::Result<String> {
-    let shown = ssh_command(port, user, password, "show version", timeout)?;
+    let shown = ssh_command(target, user, password, "show version", timeout)?;
     if !shown.lines().any(|l| l.starts_with(image_line)) {
         bail!("`show version` over SSH lacks {image_line:?}:\n{shown}");
     }
     for (u, p) in [(user, "not-the-password"), ("nobody", password)] {
-        let out = ssh_once(port, u, p, "show version")?;
+        let out = ssh_once(target, u, p, "show version")?;
         if out.status.success() {
             bail!("ssh as {u} with a wrong password got in");
         }

@@ -58,6 +58,18 @@ fn ssh(
     password: &str,
     command: &str,
 ) -> std::process::Output {
+    ssh_as(ns, known, "admin", ip, port, password, command)
+}
+
+fn ssh_as(
+    ns: &Netns,
+    known: &Path,
+    user: &str,
+    ip: &str,
+    port: u16,
+    password: &str,
+    command: &str,
+) -> std::process::Output {
     ns.cmd("sshpass")
         .args(["-p", password, "ssh"])
         .args([
@@ -76,7 +88,7 @@ fn ssh(
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known.display()))
         .args(["-p", &port.to_string()])
-        .arg(format!("admin@{ip}"))
+        .args(["-l", user, ip])
         .arg(command)
         .output()
         .unwrap()
@@ -165,6 +177,15 @@ fn b1_b4_b6_ze_start_leases_serves_ssh_commits_and_reloads() {
     assert!(!out.status.success(), "a wrong password got in");
     appliance.wait_for(
         "login failed user=admin from=198.51.100.1 reason=bad-password",
+        Duration::from_secs(5),
+    );
+    // A user name is the client's text: it is quoted in the log line, so
+    // it cannot pass for fields of its own.
+    let forged = "root from=203.0.113.9 reason=ok";
+    let out = ssh_as(&pair.server, &known, forged, &ip, 2222, "x", "show version");
+    assert!(!out.status.success(), "an unknown user got in");
+    appliance.wait_for(
+        "login failed user=\"root from=203.0.113.9 reason=ok\" from=198.51.100.1 reason=unknown-user",
         Duration::from_secs(5),
     );
 

@@ -296,7 +296,7 @@ impl<F: BackendFactory> russh::server::Handler for Conn<F> {
             .map(|mut l| l.check(ip, Instant::now()))
             .unwrap_or(Verdict::Allow);
         if let Verdict::Wait(wait) = verdict {
-            tracing::warn!(target: "sshserver", "login refused user={user} from={ip}: too many failures, retry in {}s", wait.as_secs().max(1));
+            tracing::warn!(target: "sshserver", user, from = %ip, retry_secs = wait.as_secs().max(1), "login refused: too many failures");
             return Ok(password_only());
         }
         let hash = self.shared.accounts.password_hash(user);
@@ -312,7 +312,7 @@ impl<F: BackendFactory> russh::server::Handler for Conn<F> {
             if let Ok(mut l) = self.shared.limiter.lock() {
                 l.succeeded(ip);
             }
-            tracing::info!(target: "sshserver", "login user={user} from={ip}");
+            tracing::info!(target: "sshserver", user, from = %ip, "login");
             self.user = Some(user.to_string());
             Ok(Auth::Accept)
         } else {
@@ -322,10 +322,15 @@ impl<F: BackendFactory> russh::server::Handler for Conn<F> {
                 .lock()
                 .map(|mut l| l.failed(ip, Instant::now()))
                 .unwrap_or(0);
+            // The user name is the client's: a field, so that it is quoted
+            // and escaped in the log line rather than spliced into it.
             tracing::warn!(
                 target: "sshserver",
-                "login failed user={user} from={ip} reason={} failures={failures}",
-                if known { "bad-password" } else { "unknown-user" }
+                user,
+                from = %ip,
+                reason = if known { "bad-password" } else { "unknown-user" },
+                failures,
+                "login failed"
             );
             Ok(password_only())
         }
@@ -399,7 +404,7 @@ impl<F: BackendFactory> russh::server::Handler for Conn<F> {
     ) -> Result<(), Self::Error> {
         let user = self.user.clone().unwrap_or_default();
         let command = String::from_utf8_lossy(data).into_owned();
-        tracing::info!(target: "sshserver", "exec user={user} from={} command={command:?}", self.peer.ip());
+        tracing::info!(target: "sshserver", user = %user, from = %self.peer.ip(), command = %command, "exec");
         let mut shell = Shell::new(self.shared.factory.backend(), &user);
         let reply = tokio::task::block_in_place(|| shell.line(&command));
         session.channel_success(channel)?;

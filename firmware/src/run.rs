@@ -406,6 +406,19 @@ pub fn dhcp_lease<O: Os>(os: &mut O, link: &LinkInfo) -> Result<Option<Lease>, N
     }
 }
 
+/// "router A.B.C.D", or "no router" for a lease without one (the server
+/// is then reached on the link itself).
+struct RouterNote(Option<Ipv4Addr>);
+
+impl core::fmt::Display for RouterNote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "router {r}"),
+            None => f.write_str("no router"),
+        }
+    }
+}
+
 fn apply_lease<O: Os>(os: &mut O, link: &LinkInfo, lease: &Lease) -> Result<(), ze_hal::Error> {
     os.addr_add(link.index, lease.addr, lease.prefix)?;
     if let Some(router) = lease.router {
@@ -514,11 +527,11 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
         };
         say!(
             os,
-            "{}: lease {}/{} router {} from {} for {} s",
+            "{}: lease {}/{} {} from {} for {} s",
             link.name,
             lease.addr,
             lease.prefix,
-            lease.router.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            RouterNote(lease.router),
             lease.server,
             lease.duration.as_secs()
         );
@@ -1058,4 +1071,19 @@ fn perm_stage<O: Os>(
     say!(os, "wrote {} ({size} bytes)", install::ZEFS_PATH);
     os.sync_all();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_without_a_router_says_so() {
+        let mut s: String<32> = String::new();
+        write!(s, "{}", RouterNote(Some(Ipv4Addr::new(192, 0, 2, 1)))).unwrap();
+        assert_eq!(s, "router 192.0.2.1");
+        s.clear();
+        write!(s, "{}", RouterNote(None)).unwrap();
+        assert_eq!(s, "no router");
+    }
 }

@@ -72,6 +72,25 @@ pub fn password_from_stdin() -> anyhow::Result<String> {
     Ok(line.to_string())
 }
 
+/// Ask for a username on the terminal with `question` until a valid one
+/// is given, at most [`prompt::MAX_ATTEMPTS`] times.
+pub fn username_from_terminal(question: &str) -> anyhow::Result<String> {
+    for _ in 0..prompt::MAX_ATTEMPTS {
+        let Some(answer) = prompt::ask(question)? else {
+            bail!("no username entered (end of input); nothing was changed");
+        };
+        let answer = answer.trim().to_string();
+        match validate_username(&answer) {
+            Ok(()) => return Ok(answer),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+    bail!(
+        "no valid username after {} attempts; nothing was changed",
+        prompt::MAX_ATTEMPTS
+    )
+}
+
 /// Ask for a new password twice, without echo. Gives up after three
 /// mismatches.
 pub fn password_from_terminal() -> anyhow::Result<String> {

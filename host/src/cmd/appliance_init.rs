@@ -73,7 +73,9 @@ pub fn run(args: &ApplianceInit) -> anyhow::Result<()> {
 
     let username = match &args.ssh_username {
         Some(u) => u.clone(),
-        None if prompt::stdin_is_terminal() => ask_username()?,
+        None if prompt::stdin_is_terminal() => {
+            credentials::username_from_terminal("SSH username: ")?
+        }
         None => {
             bail!("no terminal to ask on: pass --ssh-username NAME and --ssh-password PASSWORD")
         }
@@ -173,23 +175,6 @@ fn write_tls(dir: &Path, name: &str) -> anyhow::Result<String> {
         y + i64::from(tls::VALID_YEARS),
         d.min(28)
     ))
-}
-
-fn ask_username() -> anyhow::Result<String> {
-    for _ in 0..prompt::MAX_ATTEMPTS {
-        let Some(answer) = prompt::ask("SSH username: ")? else {
-            bail!("no username entered (end of input); nothing was changed");
-        };
-        let answer = answer.trim().to_string();
-        match credentials::validate_username(&answer) {
-            Ok(()) => return Ok(answer),
-            Err(e) => eprintln!("{e}"),
-        }
-    }
-    bail!(
-        "no valid username after {} attempts; nothing was changed",
-        prompt::MAX_ATTEMPTS
-    )
 }
 
 #[cfg(test)]

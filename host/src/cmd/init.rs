@@ -41,7 +41,9 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
 
     let username = match &args.username {
         Some(u) => u.clone(),
-        None if prompt::stdin_is_terminal() && !args.password_stdin => ask_username()?,
+        None if prompt::stdin_is_terminal() && !args.password_stdin => {
+            credentials::username_from_terminal("Username: ")?
+        }
         None => bail!("no terminal to ask on: pass --username NAME (and --password-stdin)"),
     };
     credentials::validate_username(&username)?;
@@ -97,23 +99,6 @@ pub fn new_database_with_hash(
     db.insert(keys::META_CREATED, timefmt::rfc3339(now))?;
     db.insert(keys::META_VERSION, build::VERSION)?;
     Ok(db)
-}
-
-fn ask_username() -> anyhow::Result<String> {
-    for _ in 0..prompt::MAX_ATTEMPTS {
-        let Some(answer) = prompt::ask("Username: ")? else {
-            bail!("no username entered (end of input); nothing was changed");
-        };
-        let answer = answer.trim().to_string();
-        match credentials::validate_username(&answer) {
-            Ok(()) => return Ok(answer),
-            Err(e) => eprintln!("{e}"),
-        }
-    }
-    bail!(
-        "no valid username after {} attempts; nothing was changed",
-        prompt::MAX_ATTEMPTS
-    )
 }
 
 #[cfg(test)]

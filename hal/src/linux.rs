@@ -405,6 +405,18 @@ impl Netlink {
     }
 }
 
+/// The size of a block device in bytes, or of a regular file (host
+/// benchmarks and tests read and write files) when `fd` is one.
+fn device_size(fd: BorrowedFd<'_>) -> Result<u64, Error> {
+    match crate::syscalls::block_size(fd) {
+        Ok(n) => Ok(n),
+        Err(Errno::NOTTY) | Err(Errno::INVAL) => {
+            Ok(rustix::fs::fstat(fd)?.st_size.try_into().unwrap_or(0))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A block device (or, for host benchmarks, a regular file).
 #[derive(Debug)]
 pub struct Disk {
@@ -421,14 +433,7 @@ impl Disk {
 
 impl BlockDev for Disk {
     fn size(&mut self) -> Result<u64, Error> {
-        match crate::syscalls::block_size(self.fd.as_fd()) {
-            Ok(n) => Ok(n),
-            // A regular file (host benchmarks): its length.
-            Err(Errno::NOTTY) | Err(Errno::INVAL) => {
-                Ok(rustix::fs::fstat(&self.fd)?.st_size.try_into().unwrap_or(0))
-            }
-            Err(e) => Err(e.into()),
-        }
+        device_size(self.fd.as_fd())
     }
 
     fn write_at(&mut self, mut offset: u64, mut bytes: &[u8]) -> Result<(), Error> {
@@ -471,13 +476,7 @@ impl Media {
 
 impl BlockRead for Media {
     fn size(&mut self) -> Result<u64, Error> {
-        match crate::syscalls::block_size(self.fd.as_fd()) {
-            Ok(n) => Ok(n),
-            Err(Errno::NOTTY) | Err(Errno::INVAL) => {
-                Ok(rustix::fs::fstat(&self.fd)?.st_size.try_into().unwrap_or(0))
-            }
-            Err(e) => Err(e.into()),
-        }
+        device_size(self.fd.as_fd())
     }
 
     fn read_at(&mut self, mut offset: u64, mut buf: &mut [u8]) -> Result<usize, Error> {

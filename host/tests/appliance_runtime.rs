@@ -8,6 +8,7 @@
 //! SIGHUP makes it take over (B6); `ze start --dry-run` reports the mode;
 //! SIGTERM stops cleanly. Checklist B1, B4, B6, S6.
 
+mod common;
 mod pxe_support;
 
 use pxe_support::*;
@@ -70,24 +71,7 @@ fn ssh_as(
     password: &str,
     command: &str,
 ) -> std::process::Output {
-    ns.cmd("sshpass")
-        .args(["-p", password, "ssh"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            "PubkeyAuthentication=no",
-        ])
-        .args([
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ])
-        .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.display()))
-        .args(["-p", &port.to_string()])
+    common::ssh_with_password(ns.cmd("sshpass"), password, known, port)
         .args(["-l", user, ip])
         .arg(command)
         .output()

@@ -3,6 +3,8 @@
 //! scripted `config edit` + `commit`, one-shot commands; the host key is
 //! kept in zefs. Checklist B4 (credentials from zefs).
 
+mod common;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -115,28 +117,13 @@ fn ssh(
     stdin: Option<&str>,
 ) -> Output {
     let known = server._dir.path().join("known_hosts");
-    let mut cmd = Command::new("sshpass");
-    cmd.arg("-p")
-        .arg(password)
-        .arg("ssh")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            "PubkeyAuthentication=no",
-        ])
-        .args([
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ])
-        .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.display()))
-        .arg("-p")
-        .arg(server.addr.port().to_string())
-        .args(extra)
+    let mut cmd = common::ssh_with_password(
+        Command::new("sshpass"),
+        password,
+        &known,
+        server.addr.port(),
+    );
+    cmd.args(extra)
         .arg(format!("{user}@127.0.0.1"))
         .args(command);
     cmd.stdin(if stdin.is_some() {

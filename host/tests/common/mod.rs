@@ -281,3 +281,33 @@ impl Pty {
         }
     }
 }
+
+/// OpenSSH's client logging in with `password` only (through sshpass),
+/// keeping host keys in `known_hosts`, to `port`. `base` runs sshpass:
+/// `Command::new("sshpass")`, or a wrapper such as `ip netns exec NS
+/// sshpass`. The caller adds the destination and the command.
+pub fn ssh_with_password(
+    mut base: Command,
+    password: &str,
+    known_hosts: &Path,
+    port: u16,
+) -> Command {
+    base.args(["-p", password, "ssh"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args(["-p", &port.to_string()]);
+    base
+}

@@ -82,13 +82,7 @@ pub fn run(source: ConfigSource) -> anyhow::Result<()> {
     let (text, input_ended) = read_config(&source)?;
     let daemon =
         Daemon::from_text(&text, PLUGINS).map_err(|e| anyhow::anyhow!("{}:{e}", source.label()))?;
-    let names: Vec<&str> = PLUGINS.iter().map(|k| k.name).collect();
-    let levels = daemon
-        .settings
-        .log
-        .clone()
-        .with_env(|k| std::env::var(k).ok(), &names)
-        .map_err(anyhow::Error::msg)?;
+    let levels = daemon.log_levels(PLUGINS)?;
     log::install(levels);
     let drain = daemon.settings.drain;
     let shutdown = Shutdown::new().context("cannot create the shutdown event")?;

@@ -125,7 +125,6 @@ pub fn run(ctx: &Context, args: &Start) -> anyhow::Result<()> {
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
     let control = Arc::new(Control::default());
     watch_signals(Arc::clone(&control))?;
-    let names: Vec<&str> = PLUGINS.iter().map(|k| k.name).collect();
     let mut log_handle: Option<log::LogHandle> = None;
     loop {
         let (chosen, warnings) = choose(&db_path)?;
@@ -135,12 +134,7 @@ pub fn run(ctx: &Context, args: &Start) -> anyhow::Result<()> {
         };
         let daemon = Daemon::from_text_with(&chosen.text, PLUGINS, &env)
             .map_err(|e| anyhow::anyhow!("{} configuration: {e}", chosen.source))?;
-        let levels = daemon
-            .settings
-            .log
-            .clone()
-            .with_env(|k| std::env::var(k).ok(), &names)
-            .map_err(anyhow::Error::msg)?;
+        let levels = daemon.log_levels(PLUGINS)?;
         match &log_handle {
             Some(h) => h.set(levels),
             None => log_handle = Some(log::install(levels)),

@@ -184,6 +184,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The log levels to run with: the `daemon { … }` settings, overridden
+    /// by the environment (`ze.log`, `ze.log.<plugin>` for the plugin
+    /// kinds in `kinds`).
+    pub fn log_levels(&self, kinds: &[PluginKind]) -> anyhow::Result<LogLevels> {
+        let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+        self.settings
+            .log
+            .clone()
+            .with_env(|k| std::env::var(k).ok(), &names)
+            .map_err(anyhow::Error::msg)
+    }
+
     /// Parse a config text against the plugin kinds in `kinds`.
     pub fn from_text(text: &str, kinds: &[PluginKind]) -> Result<Daemon, ConfigError> {
         Daemon::from_text_with(text, kinds, &PluginEnv::default())

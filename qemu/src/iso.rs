@@ -61,10 +61,6 @@ pub const DISK_SLACK: u64 = 128 << 20;
 /// Bytes per sector.
 const SECTOR: u64 = 512;
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 /// Everything the cases share: the built image and ISO and the knobs.
 #[derive(Debug)]
 pub struct Ctx {
@@ -151,7 +147,7 @@ impl Ctx {
             "initrd {} not found: run `make initrd` (make ze-install-iso-qemu-test does)",
             initrd.display()
         );
-        let ze = env("ZE_BIN")
+        let ze = suite::env("ZE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/debug/ze"));
         ensure!(
@@ -159,7 +155,7 @@ impl Ctx {
             "{} not found: run `make build-dev` (or point ZE_BIN at a ze)",
             ze.display()
         );
-        let arch = env("ZE_INSTALL_ARCH").unwrap_or_else(|| "amd64".into());
+        let arch = suite::env("ZE_INSTALL_ARCH").unwrap_or_else(|| "amd64".into());
         ensure!(
             arch == "amd64",
             "ZE_INSTALL_ARCH={arch}: the ISO install test boots x86 OVMF; use amd64"
@@ -182,17 +178,9 @@ impl Ctx {
                 "{f} is needed: apt-get install ovmf (or `make deps`)"
             );
         }
-        let boot_timeout = Duration::from_secs(
-            env("ZE_INSTALL_BOOT_TIMEOUT")
-                .map(|v| v.parse().context("ZE_INSTALL_BOOT_TIMEOUT must be seconds"))
-                .transpose()?
-                .unwrap_or(300),
-        );
-        let nic = env("ZE_INSTALL_NIC").unwrap_or_else(|| "virtio-net-pci".into());
-        let ssh = (
-            env("ZE_INSTALL_SSH_USER").unwrap_or_else(|| "admin".into()),
-            env("ZE_INSTALL_SSH_PASS").unwrap_or_else(|| "secret".into()),
-        );
+        let boot_timeout = suite::boot_timeout()?;
+        let nic = suite::nic();
+        let ssh = suite::ssh_credentials();
         fs::create_dir_all(&work)?;
         let config = work.join("config");
         let k = kernel.to_str().context("kernel path")?;
@@ -211,15 +199,15 @@ impl Ctx {
                 APPLIANCE,
             ],
         )?;
-        let image = match env("ZE_INSTALL_IMAGE") {
+        let image = match suite::env("ZE_INSTALL_IMAGE") {
             Some(p) => {
                 let p = PathBuf::from(p);
                 ensure!(p.is_file(), "ZE_INSTALL_IMAGE={} not found", p.display());
                 p
             }
             None => {
-                let size =
-                    env("ZE_INSTALL_IMAGE_SIZE").unwrap_or_else(|| DEFAULT_IMAGE_SIZE.into());
+                let size = suite::env("ZE_INSTALL_IMAGE_SIZE")
+                    .unwrap_or_else(|| DEFAULT_IMAGE_SIZE.into());
                 run_ze(
                     &ze,
                     &config,

@@ -61,8 +61,32 @@ pub struct Ctx {
     pub echo: bool,
 }
 
-fn env(name: &str) -> Option<String> {
+/// A `ZE_INSTALL_*` knob: unset and empty both mean "the default".
+pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `ZE_INSTALL_BOOT_TIMEOUT`: how long one machine may run (default 300 s).
+pub fn boot_timeout() -> anyhow::Result<Duration> {
+    Ok(Duration::from_secs(
+        env("ZE_INSTALL_BOOT_TIMEOUT")
+            .map(|v| v.parse().context("ZE_INSTALL_BOOT_TIMEOUT must be seconds"))
+            .transpose()?
+            .unwrap_or(300),
+    ))
+}
+
+/// `ZE_INSTALL_NIC`: the QEMU network device (default `virtio-net-pci`).
+pub fn nic() -> String {
+    env("ZE_INSTALL_NIC").unwrap_or_else(|| "virtio-net-pci".into())
+}
+
+/// `ZE_INSTALL_SSH_USER` / `ZE_INSTALL_SSH_PASS` (default admin/secret).
+pub fn ssh_credentials() -> (String, String) {
+    (
+        env("ZE_INSTALL_SSH_USER").unwrap_or_else(|| "admin".into()),
+        env("ZE_INSTALL_SSH_PASS").unwrap_or_else(|| "secret".into()),
+    )
 }
 
 /// Find the source tree root (where `build/` lives).
@@ -113,8 +137,7 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 /// The test database: one admin user (`ZE_INSTALL_SSH_USER`/`_PASS`,
 /// default admin/secret), bcrypt-hashed, in real zefs format.
 pub fn make_zefs() -> anyhow::Result<Vec<u8>> {
-    let user = env("ZE_INSTALL_SSH_USER").unwrap_or_else(|| "admin".into());
-    let pass = env("ZE_INSTALL_SSH_PASS").unwrap_or_else(|| "secret".into());
+    let (user, pass) = ssh_credentials();
     let db = ze::cmd::init::new_database(&user, &pass, 0)?;
     Ok(db.to_bytes())
 }
@@ -134,13 +157,8 @@ impl Ctx {
             arch == "amd64" || arch == "arm64",
             "ZE_INSTALL_ARCH={arch}: use amd64 or arm64"
         );
-        let boot_timeout = Duration::from_secs(
-            env("ZE_INSTALL_BOOT_TIMEOUT")
-                .map(|v| v.parse().context("ZE_INSTALL_BOOT_TIMEOUT must be seconds"))
-                .transpose()?
-                .unwrap_or(300),
-        );
-        let nic = env("ZE_INSTALL_NIC").unwrap_or_else(|| "virtio-net-pci".into());
+        let boot_timeout = boot_timeout()?;
+        let nic = nic();
         std::fs::create_dir_all(&work)?;
         let image = match env("ZE_INSTALL_IMAGE") {
             Some(p) => std::fs::read(&p).with_context(|| format!("ZE_INSTALL_IMAGE={p}"))?,

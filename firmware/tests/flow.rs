@@ -2,6 +2,8 @@
 //! `ze_hal::fake::FakeOs`: a scripted machine whose clock moves only when
 //! the installer waits. Checklist ids in the names.
 
+mod common;
+
 use std::{cell::RefCell, net::Ipv4Addr, rc::Rc};
 use ze_hal::{
     PowerAction,
@@ -171,40 +173,12 @@ fn i3_i5_i6_i7_i17_install_writes_the_first_mib_last_and_reboots() {
             .position(|e| e == p)
             .unwrap_or_else(|| panic!("no {p:?} in {ev:#?}"))
     };
-    let offset = |e: &str| -> Option<usize> {
-        e.strip_prefix("write /dev/vda ")?
-            .split('+')
-            .next()?
-            .parse()
-            .ok()
-    };
-    let first_tail = ev
-        .iter()
-        .position(|e| offset(e).is_some_and(|o| o >= HEAD_LEN))
-        .unwrap();
-    let head_writes: Vec<usize> = ev
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.starts_with("write /dev/vda 0+"))
-        .map(|(i, _)| i)
-        .collect();
-    assert!(
-        head_writes[0] < first_tail,
-        "the first MiB is zeroed before anything else"
-    );
-    let head_final = *head_writes.last().unwrap();
-    assert_eq!(ev[head_final], format!("write /dev/vda 0+{HEAD_LEN}"));
-    let last_tail = ev
-        .iter()
-        .rposition(|e| offset(e).is_some_and(|o| o >= HEAD_LEN))
-        .unwrap();
-    assert!(last_tail < head_final, "the first MiB is written last");
+    let (_, head_final) = common::assert_head_written_last(&ev);
     assert_eq!(
         ev[head_final - 1],
         "sync /dev/vda",
         "the rest is synced before the head"
     );
-    assert_eq!(ev[head_final + 1], "sync /dev/vda");
     let order = [
         "rrpart /dev/vda",
         "mount /dev/vda4 /perm",

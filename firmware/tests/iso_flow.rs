@@ -4,6 +4,8 @@
 //! byte, or by `xorriso` as `ze appliance iso` does. Checklist O1–O5 in
 //! the names.
 
+mod common;
+
 use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use ze_hal::{
@@ -290,39 +292,11 @@ fn o1_o4_o5_iso_install_writes_the_image_first_mib_last_and_powers_off() {
     assert!(ev.contains(&"open-ro /dev/sr0".to_string()));
     assert!(!touched(&m, "sr0"));
     // Write order: zero the head, the rest, fsync, the head, fsync, sync.
-    let offset = |e: &str| -> Option<usize> {
-        e.strip_prefix("write /dev/vda ")?
-            .split('+')
-            .next()?
-            .parse()
-            .ok()
-    };
-    let first_tail = ev
-        .iter()
-        .position(|e| offset(e).is_some_and(|o| o >= HEAD_LEN))
-        .unwrap();
-    let last_tail = ev
-        .iter()
-        .rposition(|e| offset(e).is_some_and(|o| o >= HEAD_LEN))
-        .unwrap();
-    let heads: Vec<usize> = ev
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.starts_with("write /dev/vda 0+"))
-        .map(|(i, _)| i)
-        .collect();
-    assert!(
-        heads[0] < first_tail,
-        "first MiB zeroed before anything else"
-    );
-    let head = *heads.last().unwrap();
-    assert_eq!(ev[head], format!("write /dev/vda 0+{HEAD_LEN}"));
-    assert!(last_tail < head, "the first MiB is written last");
+    let (last_tail, head) = common::assert_head_written_last(&ev);
     assert!(
         ev[last_tail..head].contains(&"sync /dev/vda".to_string()),
         "fsync between the rest and the head"
     );
-    assert_eq!(ev[head + 1], "sync /dev/vda");
     assert_eq!(ev.last().unwrap(), "sync");
 }
 

@@ -89,6 +89,17 @@ impl fmt::Write for Line {
     }
 }
 
+/// Print one `[ze-install] ` line on every console of an
+/// [`ze_hal::Os`]: `say!(os, "target disk {path}")`.
+macro_rules! say {
+    ($os:expr, $($arg:tt)*) => {{
+        let mut line = $crate::console::Line::new();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!($($arg)*));
+        $os.consoles_write(line.finish());
+    }};
+}
+pub(crate) use say;
+
 /// How often a progress line may be printed.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -1,5 +1,5 @@
 //! The sans-IO DHCP [`Client`] wired to one interface's packet socket: the
-//! I/O half shared by the installer ([`crate::run::dhcp_lease`], until a
+//! I/O half shared by the installer ([`crate::run::network::dhcp_lease`], until a
 //! first lease) and the appliance's `dhcpclient` plugin (for good, with
 //! renew and rebind). The policy — how long to wait, what to do with a
 //! lease — stays with the caller.

@@ -202,6 +202,17 @@ pub enum Fatal {
     ZefsTooLarge(u64),
 }
 
+impl Fatal {
+    /// A required kernel parameter is not there.
+    pub fn missing(key: &'static str) -> Self {
+        Fatal::Cmdline(CmdlineError {
+            key,
+            value: heapless::String::new(),
+            problem: crate::cmdline::Problem::Missing,
+        })
+    }
+}
+
 /// Lower-case hex of a digest.
 #[derive(Debug, Clone, Copy)]
 pub struct Hex<'a>(pub &'a [u8]);

@@ -23,7 +23,6 @@ pub mod gunzip;
 pub mod http;
 pub mod install;
 pub mod iso9660;
-pub mod media;
 pub mod net;
 pub mod recovery;
 pub mod run;

@@ -10,11 +10,7 @@ use ze_hal::{
     fake::{FakeOs, FakeResponse, FakeSys},
     os::{LinkInfo, RouteInfo},
 };
-use ze_installer::{
-    install::HEAD_LEN,
-    recovery::password_digest,
-    run::{self, Buffers},
-};
+use ze_installer::{install::HEAD_LEN, recovery::password_digest};
 
 const MIB: usize = 1 << 20;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
@@ -107,13 +103,7 @@ fn machine(extra: &str, kernel_route: bool) -> Machine {
 }
 
 fn boot(m: &mut Machine) -> PowerAction {
-    let mut head = vec![0u8; HEAD_LEN];
-    let mut io = vec![0u8; ze_installer::install::IO_CHUNK];
-    let mut bufs = Buffers {
-        head: &mut head,
-        io: &mut io,
-    };
-    run::boot(&mut m.os, &mut bufs)
+    common::boot(&mut m.os)
 }
 
 fn disk(m: &Machine) -> Vec<u8> {

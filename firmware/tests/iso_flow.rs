@@ -12,10 +12,7 @@ use ze_hal::{
     PowerAction,
     fake::{FakeOs, FakeSys},
 };
-use ze_installer::{
-    install::HEAD_LEN,
-    run::{self, Buffers},
-};
+use ze_installer::install::HEAD_LEN;
 
 const MIB: usize = 1 << 20;
 const ID: &str = "0123456789abcdef0123456789abcdef";
@@ -195,13 +192,7 @@ fn checked(image: &[u8]) -> String {
 }
 
 fn boot(m: &mut Machine) -> PowerAction {
-    let mut head = vec![0u8; HEAD_LEN];
-    let mut io = vec![0u8; ze_installer::install::IO_CHUNK];
-    let mut bufs = Buffers {
-        head: &mut head,
-        io: &mut io,
-    };
-    run::boot(&mut m.os, &mut bufs)
+    common::boot(&mut m.os)
 }
 
 fn disk(m: &Machine, name: &str) -> Vec<u8> {

@@ -7,7 +7,7 @@
 //! - start-up: from the kernel's `Run /init` to the first `[ze-install]`
 //!   line on the serial console, both initrds booted alternately in QEMU;
 //! - pipeline: the firmware's own download + sha256 + write code
-//!   (`run::write_image` over `LinuxOs` sockets into a file), vs
+//!   (`run::http_install::write_image` over `LinuxOs` sockets into a file), vs
 //!   `curl | tee >(sha256sum) | dd conv=fsync`, against the same loopback
 //!   server.
 
@@ -126,14 +126,19 @@ fn ours_once(port: u16, image: &str, out: &Path, len: u64) -> anyhow::Result<f64
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut os = LinuxOs::new();
     let mut disk = Disk::open(out.to_str().context("path")?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut head = vec![0u8; install::HEAD_LEN];
-    let mut io = vec![0u8; install::IO_CHUNK];
+    let mut head: Box<[u8; install::HEAD_LEN]> = vec![0u8; install::HEAD_LEN]
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("head buffer"))?;
+    let mut io: Box<[u8; install::IO_CHUNK]> = vec![0u8; install::IO_CHUNK]
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("io buffer"))?;
     let mut bufs = run::Buffers {
         head: &mut head,
         io: &mut io,
     };
     let t = Instant::now();
-    run::write_image(&mut os, &cfg, &mut disk, &mut bufs).map_err(|e| anyhow::anyhow!("{e}"))?;
+    run::http_install::write_image(&mut os, &cfg, &mut disk, &mut bufs)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(t.elapsed().as_secs_f64())
 }
 

@@ -1,7 +1,23 @@
 //! Checks shared by the firmware's flow tests.
 #![allow(dead_code)]
 
-use ze_installer::install::HEAD_LEN;
+use ze_hal::{PowerAction, fake::FakeOs};
+use ze_installer::{
+    install::{HEAD_LEN, IO_CHUNK},
+    run::{self, Buffers},
+};
+
+/// Boot the installer on `os` with buffers from the heap, as PID 1 has
+/// them on its stack.
+pub fn boot(os: &mut FakeOs) -> PowerAction {
+    let mut head: Box<[u8; HEAD_LEN]> = vec![0u8; HEAD_LEN].try_into().unwrap();
+    let mut io: Box<[u8; IO_CHUNK]> = vec![0u8; IO_CHUNK].try_into().unwrap();
+    let mut bufs = Buffers {
+        head: &mut head,
+        io: &mut io,
+    };
+    run::boot(os, &mut bufs)
+}
 
 /// The write order every install must keep on `/dev/vda`, from the fake
 /// OS's event log: the first MiB is zeroed before anything else, the rest

@@ -1,4 +1,4 @@
-//! The runner's ISO mode (spec "Appliance ISO Install", checklist O1–O5):
+//! The ISO install (spec "Appliance ISO Install", checklist O1–O5):
 //! find the installer media by its media id, choose the disk with the media
 //! excluded and without guessing, then stream `/ze/<ze.image>.gz` from the
 //! media through [`crate::gunzip`] and sha256 onto the disk, first MiB
@@ -20,16 +20,20 @@
 //! `mtdblock`. Every device carrying the media id is excluded from the
 //! targets.
 
+use super::{
+    download::Sink,
+    target::{self, Buffers, ImageSink},
+};
 use crate::{
     cmdline::{self, Config, Digest},
+    console::say,
     console::{Line, Progress},
     disk::{self, Mode},
     gunzip::{self, Gunzip},
     install::{self, Fatal, Hex, MEDIA_PATH},
     iso9660::{self, Entry, SECTOR_SIZE, SectorRead, Volume},
-    run::{self, Buffers, ImageSink, Sink, say},
 };
-use core::{fmt::Write, time::Duration};
+use core::time::Duration;
 use heapless::{String, Vec};
 use sha2::{Digest as _, Sha256};
 use ze_hal::{
@@ -234,11 +238,7 @@ fn sidecar_digest<M: BlockRead>(media: &mut M, volume: &Volume, path: &str) -> O
 /// The whole ISO install, up to (not including) the power-off.
 pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Result<(), Fatal> {
     let Some(id) = cfg.media_id else {
-        return Err(Fatal::Cmdline(cmdline::CmdlineError {
-            key: "ze.media-id",
-            value: String::new(),
-            problem: cmdline::Problem::Missing,
-        }));
+        return Err(Fatal::missing("ze.media-id"));
     };
     let want = media_id_hex(&id);
     say!(
@@ -287,7 +287,7 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         }
     };
     let names: Vec<&str, MAX_MEDIA> = sources.iter().map(|s| s.as_str()).collect();
-    let facts = run::choose_disk(os, cfg, Mode::Iso { sources: &names })?;
+    let facts = target::choose_disk(os, cfg, Mode::Iso { sources: &names })?;
     let path = disk::disk_path(&facts.name);
     let io_err = |what| move |error| Fatal::DiskIo { what, error };
     let mut dev = os.disk_open(&path).map_err(io_err("open"))?;
@@ -298,7 +298,7 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
     {
         return Err(Fatal::TooLarge { image, disk: size });
     }
-    run::disarm(&mut dev, size, bufs.io).map_err(io_err("zero the first MiB"))?;
+    target::disarm(&mut dev, size, &mut bufs.io[..]).map_err(io_err("zero the first MiB"))?;
     match cfg.size {
         Some(n) => say!(
             os,
@@ -320,7 +320,7 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
     match write_from_media(os, source, cfg, digest, &mut dev, size, bufs) {
         Ok((total, digest)) => say!(os, "image written: {total} bytes, sha256 {}", Hex(&digest)),
         Err(fatal) => {
-            let _ = run::disarm(&mut dev, size, bufs.io);
+            let _ = target::disarm(&mut dev, size, &mut bufs.io[..]);
             return Err(fatal);
         }
     }

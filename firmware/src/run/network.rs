@@ -1,0 +1,382 @@
+//! The runner's network stage (spec: "Kernel Command Line"; the policy is
+//! in [`crate::net`]): trust the kernel's route only when `ze.server`
+//! answers a probe, else bring every interface up, run DHCP on each and
+//! keep the first lease that reaches the server.
+
+use crate::{
+    cmdline::Config,
+    console::say,
+    dhcp::{Event, Lease},
+    dhcp_port::DhcpPort,
+    http::{self, HttpError, Method, Response},
+    install::{self, Fatal},
+    net::{self, Mac, ProbeResult, Prober},
+};
+use core::net::Ipv4Addr;
+use heapless::{String, Vec};
+use ze_hal::os::{LinkInfo, NetError, Os, TcpConn};
+
+/// The longest URL path built.
+pub const MAX_URL_PATH: usize = 192;
+
+/// `dir` + `name`, as a request path.
+pub fn url_path(dir: &str, name: &str) -> String<MAX_URL_PATH> {
+    let mut p = String::new();
+    let _ = p.push_str(dir);
+    let _ = p.push_str(name);
+    p
+}
+
+pub(crate) fn links<O: Os>(os: &mut O) -> Vec<LinkInfo, { net::MAX_LINKS }> {
+    let mut out: Vec<LinkInfo, { net::MAX_LINKS }> = Vec::new();
+    let _ = os.links(&mut |l| {
+        let _ = out.push(l.clone());
+    });
+    out
+}
+
+fn link_name(links: &[LinkInfo], index: u32) -> &str {
+    links
+        .iter()
+        .find(|l| l.index == index)
+        .map(|l| l.name.as_str())
+        .unwrap_or("?")
+}
+
+/// Log interface state and routes (every 10 probes, and in diagnostics).
+pub fn log_network<O: Os>(os: &mut O) {
+    let all = links(os);
+    for l in &all {
+        say!(
+            os,
+            "link {} index {} {} {} {}",
+            l.name,
+            l.index,
+            if l.up { "up" } else { "down" },
+            if l.carrier { "carrier" } else { "no-carrier" },
+            Mac(l.mac)
+        );
+    }
+    let mut addrs: Vec<ze_hal::os::AddrInfo, 16> = Vec::new();
+    let _ = os.addrs(&mut |a| {
+        let _ = addrs.push(*a);
+    });
+    for a in &addrs {
+        say!(
+            os,
+            "addr {} {}/{}",
+            link_name(&all, a.index),
+            a.addr,
+            a.prefix
+        );
+    }
+    let mut routes: Vec<ze_hal::os::RouteInfo, 16> = Vec::new();
+    let _ = os.routes(&mut |r| {
+        let _ = routes.push(*r);
+    });
+    if routes.is_empty() {
+        say!(os, "route: none");
+    }
+    for r in &routes {
+        let name = link_name(&all, r.oif);
+        match (r.prefix, r.gateway) {
+            (0, Some(gw)) => say!(os, "route default via {gw} dev {name}"),
+            (p, Some(gw)) => say!(os, "route {}/{p} via {gw} dev {name}", r.dst),
+            (p, None) => say!(os, "route {}/{p} dev {name}", r.dst),
+        }
+    }
+}
+
+/// One reachability probe: `HEAD path` with [`net::PROBE_TIMEOUT`].
+pub fn probe<O: Os>(os: &mut O, server: Ipv4Addr, port: u16, path: &str) -> ProbeResult {
+    let deadline = os.now() + net::PROBE_TIMEOUT;
+    let mut tcp = match os.tcp_connect(server, port, net::PROBE_TIMEOUT) {
+        Ok(t) => t,
+        Err(e) => return ProbeResult::TcpUnreachable(e),
+    };
+    let mut req = [0u8; http::MAX_REQUEST];
+    let Ok(req) = http::write_request(&mut req, Method::Head, server, port, path, 0) else {
+        return ProbeResult::HttpError(Some(HttpError::RequestTooLarge));
+    };
+    if tcp.send_all(req, net::PROBE_TIMEOUT).is_err() {
+        return ProbeResult::HttpError(None);
+    }
+    let mut resp = Response::new(Method::Head);
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_since(os.now());
+        if left.is_zero() {
+            return ProbeResult::HttpError(None);
+        }
+        match tcp.recv(&mut buf, left) {
+            Ok(0) => return ProbeResult::HttpError(Some(HttpError::NoHead)),
+            Ok(n) => match resp.feed(buf.get(..n).unwrap_or_default()) {
+                Ok(fed) => {
+                    if let Some(head) = fed.head {
+                        return ProbeResult::Answered(head.status);
+                    }
+                }
+                Err(e) => return ProbeResult::HttpError(Some(e)),
+            },
+            Err(_) => return ProbeResult::HttpError(None),
+        }
+    }
+}
+
+/// Probe up to `limit` attempts of the budget; `Ok` when reachable, else
+/// the last result.
+fn probe_some<O: Os>(
+    os: &mut O,
+    prober: &mut Prober,
+    limit: u32,
+    server: Ipv4Addr,
+    port: u16,
+    path: &str,
+) -> Result<ProbeResult, Option<ProbeResult>> {
+    let mut last = None;
+    for _ in 0..limit {
+        let Some(n) = prober.take() else {
+            break;
+        };
+        let start = os.now();
+        let r = probe(os, server, port, path);
+        say!(os, "probe {n}/{} {server}:{port}: {r}", prober.budget());
+        if r.reachable() {
+            return Ok(r);
+        }
+        last = Some(r);
+        if Prober::diagnostics_due(n) {
+            log_network(os);
+        }
+        let elapsed = os.now().saturating_since(start);
+        if prober.left() > 0 {
+            os.sleep(net::PROBE_PERIOD.saturating_sub(elapsed));
+        }
+    }
+    Err(last)
+}
+
+fn has_default_route<O: Os>(os: &mut O) -> Option<(Ipv4Addr, u32)> {
+    let mut found = None;
+    let _ = os.routes(&mut |r| {
+        if r.prefix == 0 && found.is_none() {
+            found = Some((r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED), r.oif));
+        }
+    });
+    found
+}
+
+/// Run DHCP on one interface until a lease or [`net::DHCP_TIMEOUT`].
+pub fn dhcp_lease<O: Os>(os: &mut O, link: &LinkInfo) -> Result<Option<Lease>, NetError> {
+    let mut port = DhcpPort::open(os, link)?;
+    let deadline = os.now() + net::DHCP_TIMEOUT;
+    loop {
+        let now = os.now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        port.transmit(now)?;
+        if let Some(Event::Bound(lease)) = port.client.poll_event() {
+            return Ok(Some(lease));
+        }
+        let wake = port.client.poll_timeout().min(deadline);
+        port.receive(wake.saturating_since(now), || os.now())?;
+    }
+}
+
+/// "router A.B.C.D", or "no router" for a lease without one (the server
+/// is then reached on the link itself).
+struct RouterNote(Option<Ipv4Addr>);
+
+impl core::fmt::Display for RouterNote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "router {r}"),
+            None => f.write_str("no router"),
+        }
+    }
+}
+
+fn apply_lease<O: Os>(os: &mut O, link: &LinkInfo, lease: &Lease) -> Result<(), ze_hal::Error> {
+    os.addr_add(link.index, lease.addr, lease.prefix)?;
+    if let Some(router) = lease.router {
+        os.route_add_default(link.index, router)?;
+    }
+    Ok(())
+}
+
+/// Configure the network until `ze.server` answers (spec: "Kernel Command
+/// Line"). See [`net`] for the policy.
+pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
+    let Some((server, port)) = cfg.server() else {
+        return Err(Fatal::missing("ze.server"));
+    };
+    let path = url_path(install::IMAGE_URL, &cfg.image);
+    let mut prober = Prober::new(cfg.wait);
+    let mut last: Option<ProbeResult> = None;
+    let unreachable = |prober: &Prober, last| Fatal::Unreachable {
+        server,
+        port,
+        attempts: prober.used(),
+        last,
+    };
+
+    if let Some((gw, oif)) = has_default_route(os) {
+        let all = links(os);
+        say!(
+            os,
+            "kernel network: default route via {gw} dev {}",
+            link_name(&all, oif)
+        );
+        if cfg.wait == 0 {
+            say!(os, "ze.wait=0: not probing ze.server");
+            return Ok(());
+        }
+        match probe_some(os, &mut prober, net::TRUST_ATTEMPTS, server, port, &path) {
+            Ok(_) => {
+                say!(os, "using the kernel's network configuration");
+                return Ok(());
+            }
+            Err(l) => {
+                last = l;
+                say!(
+                    os,
+                    "the kernel's route does not reach {server}:{port}; trying DHCP on every interface"
+                );
+            }
+        }
+    } else {
+        say!(
+            os,
+            "no default route from the kernel; trying DHCP on every interface"
+        );
+    }
+
+    // Bring every candidate up and wait for carrier.
+    let all = links(os);
+    for l in net::candidates(&all) {
+        if let Err(e) = os.link_up(l.index) {
+            say!(os, "{}: cannot bring up: {e}", l.name);
+        }
+    }
+    let start = os.now();
+    let mut with_carrier = links(os);
+    loop {
+        let waiting = net::candidates(&with_carrier).any(|l| !l.carrier);
+        if !waiting || os.now().saturating_since(start) >= net::CARRIER_WAIT {
+            break;
+        }
+        os.sleep(net::CARRIER_POLL);
+        with_carrier = links(os);
+    }
+    let mut first_lease: Option<(LinkInfo, Lease)> = None;
+    let mut tried = 0usize;
+    for link in net::candidates(&with_carrier) {
+        if !link.carrier {
+            say!(
+                os,
+                "{}: no carrier after {} s; skipped",
+                link.name,
+                net::CARRIER_WAIT.as_secs()
+            );
+            continue;
+        }
+        tried += 1;
+        let _ = os.flush(link.index);
+        let lease = match dhcp_lease(os, link) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                say!(
+                    os,
+                    "{}: no DHCP lease in {} s",
+                    link.name,
+                    net::DHCP_TIMEOUT.as_secs()
+                );
+                continue;
+            }
+            Err(e) => {
+                say!(os, "{}: DHCP failed: {e}", link.name);
+                continue;
+            }
+        };
+        say!(
+            os,
+            "{}: lease {}/{} {} from {} for {} s",
+            link.name,
+            lease.addr,
+            lease.prefix,
+            RouterNote(lease.router),
+            lease.server,
+            lease.duration.as_secs()
+        );
+        if let Err(e) = apply_lease(os, link, &lease) {
+            say!(os, "{}: cannot apply the lease: {e}", link.name);
+            let _ = os.flush(link.index);
+            continue;
+        }
+        if cfg.wait == 0 {
+            say!(os, "ze.wait=0: not probing ze.server");
+            return Ok(());
+        }
+        match probe_some(os, &mut prober, net::VERIFY_ATTEMPTS, server, port, &path) {
+            Ok(_) => {
+                say!(os, "{}: reaches {server}:{port}; using it", link.name);
+                return Ok(());
+            }
+            Err(l) => {
+                last = l.or(last);
+                say!(
+                    os,
+                    "{}: cannot reach {server}:{port} through this lease; flushed",
+                    link.name
+                );
+                let _ = os.flush(link.index);
+                if first_lease.is_none() {
+                    first_lease = Some((link.clone(), lease));
+                }
+            }
+        }
+    }
+    let Some((link, lease)) = first_lease else {
+        if prober.used() > 0 {
+            return Err(unreachable(&prober, last));
+        }
+        return Err(Fatal::NoLease { tried });
+    };
+    // The server may just be slow to become reachable (switch ports in
+    // STP listening state): keep the first lease and use the rest of the
+    // ze.wait budget.
+    if prober.left() == 0 {
+        return Err(unreachable(&prober, last));
+    }
+    say!(
+        os,
+        "{}: keeping the lease and waiting for {server}:{port}",
+        link.name
+    );
+    if let Err(e) = apply_lease(os, &link, &lease) {
+        say!(os, "{}: cannot apply the lease: {e}", link.name);
+        return Err(unreachable(&prober, last));
+    }
+    let left = prober.left();
+    match probe_some(os, &mut prober, left, server, port, &path) {
+        Ok(_) => Ok(()),
+        Err(l) => Err(unreachable(&prober, l.or(last))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    #[test]
+    fn a_lease_without_a_router_says_so() {
+        let mut s: String<32> = String::new();
+        write!(s, "{}", RouterNote(Some(Ipv4Addr::new(192, 0, 2, 1)))).unwrap();
+        assert_eq!(s, "router 192.0.2.1");
+        s.clear();
+        write!(s, "{}", RouterNote(None)).unwrap();
+        assert_eq!(s, "no router");
+    }
+}

@@ -5,12 +5,15 @@
 
 use crate::{
     config::brace,
-    daemon::{Daemon, PLUGINS},
-    dhcpserver::{
-        pool::LeasePool,
-        server::{DhcpServer, PxeSettings, ServerSettings},
+    daemon::Daemon,
+    plugins::PLUGINS,
+    provision::{
+        dhcp::{
+            pool::LeasePool,
+            server::{DhcpServer, PxeSettings, ServerSettings},
+        },
+        tftp::transfer::{self, Limits},
     },
-    tftpserver::transfer::{self, Limits},
     wire::{dhcp, http, tftp},
 };
 use std::net::Ipv4Addr;

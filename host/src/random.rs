@@ -35,12 +35,7 @@ pub fn fill_or_report(buf: &mut [u8], waiting: impl FnOnce()) -> io::Result<()> 
 pub fn hex(n: usize) -> io::Result<String> {
     let mut bytes = vec![0u8; n];
     fill(&mut bytes)?;
-    Ok(to_hex(&bytes))
-}
-
-/// Lowercase hex of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(crate::digest::hex(&bytes))
 }
 
 #[cfg(test)]

@@ -328,6 +328,34 @@ impl Zefs {
     }
 }
 
+/// The role of the user `ze init` and the provisioning server create.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// A fresh database: one admin user, `meta/created`, `meta/version`.
+pub fn new_database(username: &str, password: &str, now: i64) -> anyhow::Result<Zefs> {
+    new_database_with_hash(username, &crate::credentials::hash_password(password)?, now)
+}
+
+/// [`new_database`] for a password that is already a bcrypt hash (the
+/// provisioning server's `database.zefs`).
+pub fn new_database_with_hash(
+    username: &str,
+    password_hash: &str,
+    now: i64,
+) -> anyhow::Result<Zefs> {
+    let mut db = Zefs::new();
+    db.set_user(
+        username,
+        &UserRecord {
+            role: ADMIN_ROLE.into(),
+            password_hash: password_hash.into(),
+        },
+    )?;
+    db.insert(keys::META_CREATED, crate::timefmt::rfc3339(now))?;
+    db.insert(keys::META_VERSION, crate::build::VERSION)?;
+    Ok(db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +459,26 @@ mod tests {
         assert!(db.insert("", "x").is_err());
         assert!(db.insert(&"k".repeat(MAX_KEY_LEN + 1), "x").is_err());
         assert!(db.insert(&"k".repeat(MAX_KEY_LEN), "x").is_ok());
+    }
+
+    #[test]
+    fn l6_new_database_holds_user_and_meta_only() {
+        let db = new_database("admin", "secret", 1_781_712_000).unwrap();
+        assert_eq!(
+            db.keys().collect::<Vec<_>>(),
+            ["auth/user/admin", "meta/created", "meta/version"]
+        );
+        assert_eq!(db.get(keys::META_CREATED).unwrap(), b"2026-06-17T16:00:00Z");
+        let user = db.user("admin").unwrap();
+        assert_eq!(user.role, "admin");
+        assert!(crate::credentials::verify_password(
+            "secret",
+            &user.password_hash
+        ));
+        let bytes = db.to_bytes();
+        assert!(
+            !bytes.windows(6).any(|w| w == b"secret"),
+            "plaintext stored"
+        );
     }
 }

@@ -614,8 +614,7 @@ pub fn login_on_first_boot(
 fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
     fs::create_dir_all(dir)?;
     let hash = ze::credentials::hash_password(&ctx.ssh.1)?;
-    let zefs =
-        ze::cmd::init::new_database_with_hash(&ctx.ssh.0, &hash, ze::timefmt::now())?.to_bytes();
+    let zefs = ze::zefs::new_database_with_hash(&ctx.ssh.0, &hash, ze::timefmt::now())?.to_bytes();
     let srv = Server::start()?;
     srv.put(
         &format!("/install/image/{}", ctx.meta.image),

@@ -138,7 +138,7 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 /// default admin/secret), bcrypt-hashed, in real zefs format.
 pub fn make_zefs() -> anyhow::Result<Vec<u8>> {
     let (user, pass) = ssh_credentials();
-    let db = ze::cmd::init::new_database(&user, &pass, 0)?;
+    let db = ze::zefs::new_database(&user, &pass, 0)?;
     Ok(db.to_bytes())
 }
 

@@ -21,18 +21,15 @@ use super::{
     size::{ByteSize, human},
 };
 use crate::{
-    build,
-    cmd::init::ADMIN_ROLE,
-    fsutil,
+    build, fsutil,
     manifest::Manifest,
     timefmt,
     zefs::{UserRecord, Zefs, keys},
 };
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
 use std::{
     fs::{self, File},
-    io::{Read, Write},
+    io::Write,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -101,7 +98,7 @@ pub fn database(inputs: &Inputs, image: &str) -> anyhow::Result<Zefs> {
     db.set_user(
         &ssh.username,
         &UserRecord {
-            role: ADMIN_ROLE.into(),
+            role: crate::zefs::ADMIN_ROLE.into(),
             password_hash: ssh.password_hash.clone(),
         },
     )?;
@@ -224,23 +221,18 @@ impl<'a> Progress<'a> {
 /// Hash `path` (all `len` bytes, holes included) with progress.
 pub fn sha256_file(path: &Path, len: u64, log: &mut dyn Write) -> anyhow::Result<String> {
     let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
     let mut progress = Progress::new(log, "hashing", len);
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
+    let mut done = 0u64;
+    let (read, sum) = crate::digest::sha256_stream(&mut file, &mut |chunk| {
+        done += chunk.len() as u64;
         progress.update(done);
-    }
-    if done != len {
+        Ok(())
+    })
+    .with_context(|| format!("cannot read {}", path.display()))?;
+    if read != len {
         bail!("{} changed size while it was hashed", path.display());
     }
-    Ok(crate::random::to_hex(&hasher.finalize()))
+    Ok(sum)
 }
 
 /// Write the image. Progress goes to `log`.

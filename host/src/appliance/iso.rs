@@ -33,10 +33,9 @@ use crate::{build, manifest::Manifest, timefmt};
 use anyhow::{Context, bail};
 use flate2::{Compression, write::GzEncoder};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::{
     fs::{self, File},
-    io::{Read, Write},
+    io::Write,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     process::Command,
@@ -238,25 +237,19 @@ fn gzip_and_hash(image: &Path, out: &Path, log: &mut dyn Write) -> anyhow::Resul
     let total = src.metadata()?.len();
     let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(dst), Compression::new(GZIP_LEVEL));
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
     let mut progress = Progress::new(log, "compressing", total);
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        gz.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        done += n as u64;
+    let mut done = 0u64;
+    let (read, sum) = crate::digest::sha256_stream(&mut src, &mut |chunk| {
+        gz.write_all(chunk)?;
+        done += chunk.len() as u64;
         progress.update(done);
-    }
+        Ok(())
+    })
+    .with_context(|| format!("cannot gzip {} into {}", image.display(), out.display()))?;
     let mut inner = gz.finish()?;
     inner.flush()?;
     inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok((crate::random::to_hex(&hasher.finalize()), done))
+    Ok((sum, read))
 }
 
 /// Reads ISO sectors from a file (to verify what xorriso wrote).

@@ -280,7 +280,7 @@ impl Source {
 }
 
 fn hex16(digest: &[u8]) -> String {
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(digest.get(..8).unwrap_or(digest))
 }
 
 /// The cache key of a finished kernel.

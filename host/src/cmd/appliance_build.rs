@@ -114,8 +114,9 @@ pub fn resolve(args: &ApplianceBuild) -> anyhow::Result<Resolved> {
             let env = crate::daemon::PluginEnv {
                 database: Some(std::path::PathBuf::from("/perm/ze/database.zefs")),
                 running: None,
+                ..Default::default()
             };
-            crate::daemon::Daemon::from_text_with(&text, crate::daemon::PLUGINS, &env)
+            crate::daemon::Daemon::from_text_with(&text, crate::plugins::PLUGINS, &env)
                 .map_err(|e| anyhow::anyhow!("{}:{e}", seed_path.display()))?;
             Ok(text)
         });

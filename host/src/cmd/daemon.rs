@@ -7,7 +7,10 @@
 //! parent that dies takes its servers with it. A config that ends at end
 //! of input (no NUL) is run and shut down straight away.
 
-use crate::daemon::{self, Daemon, PLUGINS, Shutdown, log};
+use crate::{
+    daemon::{self, Daemon, Shutdown, log},
+    plugins::PLUGINS,
+};
 use anyhow::{Context as _, bail};
 use std::{
     io::{BufRead, Read},

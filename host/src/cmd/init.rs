@@ -1,17 +1,8 @@
 //! `ze init`: create `database.zefs` with one admin user (checklist L6).
 
-use crate::{
-    build,
-    cli::Init,
-    context::Context,
-    credentials, prompt, timefmt,
-    zefs::{self, UserRecord, Zefs, keys},
-};
+use crate::{cli::Init, context::Context, credentials, prompt, timefmt, zefs};
 use anyhow::{Context as _, bail};
 use std::os::unix::fs::MetadataExt;
-
-/// The role of the user `ze init` creates.
-pub const ADMIN_ROLE: &str = "admin";
 
 /// Run `ze init`.
 pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
@@ -57,7 +48,7 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
         );
     };
 
-    let db = new_database(&username, &password, timefmt::now())?;
+    let db = zefs::new_database(&username, &password, timefmt::now())?;
     let bytes = db.to_bytes();
     match old_owner {
         Some(owner) => crate::fsutil::write_atomic_owned(&real_db, &bytes, zefs::FILE_MODE, owner),
@@ -65,61 +56,14 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
     }
     .with_context(|| format!("cannot write {}; nothing was changed", db_path.display()))?;
     println!(
-        "{} {} with user {username} (role {ADMIN_ROLE})",
+        "{} {} with user {username} (role {})",
         if old_owner.is_some() {
             "replaced"
         } else {
             "created"
         },
-        db_path.display()
+        db_path.display(),
+        zefs::ADMIN_ROLE
     );
     Ok(())
-}
-
-/// A fresh database: one admin user, `meta/created`, `meta/version`.
-pub fn new_database(username: &str, password: &str, now: i64) -> anyhow::Result<Zefs> {
-    new_database_with_hash(username, &credentials::hash_password(password)?, now)
-}
-
-/// [`new_database`] for a password that is already a bcrypt hash (the
-/// provisioning server's `database.zefs`).
-pub fn new_database_with_hash(
-    username: &str,
-    password_hash: &str,
-    now: i64,
-) -> anyhow::Result<Zefs> {
-    let mut db = Zefs::new();
-    db.set_user(
-        username,
-        &UserRecord {
-            role: ADMIN_ROLE.into(),
-            password_hash: password_hash.into(),
-        },
-    )?;
-    db.insert(keys::META_CREATED, timefmt::rfc3339(now))?;
-    db.insert(keys::META_VERSION, build::VERSION)?;
-    Ok(db)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn l6_new_database_holds_user_and_meta_only() {
-        let db = new_database("admin", "secret", 1_781_712_000).unwrap();
-        assert_eq!(
-            db.keys().collect::<Vec<_>>(),
-            ["auth/user/admin", "meta/created", "meta/version"]
-        );
-        assert_eq!(db.get(keys::META_CREATED).unwrap(), b"2026-06-17T16:00:00Z");
-        let user = db.user("admin").unwrap();
-        assert_eq!(user.role, "admin");
-        assert!(credentials::verify_password("secret", &user.password_hash));
-        let bytes = db.to_bytes();
-        assert!(
-            !bytes.windows(6).any(|w| w == b"secret"),
-            "plaintext stored"
-        );
-    }
 }

@@ -12,10 +12,10 @@ use crate::{
     cli::InstallRemote,
     config::brace::{Document, Node, write},
     credentials,
-    imageserver::bootscript::{self, INITRD, KERNEL},
     netaddr::{self, Ipv4Net},
     netlink::{self, IfAddr},
     plan::{Plan, Step},
+    provision::image::bootscript::{self, INITRD, KERNEL},
     sysroot::{Sysroot, normalize},
 };
 use anyhow::{Context as _, bail};
@@ -470,10 +470,7 @@ fn forward_signals(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        config::brace,
-        daemon::{Daemon, PLUGINS},
-    };
+    use crate::{config::brace, daemon::Daemon, plugins::PLUGINS};
     use std::fs;
 
     fn args(dir: &Path) -> InstallRemote {

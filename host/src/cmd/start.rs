@@ -12,7 +12,8 @@
 use crate::{
     cli::Start,
     context::Context,
-    daemon::{self, Daemon, PLUGINS, PluginEnv, Shutdown, log},
+    daemon::{self, Daemon, PluginEnv, Shutdown, log},
+    plugins::PLUGINS,
     runtime::{control, discover, mode, plugins::ApplianceBackend},
     zefs::{self, Zefs},
 };
@@ -84,6 +85,7 @@ pub fn choose(db_path: &std::path::Path) -> anyhow::Result<(mode::Chosen, Vec<St
     let env = PluginEnv {
         database: Some(db_path.to_path_buf()),
         running: None,
+        ..Default::default()
     };
     let mut warnings = Vec::new();
     let chosen = mode::choose(
@@ -131,6 +133,7 @@ pub fn run(ctx: &Context, args: &Start) -> anyhow::Result<()> {
         let env = PluginEnv {
             database: Some(db_path.clone()),
             running: Some((chosen.text.clone(), chosen.source.to_string())),
+            ..Default::default()
         };
         let daemon = Daemon::from_text_with(&chosen.text, PLUGINS, &env)
             .map_err(|e| anyhow::anyhow!("{} configuration: {e}", chosen.source))?;
@@ -164,6 +167,7 @@ pub fn run(ctx: &Context, args: &Start) -> anyhow::Result<()> {
                     db_path.clone(),
                     chosen.text.clone(),
                     chosen.source.to_string(),
+                    PLUGINS,
                 );
                 let stop = shutdown.clone();
                 let path = socket.clone();

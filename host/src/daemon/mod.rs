@@ -3,7 +3,7 @@
 //!
 //! A config is a list of top-level blocks. `daemon { … }` holds the
 //! daemon's own settings; every other block names a plugin kind from the
-//! registry ([`PLUGINS`]) and configures one instance of it:
+//! registry ([`crate::plugins::PLUGINS`]) and configures one instance of it:
 //!
 //! ```text
 //! daemon { log info; log dhcpserver debug; drain-timeout 10; }
@@ -17,7 +17,7 @@
 //! → [`Service::run`] serves on its own thread until [`Shutdown`] fires,
 //! then stops taking new work and lets work in flight finish until the
 //! drain deadline. Adding a plugin is one module implementing these two
-//! traits and one line in [`PLUGINS`].
+//! traits and one line in [`crate::plugins::PLUGINS`].
 
 pub mod log;
 pub mod shutdown;
@@ -58,6 +58,14 @@ pub struct PluginKind {
     pub configure: Configure,
 }
 
+impl PartialEq for PluginKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PluginKind {}
+
 impl fmt::Debug for PluginKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)
@@ -73,6 +81,10 @@ pub struct PluginEnv {
     /// The config being run and where it came from (`active`, `template`,
     /// `bootstrap`, a file name), for `show configuration`.
     pub running: Option<(String, String)>,
+    /// The plugin kinds the daemon was started with (set by
+    /// [`Daemon::from_text_with`]), for a plugin that checks configs
+    /// itself: the operator CLI's `commit`.
+    pub kinds: &'static [PluginKind],
 }
 
 /// A configured plugin that has not started yet.
@@ -88,15 +100,6 @@ pub trait Service: Send {
     /// `shutdown.deadline()` and return.
     fn run(self: Box<Self>, shutdown: &Shutdown) -> anyhow::Result<()>;
 }
-
-/// Every plugin kind this build knows.
-pub const PLUGINS: &[PluginKind] = &[
-    crate::dhcpserver::KIND,
-    crate::tftpserver::KIND,
-    crate::imageserver::KIND,
-    crate::runtime::plugins::SSH_KIND,
-    crate::runtime::plugins::DHCP_KIND,
-];
 
 /// The `daemon { … }` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,16 +200,20 @@ impl Daemon {
     }
 
     /// Parse a config text against the plugin kinds in `kinds`.
-    pub fn from_text(text: &str, kinds: &[PluginKind]) -> Result<Daemon, ConfigError> {
+    pub fn from_text(text: &str, kinds: &'static [PluginKind]) -> Result<Daemon, ConfigError> {
         Daemon::from_text_with(text, kinds, &PluginEnv::default())
     }
 
     /// [`Daemon::from_text`] for a daemon that runs with `env`.
     pub fn from_text_with(
         text: &str,
-        kinds: &[PluginKind],
+        kinds: &'static [PluginKind],
         env: &PluginEnv,
     ) -> Result<Daemon, ConfigError> {
+        let env = &PluginEnv {
+            kinds,
+            ..env.clone()
+        };
         let doc = brace::parse(text)?;
         let mut settings = None;
         let mut plugins = Vec::new();

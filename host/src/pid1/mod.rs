@@ -323,7 +323,7 @@ pub fn run() -> ! {
     }
     loopback_up();
     let perm = mounts::mount_perm(&ctx, PERM_WAIT);
-    for line in crate::cmd::version::text(&ctx).lines() {
+    for line in crate::version::text(&ctx).lines() {
         say_plain(line);
     }
     let mut sup = Supervisor::default();

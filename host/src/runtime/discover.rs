@@ -44,11 +44,7 @@ pub fn as_interface(info: &LinkInfo, addrs: &[AddrInfo]) -> InterfaceInfo {
         mac: if info.mac == [0; 6] {
             String::new()
         } else {
-            info.mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
+            crate::wire::dhcp::format_mac(&info.mac)
         },
         addresses: addrs
             .iter()

@@ -56,15 +56,24 @@ pub struct ApplianceBackend {
     database: PathBuf,
     running: Arc<(String, String)>,
     writes: Arc<Mutex<()>>,
+    /// The plugin kinds a committed config is checked against.
+    kinds: &'static [PluginKind],
 }
 
 impl ApplianceBackend {
-    /// A backend over `database`, running `config` from `source`.
-    pub fn new(database: PathBuf, config: String, source: String) -> Self {
+    /// A backend over `database`, running `config` from `source`; configs
+    /// are checked against `kinds` before they are committed.
+    pub fn new(
+        database: PathBuf,
+        config: String,
+        source: String,
+        kinds: &'static [PluginKind],
+    ) -> Self {
         ApplianceBackend {
             database,
             running: Arc::new((config, source)),
             writes: Arc::new(Mutex::new(())),
+            kinds,
         }
     }
 }
@@ -72,7 +81,7 @@ impl ApplianceBackend {
 impl Backend for ApplianceBackend {
     fn version(&self) -> String {
         match crate::context::Context::from_env() {
-            Ok(ctx) => crate::cmd::version::text(&ctx),
+            Ok(ctx) => crate::version::text(&ctx),
             Err(e) => format!("ze {} ({e:#})\n", crate::build::VERSION),
         }
     }
@@ -89,8 +98,9 @@ impl Backend for ApplianceBackend {
         let env = PluginEnv {
             database: Some(self.database.clone()),
             running: None,
+            ..Default::default()
         };
-        crate::daemon::Daemon::from_text_with(text, crate::daemon::PLUGINS, &env)
+        crate::daemon::Daemon::from_text_with(text, self.kinds, &env)
             .map(|_| ())
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -120,6 +130,7 @@ struct SshPlugin {
     listen: Vec<SocketAddr>,
     database: PathBuf,
     running: (String, String),
+    kinds: &'static [PluginKind],
 }
 
 fn configure_ssh(block: &Block<'_>, env: &PluginEnv) -> Result<Box<dyn Plugin>, ConfigError> {
@@ -156,6 +167,7 @@ fn configure_ssh(block: &Block<'_>, env: &PluginEnv) -> Result<Box<dyn Plugin>, 
         listen,
         database,
         running: env.running.clone().unwrap_or_default(),
+        kinds: env.kinds,
     }))
 }
 
@@ -182,7 +194,12 @@ impl Plugin for SshPlugin {
             fingerprint = %key.public_key().fingerprint(Default::default()),
             "listening"
         );
-        let backend = ApplianceBackend::new(self.database.clone(), self.running.0, self.running.1);
+        let backend = ApplianceBackend::new(
+            self.database.clone(),
+            self.running.0,
+            self.running.1,
+            self.kinds,
+        );
         Ok(Box::new(SshService {
             runtime,
             listeners,

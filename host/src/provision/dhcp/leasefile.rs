@@ -25,9 +25,7 @@ pub fn render(pool: &LeasePool) -> String {
     out.push('\n');
     for (key, lease) in rows {
         let _ = write!(out, "{} ", lease.ip);
-        for b in key.iter() {
-            let _ = write!(out, "{b:02x}");
-        }
+        out.push_str(&crate::digest::hex(key));
         let state = if lease.state == LeaseState::Bound {
             "bound"
         } else {

@@ -33,16 +33,14 @@ use crate::{
     config::schema::{Block, ConfigError},
     daemon::{Plugin, PluginKind, Service, Shutdown, Wake},
     manifest::Manifest,
-    servefs::{OpenError, Root},
+    provision::servefs::{OpenError, Root},
     timefmt,
     wire::http::{self, Method, RangeRequest},
 };
 use anyhow::Context as _;
 use bootscript::BootScript;
-use sha2::{Digest, Sha256};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
-    fmt::Write as _,
     fs::File,
     io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
@@ -212,28 +210,10 @@ pub fn latest_image(dir: &Path) -> io::Result<Option<String>> {
     Ok(best)
 }
 
-/// The sha256 of a file, hex.
-pub fn sha256_file(file: &mut File) -> io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let mut hex = String::with_capacity(64);
-    for b in h.finalize().iter() {
-        let _ = write!(hex, "{b:02x}");
-    }
-    Ok(hex)
-}
-
 /// The `database.zefs` served to installers: one admin user with the
 /// given bcrypt hash, plus creation time and version (as `ze init` writes).
 pub fn build_database(username: &str, password_hash: &str, now: i64) -> anyhow::Result<Vec<u8>> {
-    Ok(crate::cmd::init::new_database_with_hash(username, password_hash, now)?.to_bytes())
+    Ok(crate::zefs::new_database_with_hash(username, password_hash, now)?.to_bytes())
 }
 
 #[derive(Debug)]
@@ -270,7 +250,8 @@ impl Site {
         {
             return Ok(info.clone());
         }
-        let sha256 = sha256_file(&mut file).with_context(|| format!("cannot read image {name}"))?;
+        let (_, sha256) = crate::digest::sha256_stream(&mut file, &mut |_| Ok(()))
+            .with_context(|| format!("cannot read image {name}"))?;
         let manifest_path = self.image_root.path().join("build.json");
         let manifest = match std::fs::read_to_string(&manifest_path) {
             Ok(text) => match Manifest::parse(&text) {
@@ -871,17 +852,6 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "1:1: imageserver.image-dir: missing: this setting is required"
-        );
-    }
-
-    #[test]
-    fn sha256_of_a_known_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("f");
-        std::fs::write(&p, "abc").unwrap();
-        assert_eq!(
-            sha256_file(&mut File::open(&p).unwrap()).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

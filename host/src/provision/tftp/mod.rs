@@ -25,7 +25,7 @@ use crate::{
     config::schema::{Block, ConfigError},
     daemon::{Plugin, PluginKind, Service, Shutdown, Wake},
     netlink,
-    servefs::{OpenError, Root},
+    provision::servefs::{OpenError, Root},
     wire::tftp::{ErrorCode, Repr},
 };
 use anyhow::Context as _;

@@ -402,12 +402,12 @@ mod tests {
     use super::*;
     use crate::wire::dhcp::{FLAG_BROADCAST, Packet};
 
-    const OVMF_DISCOVER: &[u8] = include_bytes!("../wire/testdata/ovmf-discover.bin");
-    const OVMF_REQUEST: &[u8] = include_bytes!("../wire/testdata/ovmf-request.bin");
-    const IPXE_EFI_DISCOVER: &[u8] = include_bytes!("../wire/testdata/ipxe-efi-discover.bin");
-    const IPXE_EFI_REQUEST: &[u8] = include_bytes!("../wire/testdata/ipxe-efi-request.bin");
-    const IPXE_BIOS_DISCOVER: &[u8] = include_bytes!("../wire/testdata/ipxe-bios-discover.bin");
-    const UDHCPC_DISCOVER: &[u8] = include_bytes!("../wire/testdata/udhcpc-discover.bin");
+    const OVMF_DISCOVER: &[u8] = include_bytes!("../../wire/testdata/ovmf-discover.bin");
+    const OVMF_REQUEST: &[u8] = include_bytes!("../../wire/testdata/ovmf-request.bin");
+    const IPXE_EFI_DISCOVER: &[u8] = include_bytes!("../../wire/testdata/ipxe-efi-discover.bin");
+    const IPXE_EFI_REQUEST: &[u8] = include_bytes!("../../wire/testdata/ipxe-efi-request.bin");
+    const IPXE_BIOS_DISCOVER: &[u8] = include_bytes!("../../wire/testdata/ipxe-bios-discover.bin");
+    const UDHCPC_DISCOVER: &[u8] = include_bytes!("../../wire/testdata/udhcpc-discover.bin");
 
     const URL: &str = "http://192.0.2.1/install/boot/boot.ipxe";
 

@@ -161,3 +161,62 @@ pub fn gunzip(data: &[u8]) {
 
 /// The most output [`gunzip`] inflates per input.
 pub const GUNZIP_CAP: u64 = 16 << 20;
+
+/// The block map parser: never panics; an accepted map hands out exactly
+/// its range count, in order, inside the image, adding up to its mapped
+/// blocks; and writing it again gives a map that parses to the same.
+pub fn bmap(data: &[u8]) {
+    let map = match crate::bmap::Bmap::parse(data) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = write!(Discard, "{e}");
+            return;
+        }
+    };
+    let mut n = 0usize;
+    let mut blocks = 0u64;
+    let mut next = 0u64;
+    for r in map.ranges() {
+        assert!(r.first >= next && r.last >= r.first && r.last < map.blocks_count);
+        next = r.last + 1;
+        blocks += r.last - r.first + 1;
+        n += 1;
+    }
+    assert_eq!(n, map.range_count);
+    assert_eq!(blocks, map.mapped_blocks);
+    let mut out = FixedText::default();
+    if crate::bmap::write(&mut out, map.image_size, map.block_size, map.ranges()).is_ok() {
+        let len = out.len;
+        let text = &mut out.buf[..len];
+        assert!(crate::bmap::seal(text));
+        let again = crate::bmap::Bmap::parse(text).expect("a written map parses");
+        assert_eq!(again.mapped_bytes, map.mapped_bytes);
+        assert!(again.ranges().eq(map.ranges()));
+    }
+}
+
+/// A fixed text buffer (the fuzz entry points run without a heap); a map
+/// too long for it is simply not re-written.
+struct FixedText {
+    buf: [u8; 64 * 1024],
+    len: usize,
+}
+
+impl Default for FixedText {
+    fn default() -> Self {
+        FixedText {
+            buf: [0; 64 * 1024],
+            len: 0,
+        }
+    }
+}
+
+impl Write for FixedText {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}

@@ -12,6 +12,7 @@
 // loop, and there is no heap to box it on.
 #![allow(clippy::result_large_err)]
 
+pub mod bmap;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp;

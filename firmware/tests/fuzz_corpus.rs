@@ -42,3 +42,8 @@ fn i10_http_head_corpus() {
 fn o1_gunzip_corpus() {
     replay("firmware_gunzip", ze_installer::fuzzing::gunzip);
 }
+
+#[test]
+fn w6_bmap_corpus() {
+    replay("firmware_bmap", ze_installer::fuzzing::bmap);
+}

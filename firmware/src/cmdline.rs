@@ -15,7 +15,8 @@
 //! | `ze.wait` | 30 | server probe attempts (0 skips the probe) |
 //! | `ze.media-id` | — | 32 hex digits naming the installer ISO |
 //! | `ze.shell-auth` | — | sha256 (64 hex) of the recovery password |
-//! | `ze.sha256` | — | sha256 (64 hex) of the image |
+//! | `ze.sha256` | — | sha256 (64 hex) of the image (the full-stream install) |
+//! | `ze.bmap-sha256` | — | sha256 (64 hex) of the image's block map file |
 //! | `ze.size` | — | the image's size in bytes |
 //! | `ip=` | — | the kernel's own network configuration |
 
@@ -87,6 +88,9 @@ pub struct Config {
     pub shell_auth: Option<Digest>,
     /// `ze.sha256`: the image's digest.
     pub sha256: Option<Digest>,
+    /// `ze.bmap-sha256`: the digest of the image's block map; the map is
+    /// used only when it matches.
+    pub bmap_sha256: Option<Digest>,
     /// `ze.size`: the image's size in bytes.
     pub size: Option<u64>,
     /// `ip=`.
@@ -109,6 +113,7 @@ impl Default for Config {
             media_id: None,
             shell_auth: None,
             sha256: None,
+            bmap_sha256: None,
             size: None,
             ip: KernelIp::Absent,
             unknown: Vec::new(),
@@ -353,6 +358,7 @@ impl Config {
                 "media-id" => "ze.media-id",
                 "shell-auth" => "ze.shell-auth",
                 "sha256" => "ze.sha256",
+                "bmap-sha256" => "ze.bmap-sha256",
                 "size" => "ze.size",
                 _ => {
                     if !c.unknown.is_full() {
@@ -417,6 +423,10 @@ impl Config {
                     c.sha256 =
                         Some(parse_hex(value).ok_or_else(|| err(key, value, Problem::NotHex(64)))?)
                 }
+                "ze.bmap-sha256" => {
+                    c.bmap_sha256 =
+                        Some(parse_hex(value).ok_or_else(|| err(key, value, Problem::NotHex(64)))?)
+                }
                 "ze.size" => {
                     c.size = Some(
                         parse_u64(value)
@@ -471,9 +481,10 @@ mod tests {
         let line = std::format!(
             "ze.source=http ze.server=10.0.2.2 ze.port=8080 ze.image=ze-20260101-000000.img \
              ze.target=/dev/nvme0n1 ze.wait=0 ze.media-id=0123456789abcdef0123456789ABCDEF \
-             ze.shell-auth={SHA} ze.sha256={SHA} ze.size=67108864 ip=off"
+             ze.shell-auth={SHA} ze.sha256={SHA} ze.bmap-sha256={SHA} ze.size=67108864 ip=off"
         );
         let c = Config::parse(&line).unwrap();
+        assert_eq!(c.bmap_sha256, c.shell_auth);
         assert_eq!(c.server(), Some((Ipv4Addr::new(10, 0, 2, 2), 8080)));
         assert_eq!(c.image.as_str(), "ze-20260101-000000.img");
         assert_eq!(c.target.as_deref(), Some("/dev/nvme0n1"));
@@ -516,6 +527,7 @@ mod tests {
             ("ze.wait=-3", "ze.wait", Problem::NotANumber),
             ("ze.wait=99999999999", "ze.wait", Problem::NotANumber),
             ("ze.sha256=abc", "ze.sha256", Problem::NotHex(64)),
+            ("ze.bmap-sha256=abc", "ze.bmap-sha256", Problem::NotHex(64)),
             ("ze.shell-auth=zz", "ze.shell-auth", Problem::NotHex(64)),
             ("ze.media-id=123", "ze.media-id", Problem::NotHex(32)),
             ("ze.size=0", "ze.size", Problem::NotANumber),

@@ -112,6 +112,20 @@ pub struct Progress {
     base: u64,
     total: Option<u64>,
     last: Option<Instant>,
+    /// A block-map transfer of an image of this many bytes: `done` and
+    /// `total` count mapped bytes, shown in MiB.
+    image: Option<u64>,
+}
+
+/// `n` bytes as MiB with one decimal, rounded to the nearest (`9.8`).
+#[derive(Debug, Clone, Copy)]
+pub struct Mib(pub u64);
+
+impl fmt::Display for Mib {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tenths = (u128::from(self.0) * 10 + (1 << 19)) >> 20;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
 }
 
 impl Progress {
@@ -124,6 +138,17 @@ impl Progress {
             base: done,
             total,
             last: None,
+            image: None,
+        }
+    }
+
+    /// A block-map transfer of `mapped` bytes out of an `image`-byte image,
+    /// from `now`: lines read `image: 9.8/11.2 MiB of the map (2048 MiB
+    /// image), 30.0 MB/s, ETA 0:00`.
+    pub fn map(what: &'static str, now: Instant, mapped: u64, image: u64) -> Self {
+        Progress {
+            image: Some(image),
+            ..Progress::new(what, now, 0, Some(mapped))
         }
     }
 
@@ -147,12 +172,21 @@ impl Progress {
         let moved = done.saturating_sub(self.base);
         // Bytes per second, then MB/s with one decimal.
         let rate = moved.saturating_mul(1000) / ms;
-        let _ = write!(line, "{}: {done}", self.what);
-        if let Some(total) = self.total {
+        if let (Some(image), Some(total)) = (self.image, self.total) {
+            let _ = write!(
+                line,
+                "{}: {}/{} MiB of the map ({} MiB image)",
+                self.what,
+                Mib(done),
+                Mib(total),
+                image.div_ceil(1 << 20)
+            );
+        } else if let Some(total) = self.total {
+            let _ = write!(line, "{}: {done}", self.what);
             let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
             let _ = write!(line, "/{total} bytes ({pct}%)");
         } else {
-            let _ = write!(line, " bytes");
+            let _ = write!(line, "{}: {done} bytes", self.what);
         }
         let _ = write!(
             line,
@@ -246,6 +280,23 @@ mod tests {
         let p = Progress::new("zefs", t0, 0, None);
         let mut line = p.line(t0, 0);
         assert_eq!(text(&mut line), "[ze-install] zefs: 0 bytes, 0.0 MB/s\n");
+    }
+
+    #[test]
+    fn w4_map_progress_counts_mapped_bytes() {
+        let t0 = Instant::from_millis(0);
+        let mapped = 11_744_051; // 11.2 MiB
+        let p = Progress::map("image", t0, mapped, 2 << 30);
+        let mut line = p.line(Instant::from_millis(1_000), 10_276_044);
+        assert_eq!(
+            text(&mut line),
+            "[ze-install] image: 9.8/11.2 MiB of the map (2048 MiB image), 10.2 MB/s, ETA 0:01\n"
+        );
+        let mut line = p.line(Instant::from_millis(1_200), mapped);
+        assert!(
+            text(&mut line)
+                .ends_with("11.2/11.2 MiB of the map (2048 MiB image), 9.7 MB/s, ETA 0:00\n")
+        );
     }
 
     #[test]

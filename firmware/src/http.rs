@@ -1,13 +1,16 @@
 //! A small HTTP/1.1 GET client, sans-IO (RFC 9110, RFC 9112).
 //!
 //! - [`write_request`] builds a `GET`/`HEAD` with an optional
-//!   `Range: bytes=N-` (RFC 9110 §14.2) and `Connection: close`.
+//!   `Range: bytes=N-` or `bytes=N-M` (RFC 9110 §14.2), keep-alive or
+//!   `Connection: close`.
 //! - [`Response`] is fed the bytes as they arrive and hands back the parsed
 //!   head and the body bytes, checking them against `Content-Length`: more
 //!   bytes than announced is an error, fewer at end of stream is a cut.
-//! - [`Fetch`] is the resume policy across connections: which offset to ask
-//!   for, whether a `206` continues where we stopped, when a `200` means
-//!   start over, and how many failures are allowed ([`MAX_FAILURES`]).
+//! - [`Fetch`] is the resume policy across connections for a whole file or
+//!   one byte window of it (a block-map range): which bytes to ask for,
+//!   whether a `206` continues exactly where we stopped, when a `200` means
+//!   start over (whole files only), and how many failures are allowed
+//!   ([`MAX_FAILURES`], counted over everything one [`Fetch`] chain moves).
 //!
 //! Chunked transfer coding is refused: an image server must send a length,
 //! or a cut download could not be told from a complete one.
@@ -93,6 +96,13 @@ pub struct ContentRange {
     pub total: Option<u64>,
 }
 
+impl ContentRange {
+    /// How many bytes the range holds; `None` when that overflows a u64.
+    pub fn span(&self) -> Option<u64> {
+        self.last.checked_sub(self.first)?.checked_add(1)
+    }
+}
+
 /// The parts of a response head the client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -102,6 +112,9 @@ pub struct Head {
     pub content_length: Option<u64>,
     /// `Content-Range`, on a 206.
     pub range: Option<ContentRange>,
+    /// The server will close the connection after this response
+    /// (`Connection: close`, or HTTP/1.0 without keep-alive).
+    pub close: bool,
 }
 
 fn push(buf: &mut [u8], len: &mut usize, bytes: &[u8]) -> Result<(), HttpError> {
@@ -129,26 +142,47 @@ impl fmt::Write for Cursor<'_> {
     }
 }
 
-/// Build a request for `path` on `host:port`, from byte `from` on (a
-/// `Range` header when `from > 0`). `path` must start with `/` and be
-/// URL-safe (the caller builds it from validated names).
+/// The bytes a request asks for: from `first` to `last` (inclusive), or
+/// to the end of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub first: u64,
+    /// Last byte, inclusive; `None` is the end of the file.
+    pub last: Option<u64>,
+}
+
+/// What one request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// `GET` or `HEAD`.
+    pub method: Method,
+    /// The path: starts with `/` and is URL-safe (the caller builds it
+    /// from validated names).
+    pub path: &'a str,
+    /// `Range`; `None` (or from byte 0 to the end) asks for all of it.
+    pub range: Option<ByteRange>,
+    /// Keep the connection open for the next request.
+    pub keep_alive: bool,
+}
+
+/// Build `req` for `host:port` into `buf`.
 pub fn write_request<'b>(
     buf: &'b mut [u8],
-    method: Method,
     host: Ipv4Addr,
     port: u16,
-    path: &str,
-    from: u64,
+    req: &Request<'_>,
 ) -> Result<&'b [u8], HttpError> {
     let mut c = Cursor {
         buf,
         len: 0,
         err: false,
     };
-    let m = match method {
+    let m = match req.method {
         Method::Get => "GET",
         Method::Head => "HEAD",
     };
+    let path = req.path;
     let r = fmt::Write::write_fmt(&mut c, format_args!("{m} {path} HTTP/1.1\r\nHost: {host}"));
     let r = r.and_then(|()| {
         if port != 80 {
@@ -163,14 +197,26 @@ pub fn write_request<'b>(
             format_args!("\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\n"),
         )
     });
-    let r = r.and_then(|()| {
-        if from > 0 {
-            fmt::Write::write_fmt(&mut c, format_args!("Range: bytes={from}-\r\n"))
-        } else {
-            Ok(())
+    let r = r.and_then(|()| match req.range {
+        Some(ByteRange {
+            first,
+            last: Some(last),
+        }) => fmt::Write::write_fmt(&mut c, format_args!("Range: bytes={first}-{last}\r\n")),
+        Some(ByteRange { first, last: None }) if first > 0 => {
+            fmt::Write::write_fmt(&mut c, format_args!("Range: bytes={first}-\r\n"))
         }
+        _ => Ok(()),
     });
-    let r = r.and_then(|()| fmt::Write::write_str(&mut c, "Connection: close\r\n\r\n"));
+    let r = r.and_then(|()| {
+        fmt::Write::write_str(
+            &mut c,
+            if req.keep_alive {
+                "\r\n"
+            } else {
+                "Connection: close\r\n\r\n"
+            },
+        )
+    });
     if r.is_err() || c.err {
         return Err(HttpError::RequestTooLarge);
     }
@@ -218,6 +264,8 @@ pub fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         status,
         content_length: None,
         range: None,
+        // HTTP/1.0 closes unless it says keep-alive.
+        close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -228,6 +276,15 @@ pub fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
             head.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("content-range") {
             head.range = Some(content_range(h.value).ok_or(HttpError::BadLength)?);
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = core::str::from_utf8(h.value).map_err(|_| HttpError::Malformed)?;
+            for token in v.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && resp.version == Some(0) {
+                    head.close = false;
+                }
+            }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             let v = core::str::from_utf8(h.value).map_err(|_| HttpError::Malformed)?;
             if !v.trim().eq_ignore_ascii_case("identity") {
@@ -235,8 +292,10 @@ pub fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
             }
         }
     }
+    // `bytes 0-18446744073709551615/*` spans 2^64 bytes: checked, so a
+    // lying server cannot overflow the count.
     if let (Some(r), Some(len)) = (head.range, head.content_length)
-        && r.last - r.first + 1 != len
+        && r.span() != Some(len)
     {
         return Err(HttpError::BadLength);
     }
@@ -412,6 +471,8 @@ pub enum FetchError {
     /// The server answered a resume with something that does not fit
     /// (a different total size, a range starting elsewhere).
     Inconsistent,
+    /// The server answered a range request with the whole file (200).
+    RangeIgnored,
     /// Failures used up; the last one is carried.
     GaveUp(Failure),
 }
@@ -448,16 +509,26 @@ impl fmt::Display for FetchError {
             FetchError::Inconsistent => {
                 f.write_str("the server's answer to a resume does not match the first response")
             }
+            FetchError::RangeIgnored => f.write_str(
+                "the server ignored Range and sent the whole file: the block map needs an HTTP server with Range support",
+            ),
             FetchError::GaveUp(last) => write!(f, "failed {MAX_FAILURES} times, last: {last}"),
         }
     }
 }
 
-/// The resume policy of one file download across connections.
+/// The resume policy of one file download, or of one byte window of a
+/// file, across connections.
 #[derive(Debug, Clone)]
 pub struct Fetch {
     offset: u64,
+    /// The window's end (exclusive), once known: the file's size for a
+    /// whole file.
+    end: Option<u64>,
+    /// The file's size, once known.
     total: Option<u64>,
+    /// A window: only a 206 for exactly the bytes asked for will do.
+    ranged: bool,
     failures: u8,
 }
 
@@ -468,12 +539,26 @@ impl Default for Fetch {
 }
 
 impl Fetch {
-    /// A download from byte 0.
+    /// A whole file, from byte 0.
     pub fn new() -> Self {
         Fetch {
             offset: 0,
+            end: None,
             total: None,
+            ranged: false,
             failures: 0,
+        }
+    }
+
+    /// Bytes `start..end` of a file of `total` bytes (when known), after
+    /// `failures` failed attempts of earlier windows of the same transfer.
+    pub fn window(start: u64, end: u64, total: Option<u64>, failures: u8) -> Self {
+        Fetch {
+            offset: start,
+            end: Some(end.max(start)),
+            total,
+            ranged: true,
+            failures,
         }
     }
 
@@ -487,6 +572,11 @@ impl Fetch {
         self.total
     }
 
+    /// Bytes still to come, once known.
+    pub fn missing(&self) -> Option<u64> {
+        Some(self.end?.saturating_sub(self.offset))
+    }
+
     /// Failed attempts so far.
     pub fn failures(&self) -> u8 {
         self.failures
@@ -494,7 +584,22 @@ impl Fetch {
 
     /// Whether every byte has been received.
     pub fn is_complete(&self) -> bool {
-        self.total == Some(self.offset)
+        self.end == Some(self.offset)
+    }
+
+    /// The `Range` of the next request.
+    pub fn request_range(&self) -> Option<ByteRange> {
+        match (self.ranged, self.end) {
+            (true, Some(end)) => Some(ByteRange {
+                first: self.offset,
+                last: Some(end.saturating_sub(1)),
+            }),
+            _ if self.offset > 0 => Some(ByteRange {
+                first: self.offset,
+                last: None,
+            }),
+            _ => None,
+        }
     }
 
     /// Judge a response head.
@@ -509,10 +614,14 @@ impl Fetch {
             .content_length
             .ok_or(Err(Failure::Http(HttpError::NoLength)))?;
         if head.status == 200 {
+            if self.ranged {
+                return Err(Ok(FetchError::RangeIgnored));
+            }
             if self.total.is_some_and(|t| t != len) {
                 return Err(Ok(FetchError::Inconsistent));
             }
             self.total = Some(len);
+            self.end = Some(len);
             let restart = self.offset > 0;
             self.offset = 0;
             return Ok(if restart {
@@ -521,16 +630,28 @@ impl Fetch {
                 Start::Continue
             });
         }
-        // 206: must continue exactly where we are, for the same file.
+        // 206: must continue exactly where we are, for the same file, up to
+        // the end asked for.
         let range = head.range.ok_or(Ok(FetchError::Inconsistent))?;
         if range.first != self.offset {
             return Err(Ok(FetchError::Inconsistent));
         }
-        let total = range.total.ok_or(Ok(FetchError::Inconsistent))?;
-        if self.total.is_some_and(|t| t != total) || range.last + 1 != total {
+        let total = match (range.total, self.total) {
+            (Some(t), Some(known)) if t != known => return Err(Ok(FetchError::Inconsistent)),
+            (Some(t), _) => t,
+            (None, Some(known)) if self.ranged => known,
+            (None, _) => return Err(Ok(FetchError::Inconsistent)),
+        };
+        let end = range
+            .last
+            .checked_add(1)
+            .ok_or(Ok(FetchError::Inconsistent))?;
+        let wanted = if self.ranged { self.end } else { Some(total) };
+        if Some(end) != wanted || end > total {
             return Err(Ok(FetchError::Inconsistent));
         }
         self.total = Some(total);
+        self.end = Some(end);
         Ok(Start::Continue)
     }
 
@@ -557,15 +678,17 @@ mod tests {
 
     fn req(method: Method, port: u16, path: &str, from: u64) -> std::string::String {
         let mut buf = [0u8; MAX_REQUEST];
-        let r = write_request(
-            &mut buf,
+        let range = Some(ByteRange {
+            first: from,
+            last: None,
+        });
+        let req = Request {
             method,
-            Ipv4Addr::new(10, 0, 2, 2),
-            port,
             path,
-            from,
-        )
-        .unwrap();
+            range,
+            keep_alive: false,
+        };
+        let r = write_request(&mut buf, Ipv4Addr::new(10, 0, 2, 2), port, &req).unwrap();
         std::string::String::from_utf8(r.to_vec()).unwrap()
     }
 
@@ -582,10 +705,32 @@ mod tests {
         assert!(r.contains("\r\nRange: bytes=1048576-\r\n"));
         assert!(req(Method::Head, 80, "/x", 0).starts_with("HEAD /x HTTP/1.1\r\n"));
         let mut small = [0u8; 20];
+        let x = Request {
+            method: Method::Get,
+            path: "/x",
+            range: None,
+            keep_alive: false,
+        };
         assert_eq!(
-            write_request(&mut small, Method::Get, Ipv4Addr::LOCALHOST, 80, "/x", 0),
+            write_request(&mut small, Ipv4Addr::LOCALHOST, 80, &x),
             Err(HttpError::RequestTooLarge)
         );
+        // A window over a kept-alive connection.
+        let mut buf = [0u8; MAX_REQUEST];
+        let w = Request {
+            method: Method::Get,
+            path: "/install/image/ze.img",
+            range: Some(ByteRange {
+                first: 4096,
+                last: Some(8191),
+            }),
+            keep_alive: true,
+        };
+        let r = write_request(&mut buf, Ipv4Addr::LOCALHOST, 80, &w).unwrap();
+        let r = core::str::from_utf8(r).unwrap();
+        assert!(r.contains("\r\nRange: bytes=4096-8191\r\n"), "{r}");
+        assert!(!r.contains("Connection"), "{r}");
+        assert!(r.ends_with("\r\n\r\n"));
     }
 
     /// Feed `chunks` and collect (head, body).
@@ -746,7 +891,79 @@ mod tests {
                 last,
                 total: Some(total),
             }),
+            close: false,
         }
+    }
+
+    #[test]
+    fn w4_windows_need_exactly_their_206() {
+        let mut f = Fetch::window(4096, 8192, Some(100_000), 0);
+        assert_eq!(
+            f.request_range(),
+            Some(ByteRange {
+                first: 4096,
+                last: Some(8191)
+            })
+        );
+        assert_eq!(
+            f.on_head(&head(200, 100_000, None)),
+            Err(Ok(FetchError::RangeIgnored))
+        );
+        assert_eq!(
+            f.on_head(&head(206, 4096, Some((4096, 9000, 100_000)))),
+            Err(Ok(FetchError::Inconsistent)),
+            "more than asked"
+        );
+        assert_eq!(
+            f.on_head(&head(206, 4096, Some((4096, 8191, 90_000)))),
+            Err(Ok(FetchError::Inconsistent)),
+            "another file size"
+        );
+        assert_eq!(
+            f.on_head(&head(206, 4096, Some((4096, 8191, 100_000)))),
+            Ok(Start::Continue)
+        );
+        // Cut after 1000 bytes: resume inside the window.
+        f.on_body(1000);
+        assert_eq!(f.missing(), Some(3096));
+        f.on_failure(Failure::Stalled).unwrap();
+        assert_eq!(
+            f.request_range(),
+            Some(ByteRange {
+                first: 5096,
+                last: Some(8191)
+            })
+        );
+        assert_eq!(
+            f.on_head(&head(206, 3096, Some((5096, 8191, 100_000)))),
+            Ok(Start::Continue)
+        );
+        f.on_body(3096);
+        assert!(f.is_complete());
+        // Failures carry over from earlier windows.
+        let mut g = Fetch::window(0, 10, None, 2);
+        assert!(g.on_failure(Failure::Stalled).is_err());
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_are_seen() {
+        let close = |bytes: &[u8]| parse_head(bytes).unwrap().unwrap().0.close;
+        assert!(!close(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(close(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(close(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!close(
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_range_spanning_2_to_the_64_bytes_is_refused_not_overflowed() {
+        let e = parse_head(
+            b"HTTP/1.1 206 P\r\nContent-Range: bytes 0-18446744073709551615/*\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(e, Err(HttpError::BadLength));
     }
 
     #[test]

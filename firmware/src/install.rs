@@ -1,25 +1,29 @@
-//! The install, stage by stage, and the rules that make it impossible to
-//! leave a half-written disk that boots (DESIGN §3, spec "Installer Initrd").
+//! The install's stages, constants and failures, and the rules that make
+//! it impossible to leave a disk that boots but is incomplete (spec
+//! "Installer Initrd", checklist I17, W8).
 //!
 //! ```text
 //! HTTP (ze.source=http):
-//! network → probe → disk → disarm (zero first MiB) → download + sha256 + write
-//!   (first MiB held back) → verify size/digest → write first MiB → fsync
-//!   → BLKRRPART (retries) → wait for partition 4 → mount /perm (ext4)
-//!   → write ze/database.zefs (tmp + fsync + rename + fsync dir)
-//!   → unmount → sync → reboot
+//! network → probe → disk → block map (ze.bmap-sha256) → disarm (zero the
+//!   first MiB) → the mapped ranges (holes zeroed) or the whole stream,
+//!   first MiB held back → verify → fsync → partition 4 from the held-back
+//!   table (BLKPG) → mount /perm (ext4) → ze/database.zefs (tmp + fsync +
+//!   rename + fsync dir) → unmount → sync → write the first MiB → fsync
+//!   → reboot
 //!
 //! ISO (ze.source=iso):
-//! find the media by ze.media-id → disk (media excluded, no guessing)
-//!   → disarm → read /ze/<image>.gz + inflate + sha256 + write (first MiB
-//!   held back) → verify size/digest → write first MiB → fsync → sync
-//!   → power off (the image already carries /perm/ze/database.zefs)
+//! find the media by ze.media-id → block map and mapped data (or the
+//!   whole gzip'd image) → disk (media excluded, no guessing) → disarm
+//!   → inflate onto the disk, first MiB held back → verify → fsync
+//!   → write the first MiB → fsync → power off (the image already carries
+//!   /perm/ze/database.zefs)
 //! ```
 //!
 //! Any failure after the disk was opened zeroes the first MiB again, so the
-//! disk carries no partition table and never boots a partial image.
-//! [`Fatal`] is every way the install can stop, worded for the one-line
-//! `[ze-install] FATAL: <why>`.
+//! disk carries no partition table and never boots a partial image. The
+//! writing itself is `run::target::write_guarded`, the only code that
+//! opens a target disk. [`Fatal`] is every way the install can stop,
+//! worded for the one-line `[ze-install] FATAL: <why>`.
 
 use crate::{
     cmdline::{CmdlineError, MAX_IMAGE_NAME},
@@ -37,11 +41,6 @@ use ze_hal::Error;
 pub const HEAD_LEN: usize = 1 << 20;
 /// Read/write chunk of the download pipeline.
 pub const IO_CHUNK: usize = 256 * 1024;
-/// How often BLKRRPART is tried (the kernel answers EBUSY while a
-/// partition of the disk is still open).
-pub const REREAD_TRIES: u32 = 10;
-/// Pause between BLKRRPART tries.
-pub const REREAD_DELAY: Duration = Duration::from_millis(500);
 /// How long to wait for the partition-4 device node.
 pub const PARTITION_WAIT: Duration = Duration::from_secs(10);
 /// How often the node is looked for.
@@ -200,6 +199,37 @@ pub enum Fatal {
     },
     /// The database is larger than [`MAX_ZEFS`].
     ZefsTooLarge(u64),
+    /// The block map cannot be used: it lies or is not a bmap.
+    Bmap(crate::bmap::BmapError),
+    /// The block map's sha256 differs from `ze.bmap-sha256`.
+    BmapDigest {
+        /// `ze.bmap-sha256`.
+        expected: [u8; 32],
+        /// What was computed.
+        got: [u8; 32],
+    },
+    /// A mapped range's bytes differ from the sha256 the map gives.
+    RangeDigest {
+        /// The range, 0-based.
+        index: usize,
+        /// Its first byte in the image.
+        start: u64,
+        /// Its end (exclusive).
+        end: u64,
+        /// The map's sha256.
+        expected: [u8; 32],
+        /// What arrived.
+        got: [u8; 32],
+    },
+    /// The mapped data does not fit its block map.
+    MapData {
+        /// What is wrong.
+        problem: &'static str,
+        /// The image offset where it was noticed.
+        at: u64,
+    },
+    /// The image's partition table cannot be used.
+    Gpt(crate::gpt::GptError),
 }
 
 impl Fatal {
@@ -299,10 +329,37 @@ impl fmt::Display for Fatal {
             ),
             Fatal::NoPartition { node } => write!(
                 f,
-                "{node} did not appear within {} s after re-reading the partition table (is partition 4 in the image?)",
+                "{node} did not appear within {} s after the kernel was told about partition 4 (BLKPG)",
                 PARTITION_WAIT.as_secs()
             ),
             Fatal::Perm { what, error } => write!(f, "/perm: {what}: {error}"),
+            Fatal::Bmap(e) => write!(f, "{e}; the disk was not touched"),
+            Fatal::BmapDigest { expected, got } => write!(
+                f,
+                "block map sha256 {} differs from ze.bmap-sha256={}; the disk was not touched",
+                Hex(got),
+                Hex(expected)
+            ),
+            Fatal::RangeDigest {
+                index,
+                start,
+                end,
+                expected,
+                got,
+            } => write!(
+                f,
+                "image range {} (bytes {start}..{end}) has sha256 {}, the block map says {}; disk left unbootable",
+                index + 1,
+                Hex(got),
+                Hex(expected)
+            ),
+            Fatal::MapData { problem, at } => {
+                write!(
+                    f,
+                    "block map transfer: {problem} (at byte {at}); disk left unbootable"
+                )
+            }
+            Fatal::Gpt(e) => write!(f, "{e}; disk left unbootable"),
             Fatal::ZefsTooLarge(n) => {
                 write!(
                     f,

@@ -20,6 +20,7 @@ pub mod dhcp_port;
 pub mod disk;
 pub mod frame;
 pub mod fuzzing;
+pub mod gpt;
 pub mod gunzip;
 pub mod http;
 pub mod install;

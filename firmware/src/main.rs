@@ -66,13 +66,15 @@ extern "C" fn entry(_stack: *const usize) -> ! {
         let _ = linux::write_all(linux::stderr(), line.finish());
         linux::exit(0)
     }
-    // The two fixed buffers of the install, on the stack (the kernel grows
-    // it on demand; init's limit is 8 MiB).
+    // The fixed buffers of the install, on the stack (the kernel grows it
+    // on demand; init's limit is 8 MiB, these take 3.25 MiB).
     let mut head = [0u8; install::HEAD_LEN];
     let mut io = [0u8; install::IO_CHUNK];
+    let mut bmap = [0u8; ze_installer::bmap::MAX_BMAP];
     let mut bufs = Buffers {
         head: &mut head,
         io: &mut io,
+        bmap: &mut bmap,
     };
     let action = run::boot(&mut os, &mut bufs);
     loop {

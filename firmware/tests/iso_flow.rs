@@ -241,12 +241,12 @@ fn o1_o4_o5_iso_install_writes_the_image_first_mib_last_and_powers_off() {
             "[ze-install] ze-installer ",
             &format!("[ze-install] installing {IMAGE} from the installer media (ze.media-id={ID})"),
             &format!("[ze-install] installer media: /dev/sr0 (ISO 9660, media id {ID})"),
-            "[ze-install] target disk /dev/vda (8388608 bytes)",
             &format!(
                 "[ze-install] image: /ze/{IMAGE}.gz on /dev/sr0 ({} bytes gzip'd, {} bytes inflated)",
                 gz.len(),
                 img.len()
             ),
+            "[ze-install] target disk /dev/vda (8388608 bytes)",
             "[ze-install] image: 3145728/3145728 bytes (100%)",
             &format!(
                 "[ze-install] image written: 3145728 bytes, sha256 {}",
@@ -272,7 +272,7 @@ fn o1_o4_o5_iso_install_writes_the_image_first_mib_last_and_powers_off() {
     );
     assert!(
         !st.events.iter().any(|e| e.starts_with("mount /dev")
-            || e.starts_with("rrpart")
+            || e.starts_with("addpart")
             || e.starts_with("link up")),
         "{:#?}",
         st.events
@@ -696,4 +696,125 @@ fn o1_o3_installs_from_a_xorriso_volume() {
         ],
     );
     assert!(disk(&m, "vda")[..img.len()] == img[..]);
+}
+
+/// The mapped bytes of `image` under `map`, concatenated in range order:
+/// what `ze appliance iso` gzips into `/ze/<image>.data.gz`.
+fn mapped_data(image: &[u8], map: &[u8]) -> Vec<u8> {
+    let m = ze_installer::bmap::Bmap::parse(map).unwrap();
+    let mut out = Vec::new();
+    for r in m.ranges() {
+        let (a, b) = (r.start(m.block_size), r.end(m.block_size, m.image_size));
+        out.extend_from_slice(&image[a as usize..b as usize]);
+    }
+    out
+}
+
+/// An ISO carrying the map and the mapped data (and no whole image).
+fn map_iso(image: &[u8], map: &[u8], data_gz: &[u8]) -> Iso {
+    Iso::new()
+        .file("media-id", format!("{ID}\n").as_bytes(), 1)
+        .file(&format!("{IMAGE}.bmap"), map, 1)
+        .file(&format!("{IMAGE}.data.gz"), data_gz, 2)
+        .file(
+            &format!("{IMAGE}.sha256"),
+            format!("{}  {IMAGE}\n", sha(image)).as_bytes(),
+            1,
+        )
+}
+
+#[test]
+fn w7_iso_with_a_map_writes_only_the_mapped_data_and_zeroes_the_rest() {
+    let img = common::gpt_image(6 * MIB, 0x0151_0000);
+    let map = common::bmap_of(&img);
+    let data = mapped_data(&img, &map);
+    let gz = gzip(&data);
+    let mut m = machine(
+        &format!("ze.bmap-sha256={} ze.size={}", sha(&map), img.len()),
+        &img,
+    );
+    m.os.add_device("sr0", map_iso(&img, &map, &gz).build(), true, true);
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    // The disk held something else before.
+    m.os.st().disks.get_mut("/dev/vda").unwrap().data =
+        (0..DISK as usize).map(|i| (i % 251) as u8 | 1).collect();
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    let console = m.os.console_text();
+    let parsed = ze_installer::bmap::Bmap::parse(&map).unwrap();
+    in_order(
+        &console,
+        &[
+            "[ze-install] block map: ",
+            " matches ze.bmap-sha256",
+            &format!(
+                "[ze-install] image: /ze/{IMAGE}.data.gz on /dev/sr0 ({} bytes gzip'd, {} bytes mapped)",
+                gz.len(),
+                data.len()
+            ),
+            "[ze-install] target disk /dev/vda (8388608 bytes)",
+            "[ze-install] zeroing the ",
+            &format!(
+                "[ze-install] image written: {} bytes in {} ranges, each sha256 verified",
+                data.len(),
+                parsed.range_count
+            ),
+            "[ze-install] /dev/vda: partition table and boot code written last; the disk is complete",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert!(
+        disk(&m, "vda")[..img.len()] == img[..],
+        "the disk equals the image"
+    );
+    assert!(!touched(&m, "sr0"));
+    common::assert_head_written_last(&events(&m));
+}
+
+#[test]
+fn w7_mapped_data_that_does_not_fit_its_map_is_fatal() {
+    let img = common::gpt_image(6 * MIB, 0x0151_0001);
+    let map = common::bmap_of(&img);
+    let data = mapped_data(&img, &map);
+    let cmd = format!("ze.bmap-sha256={} ze.size={}", sha(&map), img.len());
+    // One byte changed in the data: the range's sha256 catches it.
+    let mut bad = data.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0xff;
+    // Short, and long.
+    let short = data[..data.len() - 4096].to_vec();
+    let mut long = data.clone();
+    long.extend_from_slice(&[7; 4096]);
+    for (content, why) in [
+        (bad, "has sha256 "),
+        (short, "the mapped data ended before the block map did"),
+        (long, "the image inflates to more than"),
+    ] {
+        let mut m = machine(&cmd, &img);
+        m.os.add_device(
+            "sr0",
+            map_iso(&img, &map, &gzip(&content)).build(),
+            true,
+            true,
+        );
+        m.os.add_disk("vda", DISK, "/dev/vda4");
+        power_off_from_menu(&m, 10_000);
+        boot(&mut m);
+        let console = m.os.console_text();
+        assert!(
+            console.contains("[ze-install] FATAL: ") && console.contains(why),
+            "{why}:\n{console}"
+        );
+        assert!(disk(&m, "vda")[..HEAD_LEN].iter().all(|&b| b == 0), "{why}");
+    }
+    // A map whose digest is not ze.bmap-sha256: refused before any write.
+    let mut m = machine(
+        &format!("ze.bmap-sha256={} ze.size={}", sha(b"x"), img.len()),
+        &img,
+    );
+    m.os.add_device("sr0", map_iso(&img, &map, &gzip(&data)).build(), true, true);
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    power_off_from_menu(&m, 10_000);
+    boot(&mut m);
+    assert!(m.os.console_text().contains("differs from ze.bmap-sha256="));
+    assert!(!events(&m).iter().any(|e| e.starts_with("write /dev/vda")));
 }

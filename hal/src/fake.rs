@@ -154,6 +154,52 @@ impl FakeResponse {
             Self::new(206, body, Some((from, file.len() as u64)))
         }
     }
+
+    /// Serve `file` for `req` as an HTTP/1.1 server does: its `Range`
+    /// (`bytes=N-` or `bytes=N-M`: 206 with `Content-Range`; past the end:
+    /// 416), and keep-alive unless the request asked to close.
+    pub fn serve(file: &[u8], req: &FakeRequest) -> Self {
+        let total = file.len() as u64;
+        let from = req.range_from.unwrap_or(0);
+        let last = req
+            .range_to
+            .unwrap_or(total.saturating_sub(1))
+            .min(total.saturating_sub(1));
+        let connection = if req.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        if req.range_from.is_some() && (from >= total || last < from) {
+            let head = format!(
+                "HTTP/1.1 416 X\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n"
+            );
+            return FakeResponse {
+                bytes: head.into_bytes(),
+                cut_at: None,
+                stall_at: None,
+            };
+        }
+        let (status, body, range) = match req.range_from {
+            None => (200, file, String::new()),
+            Some(_) => (
+                206,
+                file.get(from as usize..=last as usize).unwrap_or_default(),
+                format!("Content-Range: bytes {from}-{last}/{total}\r\n"),
+            ),
+        };
+        let mut bytes = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{range}Connection: {connection}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
+        FakeResponse {
+            bytes,
+            cut_at: None,
+            stall_at: None,
+        }
+    }
 }
 
 /// One request the fake server saw.
@@ -163,8 +209,14 @@ pub struct FakeRequest {
     pub method: String,
     /// The target.
     pub path: String,
-    /// `Range: bytes=N-`.
+    /// `Range: bytes=N-` or `bytes=N-M`: N.
     pub range_from: Option<u64>,
+    /// `Range: bytes=N-M`: M.
+    pub range_to: Option<u64>,
+    /// No `Connection: close`: the client keeps the connection.
+    pub keep_alive: bool,
+    /// How many requests this connection carried before this one.
+    pub on_connection: u32,
 }
 
 /// Answers a request.
@@ -183,6 +235,9 @@ pub struct FakeDiskState {
     pub busy: u32,
     /// Reads reaching this offset fail with EIO (a scratched CD).
     pub bad_from: Option<u64>,
+    /// `zero_range` fails with EOPNOTSUPP (a device without write-zeroes
+    /// whose driver refuses the ioctl).
+    pub no_zero_range: bool,
 }
 
 /// Everything [`FakeOs`] remembers.
@@ -215,6 +270,11 @@ pub struct FakeState {
     pub http: Option<HttpHandler>,
     /// Every request seen.
     pub requests: Vec<FakeRequest>,
+    /// TCP connections made to the server.
+    pub connects: u32,
+    /// The server silently closes a kept-alive connection after this many
+    /// requests (its idle timeout, as the client sees it).
+    pub drop_keepalive_after: Option<u32>,
     /// The DHCP (or other) server on packet sockets.
     pub packets: Option<PacketHandler>,
     /// Block devices by path.
@@ -258,6 +318,8 @@ impl Default for FakeState {
             refuse: 0,
             http: None,
             requests: Vec::new(),
+            connects: 0,
+            drop_keepalive_after: None,
             packets: None,
             disks: BTreeMap::new(),
             nodes: Vec::new(),
@@ -331,6 +393,7 @@ impl FakeOs {
                 partition_node: String::new(),
                 busy: 0,
                 bad_from: None,
+                no_zero_range: false,
             },
         );
         st.nodes.push(format!("/dev/{name}"));
@@ -354,16 +417,24 @@ fn parse_fake_request(bytes: &[u8]) -> Option<FakeRequest> {
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
     let path = first.next()?.to_string();
-    let mut range_from = None;
+    let (mut range_from, mut range_to, mut keep_alive) = (None, None, true);
     for l in lines {
         if let Some(v) = l.strip_prefix("Range: bytes=") {
-            range_from = v.trim_end_matches('-').parse().ok();
+            let (a, b) = v.split_once('-')?;
+            range_from = a.parse().ok();
+            range_to = b.parse().ok();
+        }
+        if l.eq_ignore_ascii_case("Connection: close") {
+            keep_alive = false;
         }
     }
     Some(FakeRequest {
         method,
         path,
         range_from,
+        range_to,
+        keep_alive,
+        on_connection: 0,
     })
 }
 
@@ -373,11 +444,28 @@ pub struct FakeTcp {
     state: Rc<RefCell<FakeState>>,
     response: Option<FakeResponse>,
     at: usize,
+    /// Requests on this connection so far.
+    requests: u32,
+    /// The server closed this connection after its last response.
+    closed: bool,
 }
 
 impl TcpConn for FakeTcp {
     fn send_all(&mut self, bytes: &[u8], _timeout: core::time::Duration) -> Result<(), NetError> {
-        let req = parse_fake_request(bytes).ok_or(NetError::Reset)?;
+        if self.closed {
+            // The kernel takes the bytes; the peer has gone: the next
+            // receive sees the end of the stream.
+            self.response = Some(FakeResponse {
+                bytes: Vec::new(),
+                cut_at: Some(0),
+                stall_at: None,
+            });
+            self.at = 0;
+            return Ok(());
+        }
+        let mut req = parse_fake_request(bytes).ok_or(NetError::Reset)?;
+        req.on_connection = self.requests;
+        self.requests += 1;
         let mut st = self.state.borrow_mut();
         st.requests.push(req.clone());
         let mut handler = st.http.take();
@@ -393,7 +481,21 @@ impl TcpConn for FakeTcp {
                 resp.bytes.truncate(end + 4);
             }
         }
+        let head_end = resp
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(resp.bytes.len());
+        let head = String::from_utf8_lossy(&resp.bytes[..head_end]).to_ascii_lowercase();
+        let drop_after = self.state.borrow().drop_keepalive_after;
+        if !req.keep_alive
+            || head.contains("connection: close")
+            || drop_after.is_some_and(|n| self.requests >= n)
+        {
+            self.closed = true;
+        }
         self.response = Some(resp);
+        self.at = 0;
         Ok(())
     }
 
@@ -497,10 +599,56 @@ impl BlockDev for FakeDisk {
             d.busy -= 1;
             return Err(Error::Os(16));
         }
+        // The kernel finds partitions only where there is a table.
+        let has_table = d.data.get(512..520) == Some(&b"EFI PART"[..]);
         let node = d.partition_node.clone();
-        if !node.is_empty() {
+        st.nodes.retain(|n| *n != node);
+        if has_table && !node.is_empty() {
             st.nodes.push(node);
         }
+        Ok(())
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        let path = self.path.clone();
+        let d = st.disks.get_mut(&path).ok_or(Error::NotFound)?;
+        if d.no_zero_range {
+            return Err(Error::Os(95));
+        }
+        let (at, n) = (offset as usize, len as usize);
+        d.data.get_mut(at..at + n).ok_or(Error::Os(22))?.fill(0);
+        st.events.push(format!("zero {path} {offset}+{len}"));
+        Ok(())
+    }
+
+    fn add_partition(&mut self, number: u8, start: u64, len: u64) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        let path = self.path.clone();
+        st.events
+            .push(format!("addpart {path} {number} {start}+{len}"));
+        let d = st.disks.get(&path).ok_or(Error::NotFound)?;
+        if start.saturating_add(len) > d.data.len() as u64 {
+            return Err(Error::Os(22));
+        }
+        let node = d.partition_node.clone();
+        if !node.is_empty() && !st.nodes.contains(&node) {
+            st.nodes.push(node);
+        }
+        Ok(())
+    }
+
+    fn remove_partition(&mut self, number: u8) -> Result<(), Error> {
+        let mut st = self.state.borrow_mut();
+        let path = self.path.clone();
+        st.events.push(format!("delpart {path} {number}"));
+        let node = st
+            .disks
+            .get(&path)
+            .ok_or(Error::NotFound)?
+            .partition_node
+            .clone();
+        st.nodes.retain(|n| *n != node);
         Ok(())
     }
 }
@@ -707,10 +855,13 @@ impl Os for FakeOs {
             st.refuse -= 1;
             return Err(NetError::Refused);
         }
+        st.connects += 1;
         Ok(FakeTcp {
             state: self.state.clone(),
             response: None,
             at: 0,
+            requests: 0,
+            closed: false,
         })
     }
 

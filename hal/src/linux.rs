@@ -458,6 +458,43 @@ impl BlockDev for Disk {
     fn reread_partitions(&mut self) -> Result<(), Error> {
         Ok(crate::syscalls::block_reread_partitions(self.fd.as_fd())?)
     }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        match crate::syscalls::block_zero_out(self.fd.as_fd(), offset, len) {
+            Ok(()) => Ok(()),
+            // A regular file (host benchmarks, tests): a hole reads as zeros.
+            Err(Errno::NOTTY) => {
+                use rustix::fs::FallocateFlags;
+                Ok(rustix::fs::fallocate(
+                    &self.fd,
+                    FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                    offset,
+                    len,
+                )?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn add_partition(&mut self, number: u8, start: u64, len: u64) -> Result<(), Error> {
+        Ok(crate::syscalls::block_partition(
+            self.fd.as_fd(),
+            true,
+            number,
+            start,
+            len,
+        )?)
+    }
+
+    fn remove_partition(&mut self, number: u8) -> Result<(), Error> {
+        Ok(crate::syscalls::block_partition(
+            self.fd.as_fd(),
+            false,
+            number,
+            0,
+            0,
+        )?)
+    }
 }
 
 /// A block device opened read-only (the installer media).
@@ -1026,6 +1063,77 @@ mod tests {
             Disk::open("/nonexistent/disk").unwrap_err(),
             Error::NotFound
         );
+    }
+
+    #[test]
+    fn w5_zero_range_punches_a_hole_in_a_regular_file() {
+        let path = std::env::temp_dir().join(format!("ze-hal-zero-{}", std::process::id()));
+        std::fs::write(&path, std::vec![0xa5u8; 64 * 1024]).unwrap();
+        let mut d = Disk::open(path.to_str().unwrap()).unwrap();
+        d.zero_range(8192, 16384).unwrap();
+        d.sync().unwrap();
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 64 * 1024, "the size stays");
+        assert!(data[..8192].iter().all(|&b| b == 0xa5));
+        assert!(data[8192..24576].iter().all(|&b| b == 0));
+        assert!(data[24576..].iter().all(|&b| b == 0xa5));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A loop device with partition scanning over a file of random-looking
+    /// bytes: BLKZEROOUT zeroes a range, BLKPG makes partition 1 appear at
+    /// an offset with no partition table, and removes it again.
+    #[test]
+    fn w5_w8_blkzeroout_and_blkpg_on_a_loop_device() {
+        let root = rustix::process::geteuid().is_root();
+        let ci = std::env::var_os("CI").is_some_and(|v| v == "true");
+        if !root && !ci {
+            std::eprintln!("skipped: needs root for losetup");
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("ze-hal-loop-{}", std::process::id()));
+        let data: std::vec::Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + 3) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(&path)
+            .output()
+            .expect("losetup (util-linux)");
+        assert!(out.status.success(), "losetup: {out:?}");
+        let dev = std::string::String::from_utf8(out.stdout).unwrap();
+        let dev = dev.trim();
+        let result = std::panic::catch_unwind(|| {
+            let mut d = Disk::open(dev).unwrap();
+            d.zero_range(1 << 20, 2 << 20).unwrap();
+            d.sync().unwrap();
+            let part = std::format!("{dev}p1");
+            d.add_partition(1, 4 << 20, 2 << 20).unwrap();
+            let mut seen = false;
+            for _ in 0..50 {
+                if std::path::Path::new(&part).exists() {
+                    seen = true;
+                    break;
+                }
+                std::thread::sleep(core::time::Duration::from_millis(100));
+            }
+            assert!(seen, "{part} did not appear");
+            let mut p = Media::open(&part).unwrap();
+            assert_eq!(p.size().unwrap(), 2 << 20);
+            let mut buf = [0u8; 16];
+            p.read_at(0, &mut buf).unwrap();
+            assert_eq!(&buf[..], &data[4 << 20..(4 << 20) + 16]);
+            drop(p);
+            d.remove_partition(1).unwrap();
+        });
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", dev])
+            .status();
+        let back = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        result.unwrap();
+        assert!(back[1 << 20..3 << 20].iter().all(|&b| b == 0));
+        assert_eq!(&back[..1 << 20], &data[..1 << 20]);
+        assert_eq!(&back[3 << 20..], &data[3 << 20..]);
     }
 
     #[test]

@@ -123,6 +123,16 @@ pub trait BlockDev {
     fn sync(&mut self) -> Result<(), Error>;
     /// Ask the kernel to re-read the partition table (`BLKRRPART`).
     fn reread_partitions(&mut self) -> Result<(), Error>;
+    /// Make `len` bytes at `offset` read back as zeros without sending
+    /// them: `BLKZEROOUT` on a block device, a punched hole in a regular
+    /// file. An error means the caller must write the zeros itself.
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), Error>;
+    /// Make partition `number` of the disk exist at `start..start+len`
+    /// bytes (`BLKPG_ADD_PARTITION`), with no partition table on the disk:
+    /// the installer reaches `/perm` before it writes the table.
+    fn add_partition(&mut self, number: u8, start: u64, len: u64) -> Result<(), Error>;
+    /// Forget partition `number` again (`BLKPG_DEL_PARTITION`).
+    fn remove_partition(&mut self, number: u8) -> Result<(), Error>;
 }
 
 /// A block device opened read-only: the installer media (a CD, or a USB

@@ -123,6 +123,75 @@ pub fn block_reread_partitions(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
     unsafe { rustix::ioctl::ioctl(fd, NoArg::<BLKRRPART>::new()) }
 }
 
+/// `BLKZEROOUT`: make `len` bytes from `start` read back as zeros; the
+/// kernel uses the device's write-zeroes command where there is one and
+/// writes zero pages itself otherwise. Both must be multiples of 512.
+pub fn block_zero_out(fd: BorrowedFd<'_>, start: u64, len: u64) -> rustix::io::Result<()> {
+    use rustix::ioctl::{Setter, opcode};
+    // `_IO(0x12, 127)`: no size in the number, but it takes a pointer to
+    // `uint64_t range[2]` = {start, length}.
+    const BLKZEROOUT: rustix::ioctl::Opcode = opcode::none(0x12, 127);
+    // SAFETY: BLKZEROOUT reads two u64 from the pointer it is given, which
+    // `Setter` points at the array it holds for the whole call.
+    unsafe { rustix::ioctl::ioctl(fd, Setter::<BLKZEROOUT, [u64; 2]>::new([start, len])) }
+}
+
+/// `struct blkpg_partition` (`linux/blkpg.h`).
+#[repr(C)]
+struct BlkpgPartition {
+    /// Start, in bytes.
+    start: i64,
+    /// Length, in bytes.
+    length: i64,
+    /// Partition number.
+    pno: i32,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
+
+/// `struct blkpg_ioctl_arg` (`linux/blkpg.h`).
+#[repr(C)]
+struct BlkpgArg {
+    op: i32,
+    flags: i32,
+    datalen: i32,
+    data: *mut BlkpgPartition,
+}
+
+/// `BLKPG_ADD_PARTITION` (`add`) or `BLKPG_DEL_PARTITION`: tell the kernel
+/// about partition `pno` of the disk at `start..start+length` bytes (or
+/// forget it), whatever the partition table on the disk says.
+pub fn block_partition(
+    fd: BorrowedFd<'_>,
+    add: bool,
+    pno: u8,
+    start: u64,
+    length: u64,
+) -> rustix::io::Result<()> {
+    use rustix::ioctl::{Setter, opcode};
+    const BLKPG: rustix::ioctl::Opcode = opcode::none(0x12, 105);
+    const ADD: i32 = 1;
+    const DEL: i32 = 2;
+    let mut part = BlkpgPartition {
+        start: i64::try_from(start).map_err(|_| rustix::io::Errno::INVAL)?,
+        length: i64::try_from(length).map_err(|_| rustix::io::Errno::INVAL)?,
+        pno: i32::from(pno),
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgArg {
+        op: if add { ADD } else { DEL },
+        flags: 0,
+        datalen: core::mem::size_of::<BlkpgPartition>() as i32,
+        data: &mut part,
+    };
+    // SAFETY: BLKPG reads the `blkpg_ioctl_arg` that `Setter` points at,
+    // and through its `data` pointer the `blkpg_partition` `part`, which
+    // lives on this frame for the whole call; the layouts are the
+    // kernel's (`repr(C)`, same field types).
+    unsafe { rustix::ioctl::ioctl(fd, Setter::<BLKPG, BlkpgArg>::new(arg)) }
+}
+
 /// Move the calling thread into a new, empty network namespace (tests run
 /// their netlink and socket checks there, never on the host's interfaces).
 #[cfg(any(test, feature = "fake"))]

@@ -1,9 +1,14 @@
-//! The ISO install (spec "Appliance ISO Install", checklist O1–O5):
+//! The ISO install (spec "Appliance ISO Install", checklist O1–O5, W7):
 //! find the installer media by its media id, choose the disk with the media
-//! excluded and without guessing, then stream `/ze/<ze.image>.gz` from the
-//! media through [`crate::gunzip`] and sha256 onto the disk, first MiB
-//! last. No network, and no database download: the image already carries
-//! `/perm/ze/database.zefs`. The caller powers the machine off.
+//! excluded and without guessing, then write the image through
+//! [`target::write_guarded`], first MiB last: with `ze.bmap-sha256`, the
+//! block map `/ze/<ze.image>.bmap` and only the mapped bytes,
+//! `/ze/<ze.image>.data.gz`, each range checked against the map and the
+//! holes zeroed on the disk; without it (older ISOs), the whole image
+//! `/ze/<ze.image>.gz` checked against `ze.sha256`. Both are inflated by
+//! [`crate::gunzip`] as they are read. No network, and no database
+//! download: the image already carries `/perm/ze/database.zefs`. The
+//! caller powers the machine off.
 //!
 //! The media is read straight from its block device with the installer's
 //! own ISO 9660 reader ([`crate::iso9660`]) rather than mounted: no kernel
@@ -22,24 +27,24 @@
 
 use super::{
     download::Sink,
-    target::{self, Buffers, ImageSink},
+    image::{self, MapWriter, Stream},
+    target::{self, Buffers},
 };
 use crate::{
+    bmap::{Bmap, BmapError},
     cmdline::{self, Config, Digest},
     console::say,
-    console::{Line, Progress},
     disk::{self, Mode},
     gunzip::{self, Gunzip},
-    install::{self, Fatal, Hex, MEDIA_PATH},
+    install::{self, Fatal, Hex, IO_CHUNK, MEDIA_PATH},
     iso9660::{self, Entry, SECTOR_SIZE, SectorRead, Volume},
 };
 use core::time::Duration;
 use heapless::{String, Vec};
-use sha2::{Digest as _, Sha256};
 use ze_hal::{
     Error,
     block::{self, BlockFacts, MAX_BLOCK_DEVICES, MAX_DEVICE_NAME},
-    os::{BlockDev, BlockRead, Os},
+    os::{BlockRead, Os},
 };
 
 /// How long the media may take to appear (USB enumeration, a CD drive
@@ -235,6 +240,15 @@ fn sidecar_digest<M: BlockRead>(media: &mut M, volume: &Volume, path: &str) -> O
     cmdline::parse_hex::<32>(text.split_ascii_whitespace().next()?)
 }
 
+/// What the media carries for `ze.image`.
+enum Content<'b> {
+    /// `/ze/<image>.bmap` and `/ze/<image>.data.gz`: the block map and
+    /// only the mapped bytes, gzip'd (what `ze appliance iso` writes).
+    Map { map: Bmap<'b>, data: Entry },
+    /// `/ze/<image>.gz`: the whole image, gzip'd (older ISOs).
+    Stream { gz: Entry, digest: Option<Digest> },
+}
+
 /// The whole ISO install, up to (not including) the power-off.
 pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Result<(), Fatal> {
     let Some(id) = cfg.media_id else {
@@ -254,127 +268,206 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         at: 0,
         error,
     })?;
-    let gz_path = media_path(&cfg.image, ".gz");
-    let file_err = |error| Fatal::MediaFile {
-        device: short(&device),
-        path: gz_path.clone(),
-        error,
-    };
-    let volume = Volume::open(&mut Sectors(&mut media)).map_err(file_err)?;
-    let entry = volume
-        .lookup(&mut Sectors(&mut media), &gz_path)
-        .map_err(file_err)?;
-    if entry.is_dir {
-        return Err(file_err(iso9660::Error::IsADirectory));
-    }
-    let digest = match cfg.sha256 {
-        Some(d) => Some(d),
-        None => {
-            let path = media_path(&cfg.image, ".sha256");
-            let d = sidecar_digest(&mut media, &volume, &path);
-            match &d {
-                Some(d) => say!(
-                    os,
-                    "no ze.sha256: using /{path} from the media ({})",
-                    Hex(d)
-                ),
-                None => say!(
-                    os,
-                    "warning: no ze.sha256 and no readable /{path}: only the gzip CRC-32 checks the image"
-                ),
-            }
-            d
+    let Buffers { head, io, bmap } = bufs;
+    let file_err = |path: &String<MEDIA_PATH>| {
+        let path = path.clone();
+        let device = short(&device);
+        move |error| Fatal::MediaFile {
+            device: device.clone(),
+            path: path.clone(),
+            error,
         }
+    };
+    let gz_path = media_path(&cfg.image, ".gz");
+    let volume = Volume::open(&mut Sectors(&mut media)).map_err(file_err(&gz_path))?;
+    let lookup = |media: &mut O::Media, path: &String<MEDIA_PATH>| {
+        let entry = volume
+            .lookup(&mut Sectors(media), path)
+            .map_err(file_err(path))?;
+        if entry.is_dir {
+            return Err(file_err(path)(iso9660::Error::IsADirectory));
+        }
+        Ok(entry)
+    };
+    let (content, data_path) = if cfg.bmap_sha256.is_some() {
+        let map_path = media_path(&cfg.image, ".bmap");
+        let data_path = media_path(&cfg.image, ".data.gz");
+        let map_entry = lookup(&mut media, &map_path)?;
+        let n = match volume.read(&mut Sectors(&mut media), &map_entry, &mut bmap[..]) {
+            Ok(n) => n,
+            Err(iso9660::Error::BufferTooSmall { size }) => {
+                return Err(Fatal::Bmap(BmapError::TooLarge(
+                    usize::try_from(size).unwrap_or(usize::MAX),
+                )));
+            }
+            Err(e) => return Err(file_err(&map_path)(e)),
+        };
+        let map = image::trust_map(os, cfg, bmap.get(..n).unwrap_or_default())?;
+        let data = lookup(&mut media, &data_path)?;
+        say!(
+            os,
+            "image: /{data_path} on {device} ({} bytes gzip'd, {} bytes mapped)",
+            data.size(),
+            map.mapped_bytes
+        );
+        (Content::Map { map, data }, data_path)
+    } else {
+        let gz = lookup(&mut media, &gz_path)?;
+        let digest = match cfg.sha256 {
+            Some(d) => Some(d),
+            None => {
+                let path = media_path(&cfg.image, ".sha256");
+                let d = sidecar_digest(&mut media, &volume, &path);
+                match &d {
+                    Some(d) => say!(
+                        os,
+                        "no ze.sha256: using /{path} from the media ({})",
+                        Hex(d)
+                    ),
+                    None => say!(
+                        os,
+                        "warning: no ze.sha256 and no readable /{path}: only the gzip CRC-32 checks the image"
+                    ),
+                }
+                d
+            }
+        };
+        match cfg.size {
+            Some(n) => say!(
+                os,
+                "image: /{gz_path} on {device} ({} bytes gzip'd, {n} bytes inflated)",
+                gz.size()
+            ),
+            None => say!(
+                os,
+                "image: /{gz_path} on {device} ({} bytes gzip'd)",
+                gz.size()
+            ),
+        }
+        (Content::Stream { gz, digest }, gz_path)
     };
     let names: Vec<&str, MAX_MEDIA> = sources.iter().map(|s| s.as_str()).collect();
+    let device = device.as_str();
+    let image_size = match &content {
+        Content::Map { map, .. } => Some(map.image_size),
+        Content::Stream { .. } => cfg.size,
+    };
     let facts = target::choose_disk(os, cfg, Mode::Iso { sources: &names })?;
     let path = disk::disk_path(&facts.name);
-    let io_err = |what| move |error| Fatal::DiskIo { what, error };
-    let mut dev = os.disk_open(&path).map_err(io_err("open"))?;
-    let size = dev.size().map_err(io_err("size"))?;
-    say!(os, "target disk {path} ({size} bytes)");
-    if let Some(image) = cfg.size
-        && image > size
-    {
-        return Err(Fatal::TooLarge { image, disk: size });
-    }
-    target::disarm(&mut dev, size, &mut bufs.io[..]).map_err(io_err("zero the first MiB"))?;
-    match cfg.size {
-        Some(n) => say!(
-            os,
-            "image: /{gz_path} on {device} ({} bytes gzip'd, {n} bytes inflated)",
-            entry.size()
-        ),
-        None => say!(
-            os,
-            "image: /{gz_path} on {device} ({} bytes gzip'd)",
-            entry.size()
-        ),
-    }
-    let source = Source {
-        media: &mut media,
-        device: &device,
-        entry: &entry,
-        path: &gz_path,
+    let target_device = target::Device {
+        name: &facts.name,
+        path: &path,
     };
-    match write_from_media(os, source, cfg, digest, &mut dev, size, bufs) {
-        Ok((total, digest)) => say!(os, "image written: {total} bytes, sha256 {}", Hex(&digest)),
-        Err(fatal) => {
-            let _ = target::disarm(&mut dev, size, &mut bufs.io[..]);
-            return Err(fatal);
-        }
-    }
-    drop(dev);
-    say!(
+    target::write_guarded(
         os,
-        "{} comes with the image (ISO install: no database download)",
-        install::ZEFS_PATH
-    );
+        target_device,
+        image_size,
+        head,
+        io,
+        |os, target, io| {
+            let (input, window) = io.split_at_mut(IO_CHUNK / 2);
+            match &content {
+                Content::Map { map, data } => {
+                    let holes = image::zero_holes(os, target, map, input)?;
+                    let mut writer = MapWriter::new(map, os.now());
+                    let src = Source {
+                        media: &mut media,
+                        device,
+                        entry: data,
+                        path: &data_path,
+                    };
+                    inflate(
+                        os,
+                        src,
+                        input,
+                        window,
+                        map.mapped_bytes,
+                        "the block map",
+                        &mut |os, _, bytes| writer.feed(os, target, bytes),
+                    )?;
+                    writer.finish(os)?;
+                    say!(
+                        os,
+                        "image written: {} bytes in {} ranges, each sha256 verified; {holes} bytes of holes zeroed",
+                        writer.done,
+                        map.range_count
+                    );
+                    Ok(map.image_size)
+                }
+                Content::Stream { gz, digest } => {
+                    let (limit, what) = match cfg.size {
+                        Some(n) => (n, "ze.size"),
+                        None => (target.size, "the size of the disk"),
+                    };
+                    let mut stream = Stream::new(target, cfg.size);
+                    if let Some(n) = cfg.size {
+                        Sink::<O>::total(&mut stream, os, n)?;
+                    }
+                    let src = Source {
+                        media: &mut media,
+                        device,
+                        entry: gz,
+                        path: &data_path,
+                    };
+                    let total =
+                        inflate(os, src, input, window, limit, what, &mut |os, at, bytes| {
+                            Sink::<O>::write(&mut stream, os, at, bytes)
+                        })?;
+                    let digest = stream.finish(os, total, *digest)?;
+                    say!(os, "image written: {total} bytes, sha256 {}", Hex(&digest));
+                    Ok(total)
+                }
+            }
+        },
+        |os, _target, _io| {
+            say!(
+                os,
+                "{} comes with the image (ISO install: no database download)",
+                install::ZEFS_PATH
+            );
+            Ok(())
+        },
+    )?;
     os.sync_all();
     Ok(())
 }
 
-/// The compressed image on the media.
+/// A gzip'd file on the media.
 #[derive(Debug)]
 pub struct Source<'a, M: BlockRead> {
     /// The media.
     pub media: &'a mut M,
     /// Its `/dev/...` path, for messages.
     pub device: &'a str,
-    /// `/ze/<image>.gz`.
+    /// The file.
     pub entry: &'a Entry,
     /// Its path on the volume, for messages.
     pub path: &'a str,
 }
 
-/// Read the compressed image from the media, inflate it, hash and write
-/// it to `disk` with the first MiB held back until the digest matched.
-/// Returns the image size and digest.
-pub fn write_from_media<O: Os, M: BlockRead, D: BlockDev>(
+/// Where [`inflate`] hands each inflated chunk: its offset in the
+/// inflated stream and its bytes.
+pub type Inflated<'f, O> = dyn FnMut(&mut O, u64, &[u8]) -> Result<(), Fatal> + 'f;
+
+/// Read a gzip'd file from the media in large reads and inflate it,
+/// handing every inflated chunk to `each` with its offset in the
+/// inflated stream; more than `limit` bytes (named `what`) is fatal.
+/// Returns the inflated size.
+pub fn inflate<O: Os, M: BlockRead>(
     os: &mut O,
     src: Source<'_, M>,
-    cfg: &Config,
-    digest: Option<Digest>,
-    disk: &mut D,
-    disk_size: u64,
-    bufs: &mut Buffers<'_>,
-) -> Result<(u64, [u8; 32]), Fatal> {
-    let half = bufs.io.len() / 2;
-    let (input, window) = bufs.io.split_at_mut(half);
-    let mut sink = ImageSink {
-        disk,
-        head: &mut *bufs.head,
-        sha: Sha256::new(),
-        disk_size,
-        expected_size: cfg.size,
-    };
-    let (limit, what) = match cfg.size {
-        Some(n) if n <= disk_size => (n, "ze.size"),
-        _ => (disk_size, "the size of the disk"),
-    };
+    input: &mut [u8],
+    window: &mut [u8],
+    limit: u64,
+    what: &'static str,
+    each: &mut Inflated<'_, O>,
+) -> Result<u64, Fatal> {
     let device = || short(src.device);
+    let gzip_err = |error| Fatal::Gzip {
+        path: short(src.path),
+        error,
+    };
     let mut gz = Gunzip::new();
-    let mut progress = Progress::new("image", os.now(), 0, cfg.size);
     let mut out = 0u64;
     for extent in &src.entry.extents {
         let base = u64::from(extent.lba) * SECTOR_SIZE as u64;
@@ -403,10 +496,7 @@ pub fn write_from_media<O: Os, M: BlockRead, D: BlockDev>(
             loop {
                 let step = gz
                     .step(input.get(taken..n).unwrap_or_default(), window)
-                    .map_err(|error| Fatal::Gzip {
-                        path: short(src.path),
-                        error,
-                    })?;
+                    .map_err(gzip_err)?;
                 taken += step.consumed;
                 let produced = window.get(step.produced.clone()).unwrap_or_default();
                 if !produced.is_empty() {
@@ -414,11 +504,8 @@ pub fn write_from_media<O: Os, M: BlockRead, D: BlockDev>(
                     if end > limit {
                         return Err(Fatal::ImageTooLong { limit, what });
                     }
-                    Sink::<O>::write(&mut sink, out, produced)?;
+                    each(os, out, produced)?;
                     out = end;
-                    if let Some(mut line) = progress.update(os.now(), out) {
-                        os.consoles_write(line.finish());
-                    }
                 }
                 if step.is_idle() {
                     break;
@@ -426,12 +513,6 @@ pub fn write_from_media<O: Os, M: BlockRead, D: BlockDev>(
             }
         }
     }
-    gz.finish().map_err(|error| Fatal::Gzip {
-        path: short(src.path),
-        error,
-    })?;
-    let mut line: Line = progress.line(os.now(), out);
-    os.consoles_write(line.finish());
-    let digest = sink.seal(out, cfg.size, digest)?;
-    Ok((out, digest))
+    gz.finish().map_err(gzip_err)?;
+    Ok(out)
 }

@@ -12,14 +12,16 @@
 //! mod (boot: cmdline → install → recovery → power)
 //!  ├─ http_install   network → target disk → image → database → arm
 //!  ├─ iso_install    media by id → target disk → image → arm
+//!  │    ├─ image     the image's bytes: whole stream, or block-map ranges
 //!  │    ├─ target    the one guarded disk-write path (first MiB last)
-//!  │    ├─ download  HTTP transfers with resume and retries
+//!  │    ├─ download  HTTP transfers with resume, retries, keep-alive
 //!  │    └─ network   route trust, probes, per-interface DHCP
 //!  └─ recover        the recovery console and diagnostics
 //! ```
 
 pub mod download;
 pub mod http_install;
+pub mod image;
 pub mod iso_install;
 pub mod network;
 pub mod recover;

@@ -95,7 +95,13 @@ pub fn probe<O: Os>(os: &mut O, server: Ipv4Addr, port: u16, path: &str) -> Prob
         Err(e) => return ProbeResult::TcpUnreachable(e),
     };
     let mut req = [0u8; http::MAX_REQUEST];
-    let Ok(req) = http::write_request(&mut req, Method::Head, server, port, path, 0) else {
+    let head = http::Request {
+        method: Method::Head,
+        path,
+        range: None,
+        keep_alive: false,
+    };
+    let Ok(req) = http::write_request(&mut req, server, port, &head) else {
         return ProbeResult::HttpError(Some(HttpError::RequestTooLarge));
     };
     if tcp.send_all(req, net::PROBE_TIMEOUT).is_err() {

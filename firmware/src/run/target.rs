@@ -1,38 +1,53 @@
-//! The target disk: which one ([`choose_disk`]), and the write path that
-//! never leaves it bootable but incomplete: the first MiB is zeroed before
-//! anything else ([`disarm`]), held back in memory while the image goes
-//! through ([`ImageSink`]), and written only at the end ([`ImageSink::seal`]).
+//! The target disk and the one guarded path that writes it (checklist
+//! I4, I16, I17, W5, W8, W9).
+//!
+//! [`write_guarded`] is the only code that opens the target for writing.
+//! Both installs go through it:
+//!
+//! ```text
+//! choose the disk → open → zero the first MiB, fsync (disarm)
+//!   → fill: the image's bytes; the first MiB goes to the held-back
+//!     `head` buffer, everything else to the disk        (caller's closure)
+//!   → fsync
+//!   → complete: what must be durable before the disk may boot, e.g.
+//!     /perm/ze/database.zefs                            (caller's closure)
+//!   → write the held-back first MiB, fsync (arm)
+//! any error after the open: zero the first MiB again
+//! ```
+//!
+//! So at every instant the disk is either unbootable (its first MiB, with
+//! the partition table and boot code, is zero) or complete.
 
 use crate::{
-    cmdline::{self, Config},
-    disk::{self, Mode},
+    bmap::MAX_BMAP,
+    cmdline::Config,
+    console::say,
+    disk::{self, MAX_PATH, Mode},
     install::{self, Fatal, HEAD_LEN, IO_CHUNK},
 };
 use core::time::Duration;
-use sha2::{Digest as _, Sha256};
+use heapless::String;
 use ze_hal::{
-    block,
+    Error,
+    block::{self, BlockFacts, MAX_DEVICE_NAME},
     os::{BlockDev, Os},
 };
-
-use super::download::Sink;
 
 /// The fixed buffers the install uses (the firmware has no heap).
 #[derive(Debug)]
 pub struct Buffers<'a> {
     /// The held-back first MiB of the image.
     pub head: &'a mut [u8; HEAD_LEN],
-    /// The receive buffer of the download pipeline.
+    /// The receive buffer of the download pipeline (and zeros, when a
+    /// device cannot zero a range itself).
     pub io: &'a mut [u8; IO_CHUNK],
+    /// The image's block map, as downloaded or read from the media.
+    pub bmap: &'a mut [u8; MAX_BMAP],
 }
 
 /// Choose the target disk, waiting up to [`install::DISK_WAIT`] for disks
 /// that appear late.
-pub fn choose_disk<O: Os>(
-    os: &mut O,
-    cfg: &Config,
-    mode: Mode<'_>,
-) -> Result<block::BlockFacts, Fatal> {
+pub fn choose_disk<O: Os>(os: &mut O, cfg: &Config, mode: Mode<'_>) -> Result<BlockFacts, Fatal> {
     let start = os.now();
     loop {
         let scan = block::scan(os.sys()).unwrap_or_default();
@@ -55,59 +70,55 @@ pub fn choose_disk<O: Os>(
     }
 }
 
-/// The image pipeline: hash everything, hold the first MiB back, write
-/// the rest through.
-pub struct ImageSink<'a, D: BlockDev> {
-    /// The target disk.
-    pub disk: &'a mut D,
-    /// Holds the first [`install::HEAD_LEN`] bytes.
-    pub head: &'a mut [u8; HEAD_LEN],
-    /// The running digest.
-    pub sha: Sha256,
-    /// The disk's size.
-    pub disk_size: u64,
-    /// `ze.size`, checked as soon as the server announces its size.
-    pub expected_size: Option<u64>,
+/// The open target disk while an image is written to it: the first MiB
+/// goes to the held-back `head`, the rest to the disk.
+pub struct Target<'a, D: BlockDev> {
+    /// The disk.
+    pub disk: D,
+    /// Its kernel name (`vda`, `nvme0n1`).
+    pub name: String<MAX_DEVICE_NAME>,
+    /// Its `/dev/...` path.
+    pub path: String<MAX_PATH>,
+    /// Its size in bytes.
+    pub size: u64,
+    head: &'a mut [u8; HEAD_LEN],
+    /// Bytes the device zeroed itself (BLKZEROOUT).
+    pub zeroed_by_device: u64,
+    /// Bytes of zeros written because the device refused to zero them.
+    pub zeroed_by_writes: u64,
 }
 
-impl<D: BlockDev> core::fmt::Debug for ImageSink<'_, D> {
+impl<D: BlockDev> core::fmt::Debug for Target<'_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ImageSink")
-            .field("disk_size", &self.disk_size)
-            .field("expected_size", &self.expected_size)
+        f.debug_struct("Target")
+            .field("path", &self.path)
+            .field("size", &self.size)
             .finish_non_exhaustive()
     }
 }
 
-impl<O: Os, D: BlockDev> Sink<O> for ImageSink<'_, D> {
-    fn restart(&mut self, _os: &mut O) -> Result<(), Fatal> {
-        self.sha = Sha256::new();
-        Ok(())
+fn disk_io(what: &'static str) -> impl Fn(Error) -> Fatal {
+    move |error| Fatal::DiskIo { what, error }
+}
+
+impl<D: BlockDev> Target<'_, D> {
+    /// The held-back first MiB.
+    pub fn head(&self) -> &[u8; HEAD_LEN] {
+        self.head
     }
 
-    fn total(&mut self, total: u64) -> Result<(), Fatal> {
-        if total > self.disk_size {
+    /// Bytes of the image at `offset`.
+    pub fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Fatal> {
+        let end = offset.saturating_add(bytes.len() as u64);
+        if end > self.size {
             return Err(Fatal::TooLarge {
-                image: total,
-                disk: self.disk_size,
+                image: end,
+                disk: self.size,
             });
         }
-        if let Some(expected) = self.expected_size
-            && expected != total
-        {
-            return Err(Fatal::SizeMismatch {
-                expected,
-                got: total,
-            });
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Fatal> {
-        self.sha.update(bytes);
         let p = install::place(offset, bytes.len());
         if let Some((range, at)) = p.head {
-            let src = bytes.get(range.clone()).unwrap_or_default();
+            let src = bytes.get(range).unwrap_or_default();
             if let Some(dst) = self.head.get_mut(at..at + src.len()) {
                 dst.copy_from_slice(src);
             }
@@ -115,47 +126,59 @@ impl<O: Os, D: BlockDev> Sink<O> for ImageSink<'_, D> {
         if let Some((range, at)) = p.tail {
             self.disk
                 .write_at(at, bytes.get(range).unwrap_or_default())
-                .map_err(|error| Fatal::DiskIo {
-                    what: "write",
-                    error,
-                })?;
+                .map_err(disk_io("write"))?;
         }
+        Ok(())
+    }
+
+    /// Make the image's bytes `from..to` zero on the disk: the part in the
+    /// first MiB in the held-back copy, the rest by the device itself
+    /// (`BLKZEROOUT`) or, where it refuses, by writing `zeros` (which this
+    /// fills with zeros).
+    pub fn zero(&mut self, from: u64, to: u64, zeros: &mut [u8]) -> Result<(), Fatal> {
+        if to <= from {
+            return Ok(());
+        }
+        if to > self.size {
+            return Err(Fatal::TooLarge {
+                image: to,
+                disk: self.size,
+            });
+        }
+        let head_len = HEAD_LEN as u64;
+        if from < head_len {
+            let end = to.min(head_len) as usize;
+            if let Some(h) = self.head.get_mut(from as usize..end) {
+                h.fill(0);
+            }
+        }
+        let from = from.max(head_len);
+        if from >= to {
+            return Ok(());
+        }
+        if self.disk.zero_range(from, to - from).is_ok() {
+            self.zeroed_by_device += to - from;
+            return Ok(());
+        }
+        zeros.fill(0);
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(zeros.len() as u64) as usize;
+            self.disk
+                .write_at(at, zeros.get(..n).unwrap_or_default())
+                .map_err(disk_io("write zeros"))?;
+            at += n as u64;
+        }
+        self.zeroed_by_writes += to - from;
         Ok(())
     }
 }
 
-impl<D: BlockDev> ImageSink<'_, D> {
-    /// The whole image (`total` bytes) went through [`Sink::write`]: flush
-    /// it, check it against `ze.size` and `ze.sha256`, and only then write
-    /// the held-back first MiB and flush again. Returns the digest.
-    pub fn seal(
-        &mut self,
-        total: u64,
-        expected_size: Option<u64>,
-        expected_digest: Option<cmdline::Digest>,
-    ) -> Result<[u8; 32], Fatal> {
-        let io_err = |what| move |error| Fatal::DiskIo { what, error };
-        let digest: [u8; 32] = self.sha.clone().finalize().into();
-        // Everything after the first MiB must be on the disk before the
-        // partition table that points at it.
-        self.disk.sync().map_err(io_err("fsync"))?;
-        install::verify(expected_size, expected_digest, total, digest)?;
-        let head_len = usize::try_from(total)
-            .unwrap_or(usize::MAX)
-            .min(install::HEAD_LEN);
-        self.disk
-            .write_at(0, self.head.get(..head_len).unwrap_or_default())
-            .map_err(io_err("write the first MiB"))?;
-        self.disk.sync().map_err(io_err("fsync"))?;
-        Ok(digest)
-    }
-}
-
 /// Zero the first MiB (the partition table and boot code) and flush.
-pub fn disarm<D: BlockDev>(disk: &mut D, size: u64, zeros: &mut [u8]) -> Result<(), ze_hal::Error> {
+pub fn disarm<D: BlockDev>(disk: &mut D, size: u64, zeros: &mut [u8]) -> Result<(), Error> {
     zeros.fill(0);
     let mut at = 0u64;
-    let end = size.min(install::HEAD_LEN as u64);
+    let end = size.min(HEAD_LEN as u64);
     while at < end {
         let n = (end - at).min(zeros.len() as u64) as usize;
         disk.write_at(at, zeros.get(..n).unwrap_or_default())?;
@@ -164,17 +187,99 @@ pub fn disarm<D: BlockDev>(disk: &mut D, size: u64, zeros: &mut [u8]) -> Result<
     disk.sync()
 }
 
-pub fn reread_partitions<O: Os, D: BlockDev>(os: &mut O, dev: &mut D) -> Result<(), Fatal> {
-    let mut last = ze_hal::Error::NotFound;
-    for _ in 0..install::REREAD_TRIES {
-        match dev.reread_partitions() {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-        os.sleep(install::REREAD_DELAY);
+/// The disk to write: its kernel name and its path (`/dev/<name>`, or a
+/// regular file for benchmarks on the host).
+#[derive(Debug, Clone, Copy)]
+pub struct Device<'a> {
+    /// Kernel name, for the partition node (`vda` → `vda4`).
+    pub name: &'a str,
+    /// What to open.
+    pub path: &'a str,
+}
+
+/// Open `device` and write it the only safe way: zero its first MiB,
+/// `fill` it (returns the image size), fsync, `complete` it, and only
+/// then write the held-back first MiB. Any error zeroes the first MiB
+/// again. An image known to be `image_size` bytes that cannot fit is
+/// refused before the disk is touched. See the module documentation.
+pub fn write_guarded<'h, O, F, C>(
+    os: &mut O,
+    device: Device<'_>,
+    image_size: Option<u64>,
+    head: &'h mut [u8; HEAD_LEN],
+    io: &mut [u8; IO_CHUNK],
+    fill: F,
+    complete: C,
+) -> Result<u64, Fatal>
+where
+    O: Os,
+    F: FnOnce(&mut O, &mut Target<'h, O::Disk>, &mut [u8; IO_CHUNK]) -> Result<u64, Fatal>,
+    C: FnOnce(&mut O, &mut Target<'h, O::Disk>, &mut [u8; IO_CHUNK]) -> Result<(), Fatal>,
+{
+    let mut path = String::new();
+    let _ = path.push_str(device.path);
+    let mut name = String::new();
+    let _ = name.push_str(device.name);
+    let mut dev = os.disk_open(&path).map_err(disk_io("open"))?;
+    let size = dev.size().map_err(disk_io("size"))?;
+    say!(os, "target disk {path} ({size} bytes)");
+    if let Some(image) = image_size
+        && image > size
+    {
+        return Err(Fatal::TooLarge { image, disk: size });
     }
-    Err(Fatal::DiskIo {
-        what: "re-read the partition table (BLKRRPART)",
-        error: last,
-    })
+    disarm(&mut dev, size, &mut io[..]).map_err(disk_io("zero the first MiB"))?;
+    // The kernel still knows the partitions of whatever table was there:
+    // with the first MiB zero, a re-read drops them.
+    if let Err(e) = dev.reread_partitions() {
+        say!(
+            os,
+            "warning: {path}: re-reading the now empty partition table failed: {e}"
+        );
+    }
+    head.fill(0);
+    let mut target = Target {
+        disk: dev,
+        name,
+        path,
+        size,
+        head,
+        zeroed_by_device: 0,
+        zeroed_by_writes: 0,
+    };
+    let result = fill(os, &mut target, io).and_then(|image_size| {
+        // Everything after the first MiB must be on the disk before the
+        // partition table that points at it.
+        target.disk.sync().map_err(disk_io("fsync"))?;
+        complete(os, &mut target, io)?;
+        let head_len = usize::try_from(image_size)
+            .unwrap_or(usize::MAX)
+            .min(HEAD_LEN);
+        let head = target.head.get(..head_len).unwrap_or_default();
+        target
+            .disk
+            .write_at(0, head)
+            .map_err(disk_io("write the first MiB"))?;
+        target.disk.sync().map_err(disk_io("fsync"))?;
+        Ok(image_size)
+    });
+    match result {
+        Ok(image_size) => {
+            say!(
+                os,
+                "{}: partition table and boot code written last; the disk is complete",
+                target.path
+            );
+            Ok(image_size)
+        }
+        Err(fatal) => {
+            let _ = disarm(&mut target.disk, size, &mut io[..]);
+            say!(
+                os,
+                "first MiB of {} zeroed: the disk will not boot a partial install",
+                target.path
+            );
+            Err(fatal)
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use ze_hal::{PowerAction, fake::FakeOs};
 use ze_installer::{
+    bmap::MAX_BMAP,
     install::{HEAD_LEN, IO_CHUNK},
     run::{self, Buffers},
 };
@@ -12,9 +13,11 @@ use ze_installer::{
 pub fn boot(os: &mut FakeOs) -> PowerAction {
     let mut head: Box<[u8; HEAD_LEN]> = vec![0u8; HEAD_LEN].try_into().unwrap();
     let mut io: Box<[u8; IO_CHUNK]> = vec![0u8; IO_CHUNK].try_into().unwrap();
+    let mut bmap: Box<[u8; MAX_BMAP]> = vec![0u8; MAX_BMAP].try_into().unwrap();
     let mut bufs = Buffers {
         head: &mut head,
         io: &mut io,
+        bmap: &mut bmap,
     };
     run::boot(os, &mut bufs)
 }
@@ -55,4 +58,114 @@ pub fn assert_head_written_last(ev: &[String]) -> (usize, usize) {
     assert!(last_tail < head, "the first MiB is written last");
     assert_eq!(ev[head + 1], "sync /dev/vda");
     (last_tail, head)
+}
+
+/// A GPT image of `len` bytes (a multiple of 4 KiB, at least 5 MiB) the
+/// way an appliance image looks to the installer: a protective MBR and a
+/// valid GUID partition table in the first MiB with partitions 1 and 4
+/// (4 at 3 MiB..4 MiB), and data separated by holes of zeros — among them
+/// single zero blocks inside data — so that its block map has several
+/// ranges. `seed` varies the bytes.
+pub fn gpt_image(len: usize, seed: u64) -> Vec<u8> {
+    const MIB: usize = 1 << 20;
+    assert!(len >= 5 * MIB && len.is_multiple_of(4096));
+    let mut x = seed | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x as u8) | 1
+    };
+    let mut v = vec![0u8; len];
+    // Data: the first 64 KiB, 1 MiB..1.5 MiB with a zero block inside,
+    // 2.25 MiB..2.5 MiB, /perm at 3 MiB..3.25 MiB, the last 8 KiB.
+    for r in [
+        0..64 * 1024,
+        MIB..MIB + 64 * 1024,
+        MIB + 68 * 1024..MIB + MIB / 2,
+        2 * MIB + MIB / 4..2 * MIB + MIB / 2,
+        3 * MIB..3 * MIB + MIB / 4,
+        len - 8192..len,
+    ] {
+        for b in &mut v[r] {
+            *b = rnd();
+        }
+    }
+    v[..8].copy_from_slice(b"GPTHEAD!");
+    // The table: header at LBA 1, 128 entries of 128 bytes at LBA 2.
+    v[512..512 + 8192 * 2].fill(0);
+    let entries = 1024;
+    let mut put = |i: usize, first: u64, last: u64, tag: u8| {
+        let e = entries + i * 128;
+        v[e..e + 16].fill(0x11);
+        v[e + 16..e + 32].fill(tag);
+        v[e + 32..e + 40].copy_from_slice(&first.to_le_bytes());
+        v[e + 40..e + 48].copy_from_slice(&last.to_le_bytes());
+    };
+    put(0, 2048, 4095, 0xa1);
+    put(3, 6144, 8191, 0xa4);
+    let ecrc = crc32(&v[entries..entries + 128 * 128]);
+    let h = 512;
+    v[h..h + 8].copy_from_slice(b"EFI PART");
+    v[h + 8..h + 12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    v[h + 12..h + 16].copy_from_slice(&92u32.to_le_bytes());
+    v[h + 24..h + 32].copy_from_slice(&1u64.to_le_bytes());
+    v[h + 72..h + 80].copy_from_slice(&2u64.to_le_bytes());
+    v[h + 80..h + 84].copy_from_slice(&128u32.to_le_bytes());
+    v[h + 84..h + 88].copy_from_slice(&128u32.to_le_bytes());
+    v[h + 88..h + 92].copy_from_slice(&ecrc.to_le_bytes());
+    let hcrc = crc32(&v[h..h + 92]);
+    v[h + 16..h + 20].copy_from_slice(&hcrc.to_le_bytes());
+    v
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The block map of `image` in 4 KiB blocks: every block that is not all
+/// zeros, adjacent ones merged, each range with its sha256.
+pub fn bmap_of(image: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    use ze_installer::bmap::{self, Range};
+    let blocks = image.len().div_ceil(4096);
+    let used = |b: usize| {
+        image[b * 4096..((b + 1) * 4096).min(image.len())]
+            .iter()
+            .any(|&x| x != 0)
+    };
+    let mut ranges = Vec::new();
+    let mut b = 0;
+    while b < blocks {
+        if !used(b) {
+            b += 1;
+            continue;
+        }
+        let first = b;
+        while b < blocks && used(b) {
+            b += 1;
+        }
+        let bytes = &image[first * 4096..(b * 4096).min(image.len())];
+        ranges.push(Range {
+            first: first as u64,
+            last: (b - 1) as u64,
+            sha256: Sha256::digest(bytes).into(),
+        });
+    }
+    let mut text = String::new();
+    bmap::write(&mut text, image.len() as u64, 4096, ranges.iter().copied()).unwrap();
+    let mut bytes = text.into_bytes();
+    assert!(bmap::seal(&mut bytes));
+    bytes
 }

@@ -577,6 +577,11 @@ impl Fetch {
         Some(self.end?.saturating_sub(self.offset))
     }
 
+    /// Whether this is a window of the file rather than all of it.
+    pub fn is_window(&self) -> bool {
+        self.ranged
+    }
+
     /// Failed attempts so far.
     pub fn failures(&self) -> u8 {
         self.failures

@@ -14,6 +14,7 @@ mod demo;
 mod image;
 mod iso;
 mod login;
+mod map;
 mod server;
 mod suite;
 mod vm;
@@ -172,8 +173,9 @@ fn kvm_note() {
 }
 
 fn test(t: Test) -> anyhow::Result<bool> {
+    let cases: Vec<&suite::Case> = suite::CASES.iter().chain(map::CASES).collect();
     if t.list {
-        for c in suite::CASES {
+        for c in &cases {
             println!("{}", c.name);
         }
         return Ok(true);
@@ -197,7 +199,7 @@ fn test(t: Test) -> anyhow::Result<bool> {
         .jobs
         .or_else(|| std::env::var("ZE_INSTALL_JOBS").ok()?.parse().ok())
         .unwrap_or(2);
-    let failed = suite::run(&ctx, &t.only, jobs);
+    let failed = suite::run(&ctx, &cases, &t.only, jobs);
     if keep() || failed > 0 {
         eprintln!(
             "ze-install-qemu-test: work directory kept: {}",

@@ -1,6 +1,8 @@
 //! The test HTTP server: serves files from memory on host loopback (QEMU's
-//! user network reaches it as 10.0.2.2), honours `Range: bytes=N-`, logs
-//! every request, and injects faults on demand:
+//! user network reaches it as 10.0.2.2), honours `Range: bytes=N-` and
+//! `bytes=N-M`, keeps connections alive as HTTP/1.1 does, can send at a
+//! set rate, logs every request with its connection, and injects faults
+//! on demand:
 //!
 //! | fault | what the client sees |
 //! |---|---|
@@ -60,6 +62,10 @@ pub struct Logged {
     pub path: String,
     /// The first byte of a `Range: bytes=N-` request.
     pub range_from: Option<u64>,
+    /// The last byte of a `Range: bytes=N-M` request.
+    pub range_to: Option<u64>,
+    /// Which connection carried it (counted from 1 in accept order).
+    pub connection: u64,
     /// The status answered.
     pub status: u16,
     /// Body bytes sent.
@@ -78,6 +84,10 @@ struct Shared {
     stop: AtomicBool,
     /// Print each request to stderr (the demo).
     verbose: AtomicBool,
+    /// Body bytes per second, 0 for as fast as possible.
+    rate: std::sync::atomic::AtomicU64,
+    /// Connections accepted so far.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// A running server; stops when dropped.
@@ -119,6 +129,12 @@ impl Server {
             .entry(path.into())
             .or_default()
             .push_back(fault);
+    }
+
+    /// Send bodies at about `bytes_per_sec` (0: as fast as possible), so
+    /// that a test can act while a transfer is under way.
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.shared.rate.store(bytes_per_sec, Ordering::Relaxed);
     }
 
     /// Print each request to stderr as it completes.
@@ -175,8 +191,9 @@ fn accept_loop(listener: TcpListener, port: u16, shared: Arc<Shared>) {
         match l.accept() {
             Ok((stream, _)) => {
                 let s = shared.clone();
+                let id = s.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 thread::spawn(move || {
-                    let _ = serve(stream, &s);
+                    let _ = serve(stream, id, &s);
                 });
             }
             Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -193,6 +210,11 @@ pub struct Request {
     pub path: String,
     /// `Range: bytes=N-` start.
     pub range_from: Option<u64>,
+    /// `Range: bytes=N-M` end (inclusive).
+    pub range_to: Option<u64>,
+    /// The connection stays open after the response (HTTP/1.1 without
+    /// `Connection: close`).
+    pub keep_alive: bool,
 }
 
 /// Parse a request head; `None` when it is not a request we serve.
@@ -204,89 +226,127 @@ pub fn parse_request(head: &str) -> Option<Request> {
     if !first.next()?.starts_with("HTTP/1.") || !path.starts_with('/') {
         return None;
     }
-    let mut range_from = None;
+    let (mut range_from, mut range_to, mut keep_alive) = (None, None, true);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         if name.trim().eq_ignore_ascii_case("range") {
             let spec = value.trim().strip_prefix("bytes=")?;
-            let (from, _to) = spec.split_once('-')?;
+            let (from, to) = spec.split_once('-')?;
             range_from = Some(from.trim().parse().ok()?);
+            range_to = match to.trim() {
+                "" => None,
+                t => Some(t.parse().ok()?),
+            };
+        }
+        if name.trim().eq_ignore_ascii_case("connection")
+            && value.trim().eq_ignore_ascii_case("close")
+        {
+            keep_alive = false;
         }
     }
     Some(Request {
         method,
         path,
         range_from,
+        range_to,
+        keep_alive,
     })
 }
 
-fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+/// Serve requests on one connection until the client closes it, a
+/// request asks to close, or a fault ends it.
+fn serve(mut stream: TcpStream, connection: u64, shared: &Shared) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    let head = loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
+    loop {
+        let head = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..end + 4);
+                break head;
+            }
+            if buf.len() > MAX_REQUEST {
+                stream.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+                return Ok(());
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let Some(req) = parse_request(&head) else {
+            stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
             return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break String::from_utf8_lossy(&buf[..end]).into_owned();
-        }
-        if buf.len() > MAX_REQUEST {
-            stream.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-            return Ok(());
-        }
-    };
-    let Some(req) = parse_request(&head) else {
-        stream.write_all(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
-        return Ok(());
-    };
-    let is_head = req.method == "HEAD";
-    let file = lock(&shared.files).get(&req.path).cloned();
-    let fault = if is_head {
-        None
-    } else {
-        lock(&shared.faults)
-            .get_mut(&req.path)
-            .and_then(|q| q.pop_front())
-    };
-    let mut logged = Logged {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        range_from: req.range_from,
-        status: 0,
-        sent: 0,
-        fault: fault.clone(),
-    };
-    let result = respond(&mut stream, shared, &req, file, fault, is_head, &mut logged);
-    if shared.verbose.load(Ordering::Relaxed) {
-        eprintln!(
-            "http: {} {}{} -> {} ({} bytes{})",
-            logged.method,
-            logged.path,
-            logged
-                .range_from
-                .map(|r| format!(" Range: bytes={r}-"))
-                .unwrap_or_default(),
-            logged.status,
-            logged.sent,
-            logged
-                .fault
-                .as_ref()
-                .map(|f| format!(", fault {f:?}"))
-                .unwrap_or_default()
+        };
+        let is_head = req.method == "HEAD";
+        let file = lock(&shared.files).get(&req.path).cloned();
+        let fault = if is_head {
+            None
+        } else {
+            lock(&shared.faults)
+                .get_mut(&req.path)
+                .and_then(|q| q.pop_front())
+        };
+        let mut logged = Logged {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            range_from: req.range_from,
+            range_to: req.range_to,
+            connection,
+            status: 0,
+            sent: 0,
+            fault: fault.clone(),
+        };
+        // Every fault ends the connection; so does a client's close.
+        let keep = req.keep_alive && fault.is_none();
+        let result = respond(
+            &mut stream,
+            shared,
+            &req,
+            file,
+            fault,
+            is_head,
+            keep,
+            &mut logged,
         );
+        if shared.verbose.load(Ordering::Relaxed) {
+            eprintln!(
+                "http: {} {}{} -> {} ({} bytes{})",
+                logged.method,
+                logged.path,
+                logged
+                    .range_from
+                    .map(|r| format!(
+                        " Range: bytes={r}-{}",
+                        logged.range_to.map(|t| t.to_string()).unwrap_or_default()
+                    ))
+                    .unwrap_or_default(),
+                logged.status,
+                logged.sent,
+                logged
+                    .fault
+                    .as_ref()
+                    .map(|f| format!(", fault {f:?}"))
+                    .unwrap_or_default()
+            );
+        }
+        let status = logged.status;
+        lock(&shared.log).push(logged);
+        result?;
+        if !keep || status >= 400 {
+            return Ok(());
+        }
     }
-    lock(&shared.log).push(logged);
-    result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     stream: &mut TcpStream,
     shared: &Shared,
@@ -294,8 +354,10 @@ fn respond(
     file: Option<Arc<Vec<u8>>>,
     fault: Option<Fault>,
     is_head: bool,
+    keep: bool,
     logged: &mut Logged,
 ) -> std::io::Result<()> {
+    let connection = if keep { "keep-alive" } else { "close" };
     if req.method != "GET" && !is_head {
         logged.status = 405;
         return stream.write_all(
@@ -327,24 +389,28 @@ fn respond(
     };
     let len = file.len() as u64;
     let from = req.range_from.unwrap_or(0);
-    if from > 0 && from >= len {
+    let last = req.range_to.unwrap_or(u64::MAX).min(len.saturating_sub(1));
+    if req.range_from.is_some() && (from >= len || last < from) {
         logged.status = 416;
         let head = format!(
             "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         return stream.write_all(head.as_bytes());
     }
-    let body = &file[from as usize..];
-    let head = if from > 0 {
+    let head = if req.range_from.is_some() {
         logged.status = 206;
         format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            len - 1,
-            body.len()
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{last}/{len}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+            last + 1 - from
         )
     } else {
         logged.status = 200;
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: {connection}\r\n\r\n")
+    };
+    let body = if req.range_from.is_some() {
+        &file[from as usize..=last as usize]
+    } else {
+        &file[..]
     };
     stream.write_all(head.as_bytes())?;
     if is_head {
@@ -356,9 +422,17 @@ fn respond(
         }
         _ => body.len(),
     };
+    let rate = shared.rate.load(Ordering::Relaxed);
+    let started = Instant::now();
     for part in body[..limit].chunks(CHUNK) {
         stream.write_all(part)?;
         logged.sent += part.len() as u64;
+        if rate > 0 {
+            let due = Duration::from_secs_f64(logged.sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
     }
     match fault {
         Some(Fault::Stall(_, d)) => {
@@ -423,6 +497,40 @@ mod tests {
         assert_eq!(log.len(), 4);
         assert_eq!(log[1].range_from, Some(150_000));
         assert_eq!(log[1].sent, 50_000);
+    }
+
+    #[test]
+    fn w4_windows_over_one_kept_alive_connection() {
+        let srv = Server::start().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        srv.put("/f", data.clone());
+        let mut s = TcpStream::connect(("127.0.0.1", srv.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for (a, b) in [(0u64, 4095u64), (8192, 8192), (90_000, 99_999)] {
+            write!(
+                s,
+                "GET /f HTTP/1.1\r\nHost: x\r\nRange: bytes={a}-{b}\r\n\r\n"
+            )
+            .unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut c = [0u8; 1];
+                s.read_exact(&mut c).unwrap();
+                head.push(c[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+            assert!(head.contains(&format!("Content-Range: bytes {a}-{b}/100000")));
+            assert!(head.contains("Connection: keep-alive"));
+            let mut body = vec![0u8; (b - a + 1) as usize];
+            s.read_exact(&mut body).unwrap();
+            assert_eq!(body, &data[a as usize..=b as usize]);
+        }
+        drop(s);
+        let log = srv.log();
+        assert_eq!(log.len(), 3);
+        assert!(log.iter().all(|l| l.connection == log[0].connection));
+        assert_eq!(log[1].range_to, Some(8192));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Ctx {
     pub nic: String,
     /// The image served.
     pub image: Arc<Vec<u8>>,
+    /// Where it is on the host (for tools that read files: bmaptool).
+    pub image_path: PathBuf,
     /// The database served.
     pub zefs: Arc<Vec<u8>>,
     /// Work directory.
@@ -160,8 +162,8 @@ impl Ctx {
         let boot_timeout = boot_timeout()?;
         let nic = nic();
         std::fs::create_dir_all(&work)?;
-        let image = match env("ZE_INSTALL_IMAGE") {
-            Some(p) => std::fs::read(&p).with_context(|| format!("ZE_INSTALL_IMAGE={p}"))?,
+        let image_path = match env("ZE_INSTALL_IMAGE") {
+            Some(p) => PathBuf::from(p),
             None => {
                 let size = env("ZE_INSTALL_IMAGE_SIZE")
                     .map(|s| parse_size(&s))
@@ -169,9 +171,11 @@ impl Ctx {
                     .unwrap_or(DEFAULT_IMAGE_SIZE);
                 let path = work.join("ze.img");
                 image::build(&path, size)?;
-                std::fs::read(&path)?
+                path
             }
         };
+        let image = std::fs::read(&image_path)
+            .with_context(|| format!("cannot read the test image {}", image_path.display()))?;
         ensure!(
             image.len() as u64 <= DISK_SIZE,
             "the test image ({} bytes) must fit the {DISK_SIZE}-byte test disks",
@@ -188,6 +192,7 @@ impl Ctx {
             boot_timeout,
             nic,
             image: Arc::new(image),
+            image_path,
             zefs: Arc::new(zefs),
             work,
             echo,
@@ -257,7 +262,7 @@ pub fn in_order(text: &str, patterns: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_at(path: &Path, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
+pub fn read_at(path: &Path, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = vec![0u8; len];
@@ -326,11 +331,11 @@ pub fn disk_holds_zefs(disk: &Path, zefs: &[u8], dir: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-fn all_zero(path: &Path, offset: u64, len: usize) -> anyhow::Result<bool> {
+pub fn all_zero(path: &Path, offset: u64, len: usize) -> anyhow::Result<bool> {
     Ok(read_at(path, offset, len)?.iter().all(|&b| b == 0))
 }
 
-fn ended_ok(e: &Ended, what: &str) -> anyhow::Result<()> {
+pub fn ended_ok(e: &Ended, what: &str) -> anyhow::Result<()> {
     match e.status {
         Some(s) if s.success() => Ok(()),
         Some(s) => bail!("QEMU exited with {s} after {what}: {}", e.errors.trim()),
@@ -348,7 +353,7 @@ pub fn has_progress_line(serial: &str) -> bool {
     })
 }
 
-fn sha_hex(bytes: &[u8]) -> String {
+pub fn sha_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -369,11 +374,11 @@ impl std::fmt::Debug for Case {
     }
 }
 
-fn save(dir: &Path, e: &Ended) {
+pub fn save(dir: &Path, e: &Ended) {
     let _ = std::fs::write(dir.join("serial.log"), &e.serial);
 }
 
-fn finish(dir: &Path, s: Session, timeout: Duration) -> Ended {
+pub fn finish(dir: &Path, s: Session, timeout: Duration) -> Ended {
     let e = s.wait(timeout);
     save(dir, &e);
     e
@@ -740,11 +745,12 @@ pub const CASES: &[Case] = &[
 /// A case's name, duration and outcome.
 type CaseResult = (&'static str, Duration, Result<String, String>);
 
-/// Run the cases whose names contain one of `only` (all when empty),
+/// Run the `cases` whose names contain one of `only` (all when empty),
 /// `jobs` at a time. Returns the number of failures.
-pub fn run(ctx: &Ctx, only: &[String], jobs: usize) -> usize {
-    let selected: Vec<&Case> = CASES
+pub fn run(ctx: &Ctx, cases: &[&Case], only: &[String], jobs: usize) -> usize {
+    let selected: Vec<&Case> = cases
         .iter()
+        .copied()
         .filter(|c| only.is_empty() || only.iter().any(|o| c.name.contains(o.as_str())))
         .collect();
     let queue = Arc::new(Mutex::new(selected.clone()));

@@ -237,7 +237,11 @@ impl<'a, O: Os> Download<'a, O> {
                     say!(os, "{what}: resuming at byte {} of {total}", fetch.offset());
                 } else if !self.announced {
                     self.announced = true;
-                    say!(os, "{what}: http://{server}:{port}{path} ({total} bytes)");
+                    let by_range = if fetch.is_window() { ", by range" } else { "" };
+                    say!(
+                        os,
+                        "{what}: http://{server}:{port}{path} ({total} bytes{by_range})"
+                    );
                 }
             }
             if !fed.body.is_empty() {

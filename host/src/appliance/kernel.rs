@@ -818,6 +818,87 @@ mod tests {
     }
 
     #[test]
+    fn h1_hardware_profile_requires_what_bare_metal_installs_need() {
+        let required: Vec<String> = profile_requires(KernelProfile::Hardware)
+            .into_iter()
+            .map(|(sym, _)| sym)
+            .collect();
+        for sym in [
+            "CONFIG_E1000E",
+            "CONFIG_BLK_DEV_NVME",
+            "CONFIG_ATA",
+            "CONFIG_SATA_AHCI",
+            "CONFIG_USB_XHCI_HCD",
+            "CONFIG_USB_XHCI_PCI",
+            "CONFIG_USB_STORAGE",
+            "CONFIG_FB_EFI",
+            "CONFIG_VT_CONSOLE",
+            "CONFIG_FRAMEBUFFER_CONSOLE",
+            "CONFIG_BLK_DEV_LOOP",
+            "CONFIG_VFAT_FS",
+            "CONFIG_EXFAT_FS",
+            "CONFIG_EXT4_FS",
+            "CONFIG_ISO9660_FS",
+            "CONFIG_EFIVAR_FS",
+        ] {
+            assert!(
+                required.iter().any(|r| r == sym),
+                "{sym} is not in base.require or hardware.require"
+            );
+        }
+    }
+
+    #[test]
+    fn a5_every_profile_has_efivarfs() {
+        for profile in [KernelProfile::Qemu, KernelProfile::Hardware] {
+            assert!(
+                profile_requires(profile)
+                    .iter()
+                    .any(|(sym, _)| sym == "CONFIG_EFIVAR_FS"),
+                "{profile}"
+            );
+            let merged = parse_config(&merge("", &profile_fragments(profile, &[])));
+            for sym in ["CONFIG_EFI", "CONFIG_EFIVAR_FS"] {
+                assert_eq!(
+                    merged.get(sym).map(String::as_str),
+                    Some("y"),
+                    "{profile} {sym}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn h1_the_framebuffer_console_is_efifb_without_drm() {
+        let hw = parse_config(&merge("", &profile_fragments(KernelProfile::Hardware, &[])));
+        let get = |sym: &str| hw.get(sym).map(String::as_str).unwrap_or("unset");
+        for sym in [
+            "CONFIG_FB",
+            "CONFIG_FB_EFI",
+            "CONFIG_VT",
+            "CONFIG_FRAMEBUFFER_CONSOLE",
+        ] {
+            assert_eq!(get(sym), "y", "{sym}");
+        }
+        // With SYSFB_SIMPLEFB the GOP framebuffer becomes a
+        // simple-framebuffer device, which efifb does not bind.
+        assert_eq!(get("CONFIG_SYSFB_SIMPLEFB"), "n");
+        assert_eq!(get("CONFIG_DRM"), "n");
+    }
+
+    #[test]
+    fn a4_no_symbol_is_required_twice() {
+        for profile in [KernelProfile::Qemu, KernelProfile::Hardware] {
+            let mut seen = std::collections::BTreeMap::new();
+            for (sym, from) in profile_requires(profile) {
+                if let Some(first) = seen.insert(sym.clone(), from) {
+                    panic!("{sym} is in both {first} and {from}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a8_cache_key_follows_every_input() {
         let f = profile_fragments(KernelProfile::Qemu, &[]);
         let k = cache_key("src", Arch::Amd64, KernelProfile::Qemu, &f);

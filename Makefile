@@ -25,7 +25,7 @@ APT_PACKAGES := \
 	iproute2 systemd openssh-client sshpass socat \
 	squashfs-tools openssl
 
-.PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
+.PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \
 	bench-appliance bench-iso fuzz ze-pxe bench-pxe
 
@@ -36,7 +36,7 @@ demo: deps build-dev kernel initrd
 	$(CARGO) run --locked -p ze-qemu -- demo
 
 ## test: every test tier that exists, on a fresh machine
-test: deps build-dev firmware kernel
+test: deps build-dev firmware kernels
 	$(CARGO) test --workspace --locked
 	$(MAKE) ze-install-qemu-test
 	$(MAKE) ze-install-iso-qemu-test
@@ -64,6 +64,12 @@ build-dev:
 ## build/kernel/Image; cached under ~/.cache/ze/installer-kernel/
 kernel: build-dev
 	$(ZE_DEV) appliance kernel --profile $(PROFILE) --arch $(ARCH)
+
+## kernels: both profiles for ARCH, hardware first, so build/kernel/ is left
+## holding the qemu kernel that the QEMU tiers boot
+kernels: build-dev
+	$(ZE_DEV) appliance kernel --profile hardware --arch $(ARCH)
+	$(ZE_DEV) appliance kernel --profile qemu --arch $(ARCH)
 
 ## firmware: the installer PID 1 for ARCH (see linker/README.md)
 firmware:

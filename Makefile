@@ -9,6 +9,9 @@ FIRMWARE_TRIPLE_arm64 := aarch64-unknown-linux-gnu
 FIRMWARE_TRIPLE := $(FIRMWARE_TRIPLE_$(ARCH))
 FIRMWARE_RUSTFLAGS_VAR := CARGO_TARGET_$(shell echo $(FIRMWARE_TRIPLE) | tr 'a-z-' 'A-Z_')_RUSTFLAGS
 PROFILE ?= qemu
+# The default installer kernel version; kernel-config/linux.version is the
+# one place that names it.
+KERNEL_VERSION := $(shell cat kernel-config/linux.version)
 ZE := target/release/ze
 # The debug build shares its dependencies with `cargo test`; the make
 # targets that only drive other work use it to avoid a second compile.
@@ -21,7 +24,7 @@ APT_PACKAGES := \
 	xorriso grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
-	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
+	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat \
 	squashfs-tools openssl
 

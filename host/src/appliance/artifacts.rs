@@ -11,7 +11,7 @@
 
 use super::{
     config::{Arch, KernelProfile},
-    kernel::{Request, Source},
+    kernel::{self, Request, Source},
 };
 use anyhow::bail;
 use std::path::{Path, PathBuf};
@@ -110,10 +110,14 @@ pub fn find_kernel(
     let mut candidates = Vec::new();
     match cache_candidate(arch, profile) {
         Some(p) => candidates.push((p, KernelOrigin::Cache)),
-        None => tried.push(
-            "the ze appliance kernel cache (no /usr/src/linux-source-*.tar.xz to key it)"
-                .to_string(),
-        ),
+        None => tried.push(format!(
+            "the ze appliance kernel cache (no {} to key it)",
+            kernel::debian_tarball(
+                Path::new(kernel::DEBIAN_SOURCE_DIR),
+                kernel::default_version()
+            )
+            .display()
+        )),
     }
     candidates.push((PathBuf::from(BUILD_KERNEL), KernelOrigin::Build));
     for (path, origin) in candidates {

@@ -12,7 +12,15 @@ PROFILE ?= qemu
 # The default installer kernel version; kernel-config/linux.version is the
 # one place that names it.
 KERNEL_VERSION := $(shell cat kernel-config/linux.version)
-ZE := target/release/ze
+# The release ze is static (glibc static-pie), so one binary runs on any
+# x86-64 Linux and `ze appliance build` puts the running ze in the image.
+# The flags go through CARGO_TARGET_<TRIPLE>_RUSTFLAGS with --target, so
+# build scripts and proc macros stay dynamic. `ze appliance build` runs the
+# same command when it has to build one (host/src/appliance/binary.rs).
+STATIC_TRIPLE := $(FIRMWARE_TRIPLE)
+STATIC_RUSTFLAGS_VAR := $(FIRMWARE_RUSTFLAGS_VAR)
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C strip=symbols
+ZE := target/static/$(STATIC_TRIPLE)/release/ze
 # The debug build shares its dependencies with `cargo test`; the make
 # targets that only drive other work use it to avoid a second compile.
 ZE_DEV := target/debug/ze
@@ -57,8 +65,15 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all $(words $(APT_PACKAGES)) packages present"; fi
 
+## build: the release ze, static, at $(ZE)
 build:
-	$(CARGO) build --release --locked -p ze
+	env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS \
+	  $(STATIC_RUSTFLAGS_VAR)="$(STATIC_RUSTFLAGS)" \
+	  $(CARGO) build --release --locked -p ze --target $(STATIC_TRIPLE) --target-dir target/static
+	@ls -l $(ZE)
+
+## static-ze: the same build as `make build`
+static-ze: build
 
 build-dev:
 	$(CARGO) build --locked -p ze
@@ -110,15 +125,6 @@ bench-iso: initrd kernel
 ## each against busybox-static + a shell script measured in the same run
 bench-firmware: initrd
 	$(CARGO) run --release --locked -p ze-qemu -- bench
-
-## static-ze: the static ze that appliance images carry (ze appliance build
-## builds the same on demand; docs/appliance.md)
-STATIC_TRIPLE := $(FIRMWARE_TRIPLE)
-STATIC_RUSTFLAGS_VAR := $(FIRMWARE_RUSTFLAGS_VAR)
-static-ze:
-	env -u RUSTFLAGS $(STATIC_RUSTFLAGS_VAR)="-C target-feature=+crt-static -C strip=symbols" \
-	  $(CARGO) build --release --locked -p ze --target $(STATIC_TRIPLE) --target-dir target/static
-	@ls -l target/static/$(STATIC_TRIPLE)/release/ze
 
 ## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF):
 ## build an image, boot it to ze as PID 1; build the ISO, boot it to the

@@ -33,6 +33,15 @@ impl Home {
         self.tmp.path().join("config/ze/appliances").join(name)
     }
 
+    /// A stand-in kernel: the checks only look at the bzImage header.
+    fn stand_in_kernel(&self) -> PathBuf {
+        let kernel = self.tmp.path().join("bzImage");
+        let mut k = vec![0u8; 4096];
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        fs::write(&kernel, &k).unwrap();
+        kernel
+    }
+
     fn init(&self, name: &str) {
         run_ok(self.ze(&[
             "appliance",
@@ -265,11 +274,7 @@ fn build_check_names_every_missing_prerequisite() {
 fn build_size_comes_from_the_flag_then_the_environment_then_the_file() {
     let home = Home::new();
     home.init("sz");
-    // A stand-in kernel: the checks only look at the bzImage header.
-    let kernel = home.tmp.path().join("bzImage");
-    let mut k = vec![0u8; 4096];
-    k[0x202..0x206].copy_from_slice(b"HdrS");
-    fs::write(&kernel, &k).unwrap();
+    let kernel = home.stand_in_kernel();
     let k = kernel.to_str().unwrap();
     let dry = |extra: &[&str], env: Option<&str>| {
         let mut args = vec!["appliance", "build", "--dry-run", "--kernel", k];
@@ -312,10 +317,7 @@ fn build_size_comes_from_the_flag_then_the_environment_then_the_file() {
 fn h5_build_check_says_which_ze_binary_it_will_use() {
     let home = Home::new();
     home.init("bin");
-    let kernel = home.tmp.path().join("bzImage");
-    let mut k = vec![0u8; 4096];
-    k[0x202..0x206].copy_from_slice(b"HdrS");
-    fs::write(&kernel, &k).unwrap();
+    let kernel = home.stand_in_kernel();
     let k = kernel.to_str().unwrap();
     let check = |extra: &[&str]| {
         let mut args = vec!["appliance", "build", "--check", "--kernel", k];

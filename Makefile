@@ -9,7 +9,18 @@ FIRMWARE_TRIPLE_arm64 := aarch64-unknown-linux-gnu
 FIRMWARE_TRIPLE := $(FIRMWARE_TRIPLE_$(ARCH))
 FIRMWARE_RUSTFLAGS_VAR := CARGO_TARGET_$(shell echo $(FIRMWARE_TRIPLE) | tr 'a-z-' 'A-Z_')_RUSTFLAGS
 PROFILE ?= qemu
-ZE := target/release/ze
+# The default installer kernel version; kernel-config/linux.version is the
+# one place that names it.
+KERNEL_VERSION := $(shell cat kernel-config/linux.version)
+# The release ze is static (glibc static-pie), so one binary runs on any
+# x86-64 Linux and `ze appliance build` puts the running ze in the image.
+# The flags go through CARGO_TARGET_<TRIPLE>_RUSTFLAGS with --target, so
+# build scripts and proc macros stay dynamic. `ze appliance build` runs the
+# same command when it has to build one (host/src/appliance/binary.rs).
+STATIC_TRIPLE := $(FIRMWARE_TRIPLE)
+STATIC_RUSTFLAGS_VAR := $(FIRMWARE_RUSTFLAGS_VAR)
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C strip=symbols
+ZE := target/static/$(STATIC_TRIPLE)/release/ze
 # The debug build shares its dependencies with `cargo test`; the make
 # targets that only drive other work use it to avoid a second compile.
 ZE_DEV := target/debug/ze
@@ -21,11 +32,11 @@ APT_PACKAGES := \
 	xorriso grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
-	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
+	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat \
 	squashfs-tools openssl bmap-tools
 
-.PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
+.PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \
 	bench-appliance bench-iso fuzz ze-pxe bench-pxe
 
@@ -36,7 +47,7 @@ demo: deps build-dev kernel initrd
 	$(CARGO) run --locked -p ze-qemu -- demo
 
 ## test: every test tier that exists, on a fresh machine
-test: deps build-dev firmware kernel
+test: deps build-dev firmware kernels
 	$(CARGO) test --workspace --locked
 	$(MAKE) ze-install-qemu-test
 	$(MAKE) ze-install-iso-qemu-test
@@ -54,8 +65,15 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all $(words $(APT_PACKAGES)) packages present"; fi
 
+## build: the release ze, static, at $(ZE)
 build:
-	$(CARGO) build --release --locked -p ze
+	env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS \
+	  $(STATIC_RUSTFLAGS_VAR)="$(STATIC_RUSTFLAGS)" \
+	  $(CARGO) build --release --locked -p ze --target $(STATIC_TRIPLE) --target-dir target/static
+	@ls -l $(ZE)
+
+## static-ze: the same build as `make build`
+static-ze: build
 
 build-dev:
 	$(CARGO) build --locked -p ze
@@ -64,6 +82,12 @@ build-dev:
 ## build/kernel/Image; cached under ~/.cache/ze/installer-kernel/
 kernel: build-dev
 	$(ZE_DEV) appliance kernel --profile $(PROFILE) --arch $(ARCH)
+
+## kernels: both profiles for ARCH, hardware first, so build/kernel/ is left
+## holding the qemu kernel that the QEMU tiers boot
+kernels: build-dev
+	$(ZE_DEV) appliance kernel --profile hardware --arch $(ARCH)
+	$(ZE_DEV) appliance kernel --profile qemu --arch $(ARCH)
 
 ## firmware: the installer PID 1 for ARCH (see linker/README.md)
 firmware:
@@ -101,15 +125,6 @@ bench-iso: initrd kernel
 ## each against busybox-static + a shell script measured in the same run
 bench-firmware: initrd
 	$(CARGO) run --release --locked -p ze-qemu -- bench
-
-## static-ze: the static ze that appliance images carry (ze appliance build
-## builds the same on demand; docs/appliance.md)
-STATIC_TRIPLE := $(FIRMWARE_TRIPLE)
-STATIC_RUSTFLAGS_VAR := $(FIRMWARE_RUSTFLAGS_VAR)
-static-ze:
-	env -u RUSTFLAGS $(STATIC_RUSTFLAGS_VAR)="-C target-feature=+crt-static -C strip=symbols" \
-	  $(CARGO) build --release --locked -p ze --target $(STATIC_TRIPLE) --target-dir target/static
-	@ls -l target/static/$(STATIC_TRIPLE)/release/ze
 
 ## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF):
 ## build an image, boot it to ze as PID 1; build the ISO, boot it to the

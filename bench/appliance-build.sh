@@ -3,11 +3,12 @@
 # same layout made by the usual shell pipeline (sgdisk, mkfs.vfat + mtools,
 # mksquashfs, mke2fs -d, openssl sha256), side by side, RUNS times each,
 # alternating. Reports median wall time and the bytes allocated on disk
-# against the nominal size. Inputs: ZE (default target/release/ze),
-# KERNEL (default build/kernel/Image), RUNS (default 5), SIZE (default 2G).
+# against the nominal size. Inputs: ZE (default the static release ze of
+# make build), KERNEL (default build/kernel/Image), RUNS (default 5), SIZE
+# (default 2G).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ZE=${ZE:-target/release/ze}
+ZE=${ZE:-target/static/x86_64-unknown-linux-gnu/release/ze}
 KERNEL=${KERNEL:-build/kernel/Image}
 RUNS=${RUNS:-5}
 SIZE=${SIZE:-2G}

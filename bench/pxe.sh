@@ -13,14 +13,15 @@
 # every figure is the median of RUNS runs. Results are printed as a
 # Markdown table (and written to build/bench/pxe.md).
 #
-# Environment: RUNS (default 5), ZE (default target/release/ze),
+# Environment: RUNS (default 5), ZE (default the static release ze of
+# make build, target/static/x86_64-unknown-linux-gnu/release/ze),
 # BENCH_DIR (default build/bench), DHCP_SECONDS (default 5), SKIP (a list
 # of tftp, window, http, dhcp to skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-ZE=$(realpath "${ZE:-target/release/ze}")
+ZE=$(realpath "${ZE:-target/static/x86_64-unknown-linux-gnu/release/ze}")
 BENCH_DIR=$(realpath -m "${BENCH_DIR:-build/bench}")
 DHCP_SECONDS=${DHCP_SECONDS:-5}
 SKIP=${SKIP:-}

@@ -257,7 +257,10 @@ pub struct ApplianceKernel {
     /// target architecture: amd64 or arm64 (default: the host's)
     #[argh(option)]
     pub arch: Option<crate::appliance::Arch>,
-    /// kernel source: a tarball or an unconfigured tree (default: the newest /usr/src/linux-source-*.tar.xz)
+    /// kernel version: Debian's /usr/src/linux-source-V.tar.xz (default: the version in ze's kernel-config/linux.version)
+    #[argh(option)]
+    pub version: Option<String>,
+    /// kernel source instead of --version: a .tar.xz/.tar.gz of a Linux tree, or an unconfigured tree
     #[argh(option)]
     pub source: Option<PathBuf>,
     /// extra config fragment merged after the profile (repeatable), for site-specific drivers

@@ -33,6 +33,15 @@ impl Home {
         self.tmp.path().join("config/ze/appliances").join(name)
     }
 
+    /// A stand-in kernel: the checks only look at the bzImage header.
+    fn stand_in_kernel(&self) -> PathBuf {
+        let kernel = self.tmp.path().join("bzImage");
+        let mut k = vec![0u8; 4096];
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        fs::write(&kernel, &k).unwrap();
+        kernel
+    }
+
     fn init(&self, name: &str) {
         run_ok(self.ze(&[
             "appliance",
@@ -265,11 +274,7 @@ fn build_check_names_every_missing_prerequisite() {
 fn build_size_comes_from_the_flag_then_the_environment_then_the_file() {
     let home = Home::new();
     home.init("sz");
-    // A stand-in kernel: the checks only look at the bzImage header.
-    let kernel = home.tmp.path().join("bzImage");
-    let mut k = vec![0u8; 4096];
-    k[0x202..0x206].copy_from_slice(b"HdrS");
-    fs::write(&kernel, &k).unwrap();
+    let kernel = home.stand_in_kernel();
     let k = kernel.to_str().unwrap();
     let dry = |extra: &[&str], env: Option<&str>| {
         let mut args = vec!["appliance", "build", "--dry-run", "--kernel", k];
@@ -306,6 +311,63 @@ fn build_size_comes_from_the_flag_then_the_environment_then_the_file() {
             .to_string_lossy()
             .ends_with(".img"))
     );
+}
+
+#[test]
+fn h5_build_check_says_which_ze_binary_it_will_use() {
+    let home = Home::new();
+    home.init("bin");
+    let kernel = home.stand_in_kernel();
+    let k = kernel.to_str().unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec!["appliance", "build", "--check", "--kernel", k];
+        args.extend_from_slice(extra);
+        args.push("bin");
+        text(&run_ok(home.ze(&args)).stdout)
+    };
+
+    // The test build of ze is dynamic, so the image's ze is built from
+    // this source tree, with the command `make build` runs.
+    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let stdout = check(&[]);
+    let want = format!(
+        "  ze binary:  would build a static ze from the source tree at {ws} with \
+         `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static -C strip=symbols\" \
+         cargo build --release --locked -p ze --target x86_64-unknown-linux-gnu --target-dir {ws}/target/static` \
+         (to {ws}/target/static/x86_64-unknown-linux-gnu/release/ze)\n",
+        ws = ws.display()
+    );
+    assert!(stdout.contains(&want), "{want:?} not in\n{stdout}");
+
+    // --ze names a static binary: that one, said so.
+    let elf = home.tmp.path().join("ze-static");
+    let mut bytes = vec![0u8; 64];
+    bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    bytes[18..20].copy_from_slice(&62u16.to_le_bytes());
+    bytes[32] = 64;
+    bytes[54] = 56;
+    fs::write(&elf, &bytes).unwrap();
+    let stdout = check(&["--ze", elf.to_str().unwrap()]);
+    let want = format!("  ze binary:  --ze {} (static, amd64)\n", elf.display());
+    assert!(stdout.contains(&want), "{want:?} not in\n{stdout}");
+
+    // A dynamic --ze is refused by name.
+    let out = run_fails(home.ze(&[
+        "appliance",
+        "build",
+        "--check",
+        "--kernel",
+        k,
+        "--ze",
+        ze_bin().to_str().unwrap(),
+        "bin",
+    ]));
+    let err = text(&out.stderr);
+    assert!(err.contains("static ze: --ze: "), "{err}");
+    assert!(err.contains("is dynamically linked"), "{err}");
 }
 
 #[test]

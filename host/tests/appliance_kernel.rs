@@ -227,3 +227,85 @@ fn tree_sources_build_in_place_without_touching_the_tree() {
     );
     assert_eq!(fx.builds(), 1);
 }
+
+#[test]
+fn h6_version_without_its_tarball_names_what_was_looked_for() {
+    let fx = Fixture::new();
+    let out = run_fails(fx.ze(&["--version", "9.99", "--dry-run"]));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--version 9.99: /usr/src/linux-source-9.99.tar.xz does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("pass --source TARBALL"), "{err}");
+    let out = run_fails(fx.ze(&["--version", "latest"]));
+    assert!(
+        text(&out.stderr).contains("--version \"latest\" is not a kernel version"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_fails(fx.ze(&["--version", "6.1", "--source", "linux-fake.tar.xz"]));
+    assert!(
+        text(&out.stderr).contains("--version and --source both name the kernel source"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fx.builds(), 0);
+}
+
+#[test]
+fn h6_a_bogus_tarball_fails_naming_the_file() {
+    let fx = Fixture::new();
+    // Not compressed data at all: refused before anything runs.
+    fs::write(fx.path("linux-9.9.tar.xz"), "not a tarball\n").unwrap();
+    let out = run_fails(fx.ze(&["--source", "linux-9.9.tar.xz", "--dry-run"]));
+    let err = text(&out.stderr);
+    let named = fx.path("linux-9.9.tar.xz").canonicalize().unwrap();
+    assert!(
+        err.contains(&format!(
+            "--source {}: not a Linux source tarball",
+            named.display()
+        )),
+        "{err}"
+    );
+
+    // xz's magic, then garbage: tar fails, and the error names the file.
+    fs::write(fx.path("broken.tar.xz"), b"\xfd7zXZ\0 and then garbage").unwrap();
+    let out = run_fails(fx.ze(&["--source", "broken.tar.xz"]));
+    let err = text(&out.stderr);
+    let named = fx.path("broken.tar.xz").canonicalize().unwrap();
+    assert!(
+        err.contains(&format!(
+            "cannot extract {}: it is not a readable Linux source tarball",
+            named.display()
+        )),
+        "{err}"
+    );
+
+    // A real tarball that holds no kernel tree.
+    fs::create_dir_all(fx.path("notlinux/docs")).unwrap();
+    fs::write(fx.path("notlinux/docs/README"), "hello\n").unwrap();
+    let st = Command::new("tar")
+        .args(["-czf", "notlinux.tar.gz", "notlinux"])
+        .current_dir(fx.tmp.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = run_fails(fx.ze(&["--source", "notlinux.tar.gz"]));
+    let err = text(&out.stderr);
+    let named = fx.path("notlinux.tar.gz").canonicalize().unwrap();
+    assert!(
+        err.contains(&format!(
+            "{} does not hold a Linux source tree",
+            named.display()
+        )),
+        "{err}"
+    );
+    // Neither failure leaves an extracted tree behind.
+    let src = fx.path("cache/ze/src");
+    let left: Vec<_> = fs::read_dir(&src)
+        .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?} in {}", src.display());
+    assert_eq!(fx.builds(), 0);
+}

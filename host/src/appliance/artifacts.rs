@@ -5,13 +5,17 @@
 //! `ze appliance kernel` makes for the appliance's arch and profile from
 //! Debian's linux-source (`$XDG_CACHE_HOME/ze/installer-kernel/<key>/Image`);
 //! `build/kernel/Image` (what `make kernel` leaves). Every candidate is
-//! checked to be a kernel for the right architecture.
+//! checked to be a kernel for the right architecture; the cache entry and
+//! `build/kernel/Image` must also be of the right profile: the `config`
+//! beside them has every symbol of the profile's `*.require` lists `=y`
+//! (so a `hardware` appliance never gets the qemu kernel `make kernel`
+//! left in `build/kernel/`).
 //!
 //! Initrd: `--initrd PATH`, else `build/initrd/initrd.img.gz`.
 
 use super::{
     config::{Arch, KernelProfile},
-    kernel::{Request, Source},
+    kernel::{self, Request, Source},
 };
 use anyhow::bail;
 use std::path::{Path, PathBuf};
@@ -90,11 +94,53 @@ pub fn cache_candidate(arch: Arch, profile: KernelProfile) -> Option<PathBuf> {
     Some(req.paths().ok()?.entry.join("Image"))
 }
 
+/// Whether the kernel `image` was built with `profile`'s drivers: the
+/// `config` that `ze appliance kernel` writes beside it has every symbol of
+/// the profile's require lists `=y`.
+fn check_profile(image: &Path, profile: KernelProfile) -> Result<(), String> {
+    let config = image.with_file_name("config");
+    let text = std::fs::read_to_string(&config).map_err(|e| {
+        format!(
+            "{}: its profile is unknown, {} cannot be read ({e}); pass it with --kernel to use it anyway",
+            image.display(),
+            config.display()
+        )
+    })?;
+    let missing = kernel::missing_required(&text, &kernel::profile_requires(profile));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(sym, _, _)| sym.as_str()).collect();
+    Err(format!(
+        "{} is not a {profile}-profile kernel: {} lacks {}",
+        image.display(),
+        config.display(),
+        names.join(", ")
+    ))
+}
+
 /// Find the kernel, or say which places were tried.
 pub fn find_kernel(
     flag: Option<&Path>,
     arch: Arch,
     profile: KernelProfile,
+) -> anyhow::Result<FoundKernel> {
+    let cache = if flag.is_some() {
+        None
+    } else {
+        cache_candidate(arch, profile)
+    };
+    find_kernel_among(flag, arch, profile, cache, Path::new(BUILD_KERNEL))
+}
+
+/// [`find_kernel`] with the cache entry (`None` when no kernel source keys
+/// it) and the `build/kernel/Image` path given.
+pub fn find_kernel_among(
+    flag: Option<&Path>,
+    arch: Arch,
+    profile: KernelProfile,
+    cache: Option<PathBuf>,
+    build: &Path,
 ) -> anyhow::Result<FoundKernel> {
     if let Some(p) = flag {
         if !p.is_file() {
@@ -108,26 +154,30 @@ pub fn find_kernel(
     }
     let mut tried = Vec::new();
     let mut candidates = Vec::new();
-    match cache_candidate(arch, profile) {
+    match cache {
         Some(p) => candidates.push((p, KernelOrigin::Cache)),
-        None => tried.push(
-            "the ze appliance kernel cache (no /usr/src/linux-source-*.tar.xz to key it)"
-                .to_string(),
-        ),
+        None => tried.push(format!(
+            "the ze appliance kernel cache (no {} to key it)",
+            kernel::debian_tarball(
+                Path::new(kernel::DEBIAN_SOURCE_DIR),
+                kernel::default_version()
+            )
+            .display()
+        )),
     }
-    candidates.push((PathBuf::from(BUILD_KERNEL), KernelOrigin::Build));
+    candidates.push((build.to_path_buf(), KernelOrigin::Build));
     for (path, origin) in candidates {
         if !path.is_file() {
             tried.push(format!("{} (absent)", absolute(&path).display()));
             continue;
         }
-        match check_kernel(&path, arch) {
+        match check_kernel(&path, arch).and_then(|()| check_profile(&path, profile)) {
             Ok(()) => return Ok(FoundKernel { path, origin }),
             Err(e) => tried.push(e),
         }
     }
     bail!(
-        "no installer kernel for {arch} ({profile} profile); tried:\n  {}\nbuild one with `ze appliance kernel --arch {arch} --profile {profile}` (or `make kernel`), or pass --kernel PATH",
+        "no installer kernel for {arch} ({profile} profile); tried:\n  {}\nbuild one with `ze appliance kernel --arch {arch} --profile {profile}` (or `make kernel PROFILE={profile}`), or pass --kernel PATH",
         tried.join("\n  ")
     )
 }
@@ -188,6 +238,74 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("no such file"), "{err}");
+    }
+
+    /// A stand-in bzImage with the config a build of `profile` resolves to.
+    fn kernel_dir(root: &Path, name: &str, profile: KernelProfile) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        std::fs::write(dir.join("Image"), &bz).unwrap();
+        let config = kernel::merge("", &kernel::profile_fragments(profile, &[]));
+        std::fs::write(dir.join("config"), config).unwrap();
+        dir.join("Image")
+    }
+
+    #[test]
+    fn h1_a_hardware_appliance_gets_the_hardware_kernel_not_build_kernel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hw = kernel_dir(tmp.path(), "cache-hw", KernelProfile::Hardware);
+        let qemu_build = kernel_dir(tmp.path(), "build-qemu", KernelProfile::Qemu);
+        let (amd, hwp) = (Arch::Amd64, KernelProfile::Hardware);
+
+        // The cache entry for the hardware profile wins over build/kernel.
+        let found = find_kernel_among(None, amd, hwp, Some(hw.clone()), &qemu_build).unwrap();
+        assert_eq!(
+            (found.path, found.origin),
+            (hw.clone(), KernelOrigin::Cache)
+        );
+
+        // Without it, the qemu kernel in build/kernel is refused, by name.
+        let absent = tmp.path().join("cache-none/Image");
+        let err = find_kernel_among(None, amd, hwp, Some(absent.clone()), &qemu_build)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{} (absent)", absent.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{} is not a hardware-profile kernel",
+                qemu_build.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("CONFIG_E1000E"), "{err}");
+        assert!(err.contains("--profile hardware"), "{err}");
+
+        // A hardware kernel in build/kernel is taken.
+        let hw_build = kernel_dir(tmp.path(), "build-hw", KernelProfile::Hardware);
+        let found = find_kernel_among(None, amd, hwp, None, &hw_build).unwrap();
+        assert_eq!(found.origin, KernelOrigin::Build);
+
+        // The qemu profile takes the qemu kernel, and a hardware one (it has
+        // the qemu drivers too).
+        let q = KernelProfile::Qemu;
+        let found = find_kernel_among(None, amd, q, Some(absent.clone()), &qemu_build).unwrap();
+        assert_eq!(found.path, qemu_build);
+        find_kernel_among(None, amd, q, None, &hw_build).unwrap();
+
+        // A kernel without its config cannot be told apart: refused unless
+        // given with --kernel.
+        std::fs::remove_file(hw_build.with_file_name("config")).unwrap();
+        let err = find_kernel_among(None, amd, hwp, None, &hw_build)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its profile is unknown"), "{err}");
+        let found = find_kernel_among(Some(&hw_build), amd, hwp, None, &qemu_build).unwrap();
+        assert_eq!(found.origin, KernelOrigin::Flag);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! Where it comes from, in order:
 //! 1. `--ze PATH`: any binary that is a static ELF for the image's arch;
-//! 2. the running `ze`, when it already is one (a `make static-ze` build
-//!    installed with `ze install local`);
-//! 3. a build from the source tree this `ze` was compiled from:
-//!    `cargo build --release -p ze --target <triple>` into `target/static`,
-//!    with `-C target-feature=+crt-static` given through
+//! 2. the running `ze`, when it already is one (the release build,
+//!    `make build`, is static, and so is what `ze install local` copies
+//!    from it), so an installed ze needs no source tree and no toolchain;
+//! 3. a build from the source tree this `ze` was compiled from, the same
+//!    command `make build` runs: `cargo build --release --locked -p ze
+//!    --target <triple> --target-dir target/static`, with
+//!    `-C target-feature=+crt-static` given through
 //!    `CARGO_TARGET_<TRIPLE>_RUSTFLAGS`, so build scripts and proc macros
 //!    (host units) are built normally and only the target binary is static.
 //!
@@ -98,7 +100,7 @@ pub fn check_static(path: &Path, arch: Arch) -> anyhow::Result<()> {
     if facts.dynamic {
         bail!(
             "{} is dynamically linked (it names an ELF interpreter); the image needs a static ze \
-             (build one with `make static-ze`)",
+             (`make build` builds the static one)",
             path.display()
         );
     }
@@ -122,15 +124,19 @@ pub enum Source {
 }
 
 impl Source {
-    /// One line for the build summary.
-    pub fn describe(&self) -> String {
+    /// One line for the build summary: which binary, and for a cargo build
+    /// the exact command. `planned` is for `--check` and `--dry-run`, which
+    /// build nothing.
+    pub fn describe(&self, arch: Arch, planned: bool) -> String {
         match self {
-            Source::Given(p) => format!("{} (--ze)", p.display()),
-            Source::Running(p) => format!("{} (the running ze, static)", p.display()),
+            Source::Given(p) => format!("--ze {} (static, {arch})", p.display()),
+            Source::Running(p) => format!("the running ze ({}, static)", p.display()),
             Source::Cargo { workspace, output } => format!(
-                "{} (static build of {} with cargo)",
-                output.display(),
-                workspace.display()
+                "{} a static ze from the source tree at {} with `{}` (to {})",
+                if planned { "would build" } else { "building" },
+                workspace.display(),
+                cargo_command_line(workspace, arch),
+                output.display()
             ),
         }
     }
@@ -144,31 +150,44 @@ pub fn workspace() -> Option<PathBuf> {
     (ws.join("Cargo.toml").is_file() && ws.join("host/Cargo.toml").is_file()).then_some(ws)
 }
 
+/// Where the cargo build of `workspace` leaves the static ze for `arch`.
+pub fn cargo_output(workspace: &Path, arch: Arch) -> PathBuf {
+    workspace
+        .join(TARGET_DIR)
+        .join(arch.rust_triple())
+        .join("release/ze")
+}
+
 /// Decide where the static ze comes from, or say why none can be had.
 pub fn resolve(given: Option<&Path>, arch: Arch) -> anyhow::Result<Source> {
+    let running = std::env::current_exe().ok();
+    resolve_from(given, running.as_deref(), workspace(), arch)
+}
+
+/// [`resolve`] with the running binary and the workspace given.
+pub fn resolve_from(
+    given: Option<&Path>,
+    running: Option<&Path>,
+    workspace: Option<PathBuf>,
+    arch: Arch,
+) -> anyhow::Result<Source> {
     if let Some(p) = given {
         check_static(p, arch).context("--ze")?;
         return Ok(Source::Given(p.to_path_buf()));
     }
-    if let Ok(exe) = std::env::current_exe()
-        && check_static(&exe, arch).is_ok()
+    if let Some(exe) = running
+        && check_static(exe, arch).is_ok()
     {
-        return Ok(Source::Running(exe));
+        return Ok(Source::Running(exe.to_path_buf()));
     }
-    match workspace() {
-        Some(ws) => {
-            let output = ws
-                .join(TARGET_DIR)
-                .join(arch.rust_triple())
-                .join("release/ze");
-            Ok(Source::Cargo {
-                workspace: ws,
-                output,
-            })
-        }
+    match workspace {
+        Some(ws) => Ok(Source::Cargo {
+            output: cargo_output(&ws, arch),
+            workspace: ws,
+        }),
         None => bail!(
             "no static ze for {arch}: the running ze is not one and its source tree ({}) is gone; \
-             pass --ze PATH (build one with `make static-ze` in a checkout)",
+             pass --ze PATH (build one with `make build` in a checkout)",
             env!("CARGO_MANIFEST_DIR")
         ),
     }
@@ -221,6 +240,33 @@ fn target_var(arch: Arch, what: &str) -> String {
     )
 }
 
+/// The arguments of the cargo build of the static ze (after `cargo`).
+fn cargo_args(workspace: &Path, arch: Arch) -> Vec<String> {
+    [
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "ze",
+        "--target",
+        arch.rust_triple(),
+        "--target-dir",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([workspace.join(TARGET_DIR).display().to_string()])
+    .collect()
+}
+
+/// The cargo build as a person would type it, for summaries.
+pub fn cargo_command_line(workspace: &Path, arch: Arch) -> String {
+    format!(
+        "{}=\"{STATIC_RUSTFLAGS}\" cargo {}",
+        target_var(arch, "RUSTFLAGS"),
+        cargo_args(workspace, arch).join(" ")
+    )
+}
+
 /// Get the binary: check it, or build it. Cargo's own progress goes to
 /// the terminal (standard error).
 pub fn obtain(source: &Source, arch: Arch) -> anyhow::Result<PathBuf> {
@@ -234,10 +280,7 @@ pub fn obtain(source: &Source, arch: Arch) -> anyhow::Result<PathBuf> {
     }
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--locked", "-p", "ze", "--target"])
-        .arg(arch.rust_triple())
-        .arg("--target-dir")
-        .arg(workspace.join(TARGET_DIR))
+        .args(cargo_args(workspace, arch))
         // Flags in these would replace the per-target ones below.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -289,6 +332,121 @@ mod tests {
             }
         }
         assert!(!inspect(&stripped).unwrap().dynamic);
+    }
+
+    /// The smallest ELF `inspect` reads: a header with no program headers,
+    /// hence no `PT_INTERP`: static.
+    fn fake_static_elf(dir: &Path, arch: Arch) -> PathBuf {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // 64-bit
+        elf[5] = 1; // little-endian
+        elf[18..20].copy_from_slice(&machine_of(arch).to_le_bytes());
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        let path = dir.join(format!("ze-{arch}"));
+        fs::write(&path, elf).unwrap();
+        path
+    }
+
+    #[test]
+    fn h5_resolution_order_and_what_check_says_of_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let amd = Arch::Amd64;
+        let static_ze = fake_static_elf(dir.path(), amd);
+        let dynamic = std::env::current_exe().unwrap();
+        let ws = dir.path().join("src/ze");
+
+        // --ze first, even when the running ze is static.
+        let got = resolve_from(Some(&static_ze), Some(&static_ze), Some(ws.clone()), amd).unwrap();
+        assert_eq!(got, Source::Given(static_ze.clone()));
+        assert_eq!(
+            got.describe(amd, true),
+            format!("--ze {} (static, amd64)", static_ze.display())
+        );
+        let err = resolve_from(Some(&dynamic), None, None, amd).unwrap_err();
+        assert!(format!("{err:#}").contains("--ze: "), "{err:#}");
+
+        // Then the running ze, when it is static: no source tree needed.
+        let got = resolve_from(None, Some(&static_ze), None, amd).unwrap();
+        assert_eq!(got, Source::Running(static_ze.clone()));
+        assert_eq!(
+            got.describe(amd, true),
+            format!("the running ze ({}, static)", static_ze.display())
+        );
+        // A static ze for another arch is not the image's.
+        let arm = fake_static_elf(dir.path(), Arch::Arm64);
+        assert!(matches!(
+            resolve_from(None, Some(&arm), Some(ws.clone()), amd).unwrap(),
+            Source::Cargo { .. }
+        ));
+
+        // Then a cargo build of the source tree, the command spelled out.
+        let got = resolve_from(None, Some(&dynamic), Some(ws.clone()), amd).unwrap();
+        let out = ws.join("target/static/x86_64-unknown-linux-gnu/release/ze");
+        assert_eq!(
+            got,
+            Source::Cargo {
+                workspace: ws.clone(),
+                output: out.clone()
+            }
+        );
+        let cmd = format!(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static -C strip=symbols\" \
+             cargo build --release --locked -p ze --target x86_64-unknown-linux-gnu --target-dir {}/target/static",
+            ws.display()
+        );
+        assert_eq!(
+            got.describe(amd, true),
+            format!(
+                "would build a static ze from the source tree at {} with `{cmd}` (to {})",
+                ws.display(),
+                out.display()
+            )
+        );
+        assert!(
+            got.describe(amd, false)
+                .starts_with("building a static ze from")
+        );
+
+        // Neither: say what to pass.
+        let err = resolve_from(None, Some(&dynamic), None, amd)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pass --ze PATH"), "{err}");
+    }
+
+    #[test]
+    fn h5_make_build_runs_the_same_static_build_as_ze_appliance_build() {
+        let makefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
+        let text = fs::read_to_string(&makefile).unwrap();
+        let has = |line: &str| text.lines().any(|l| l.trim() == line);
+        assert!(
+            has(&format!("STATIC_RUSTFLAGS := {STATIC_RUSTFLAGS}")),
+            "the Makefile's static rustflags differ from {STATIC_RUSTFLAGS:?}"
+        );
+        assert!(has(&format!(
+            "ZE := {TARGET_DIR}/$(STATIC_TRIPLE)/release/ze"
+        )));
+        let args = cargo_args(Path::new(""), Arch::Amd64)
+            .join(" ")
+            .replace(Arch::Amd64.rust_triple(), "$(STATIC_TRIPLE)");
+        let recipe: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "build:")
+            .skip(1)
+            .take_while(|l| l.starts_with('\t'))
+            .collect();
+        let recipe = recipe.join("\n");
+        assert!(
+            recipe.contains(&format!("$(CARGO) {args}")),
+            "`make build` does not run `cargo {args}`:\n{recipe}"
+        );
+        assert!(
+            recipe.contains("$(STATIC_RUSTFLAGS_VAR)=\"$(STATIC_RUSTFLAGS)\""),
+            "{recipe}"
+        );
+        assert!(has("static-ze: build"), "make static-ze is make build");
     }
 
     #[test]

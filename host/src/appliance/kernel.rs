@@ -1,6 +1,7 @@
 //! `ze appliance kernel`: build the installer kernel from Debian's
-//! `linux-source` tarball (or a tree given with `--source`), with ze's
-//! config fragments (checklist A3–A5, A8).
+//! `linux-source` tarball (the version `kernel-config/linux.version` names,
+//! or another with `--version`; or a tarball or tree given with
+//! `--source`), with ze's config fragments (checklist A3–A5, A8, H1, H6).
 //!
 //! The steps: extract the tarball once into the cache → `make tinyconfig`
 //! in a build directory → merge `base.config` and `<profile>.config` (and
@@ -27,7 +28,7 @@ use sha2::{Digest, Sha256};
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -50,8 +51,8 @@ pub mod fragments {
     pub const HARDWARE_REQUIRE: &str = include_str!("../../../kernel-config/hardware.require");
 }
 
-/// Where Debian's `linux-source-*` packages put their tarballs.
-pub const DEBIAN_SOURCE_GLOB_DIR: &str = "/usr/src";
+/// Where Debian's `linux-source-<version>` packages put their tarballs.
+pub const DEBIAN_SOURCE_DIR: &str = "/usr/src";
 /// Bumped when the build procedure changes, so old cache entries are not reused.
 const BUILDER_VERSION: &str = "1";
 /// How often a long build reports progress.
@@ -199,6 +200,97 @@ pub fn dropped_symbols(config: &str, fragments: &[Fragment]) -> Vec<String> {
     out
 }
 
+/// The default kernel version, named in exactly one file of the
+/// repository: Debian's `linux-source-<version>` package provides it.
+const LINUX_VERSION_FILE: &str = include_str!("../../../kernel-config/linux.version");
+
+/// The kernel version built when neither `--version` nor `--source` is
+/// given (`kernel-config/linux.version`).
+pub fn default_version() -> &'static str {
+    LINUX_VERSION_FILE.trim()
+}
+
+/// Whether `v` looks like a kernel version Debian packages as
+/// `linux-source-<v>`: two or three dot-separated numbers (`6.1`, `6.12`).
+pub fn valid_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Debian's tarball of Linux `version` under `usr_src`
+/// (`/usr/src/linux-source-<version>.tar.xz`).
+pub fn debian_tarball(usr_src: &Path, version: &str) -> PathBuf {
+    usr_src.join(format!("linux-source-{version}.tar.xz"))
+}
+
+/// Why the kernel source named by the flags cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `--version` and `--source` together.
+    #[error(
+        "--version and --source both name the kernel source: give --version V for Debian's \
+         linux-source-V, or --source for a tarball or tree"
+    )]
+    Both,
+    /// `--version` is not a version.
+    #[error(
+        "--version {0:?} is not a kernel version: give two or three numbers, e.g. --version 6.1"
+    )]
+    BadVersion(String),
+    /// `--version V`, and Debian's tarball of V is not installed.
+    #[error(
+        "--version {version}: {} does not exist (it comes with Debian's linux-source-{version} \
+         package); install that package, or pass --source TARBALL with a Linux source tarball",
+        path.display()
+    )]
+    VersionMissing {
+        /// The version asked for.
+        version: String,
+        /// The tarball looked for.
+        path: PathBuf,
+    },
+    /// Neither flag, and the default version's tarball is not installed.
+    #[error(
+        "no kernel source: {} is missing; install it with `apt-get install linux-source-{version}` \
+         (`make deps` does), or pass --version V or --source TARBALL",
+        path.display()
+    )]
+    DefaultMissing {
+        /// The default version.
+        version: &'static str,
+        /// The tarball looked for.
+        path: PathBuf,
+    },
+    /// `--source` cannot be read.
+    #[error("--source {}: {source}", path.display())]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--source` is a directory that is not a kernel tree.
+    #[error("--source {}: not a kernel tree (no Makefile and Kconfig)", .0.display())]
+    NotATree(PathBuf),
+    /// `--source` is a file that is not a tarball.
+    #[error(
+        "--source {}: not a Linux source tarball (neither xz, gzip nor tar data); pass a \
+         linux-*.tar.xz or .tar.gz, or an unpacked kernel tree",
+        .0.display()
+    )]
+    NotATarball(PathBuf),
+}
+
+/// Whether a file's first 512 bytes are xz, gzip or tar data.
+fn looks_like_tarball(head: &[u8]) -> bool {
+    head.starts_with(b"\xfd7zXZ\0")
+        || head.starts_with(b"\x1f\x8b")
+        || head.get(257..262) == Some(b"ustar")
+}
+
 /// Where the kernel source comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -209,55 +301,80 @@ pub enum Source {
 }
 
 impl Source {
-    /// The newest `/usr/src/linux-source-*.tar.xz`.
-    pub fn debian_default() -> anyhow::Result<Source> {
-        let mut found: Vec<PathBuf> = fs::read_dir(DEBIAN_SOURCE_GLOB_DIR)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                            n.starts_with("linux-source-") && n.ends_with(".tar.xz")
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        found.sort();
-        match found.pop() {
-            Some(p) => Ok(Source::Tarball(p)),
-            None => bail!(
-                "no kernel source: {DEBIAN_SOURCE_GLOB_DIR}/linux-source-*.tar.xz is missing; \
-                 install it with `apt-get install linux-source-6.1`, or pass --source PATH"
-            ),
+    /// The source the flags name: `--source PATH`; `--version V`, Debian's
+    /// `<usr_src>/linux-source-V.tar.xz`; else that tarball of the default
+    /// version. Checked before anything is built.
+    pub fn resolve(
+        version: Option<&str>,
+        source: Option<&Path>,
+        usr_src: &Path,
+    ) -> Result<Source, SourceError> {
+        match (version, source) {
+            (Some(_), Some(_)) => Err(SourceError::Both),
+            (None, Some(path)) => Source::from_path(path),
+            (Some(v), None) => {
+                if !valid_version(v) {
+                    return Err(SourceError::BadVersion(v.to_string()));
+                }
+                let path = debian_tarball(usr_src, v);
+                if !path.is_file() {
+                    return Err(SourceError::VersionMissing {
+                        version: v.to_string(),
+                        path,
+                    });
+                }
+                Source::from_path(&path)
+            }
+            (None, None) => {
+                let version = default_version();
+                let path = debian_tarball(usr_src, version);
+                if !path.is_file() {
+                    return Err(SourceError::DefaultMissing { version, path });
+                }
+                Source::from_path(&path)
+            }
         }
     }
 
-    /// `--source PATH`: a tarball or a directory.
-    pub fn from_path(path: &Path) -> anyhow::Result<Source> {
-        let meta = fs::metadata(path).with_context(|| format!("--source {}", path.display()))?;
-        let path = path.canonicalize()?;
+    /// The default source: Debian's tarball of [`default_version`].
+    pub fn debian_default() -> Result<Source, SourceError> {
+        Source::resolve(None, None, Path::new(DEBIAN_SOURCE_DIR))
+    }
+
+    /// `--source PATH`: a tarball (checked by its first bytes) or a kernel
+    /// tree.
+    pub fn from_path(path: &Path) -> Result<Source, SourceError> {
+        let unreadable = |source| SourceError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = fs::metadata(path).map_err(unreadable)?;
+        let path = path.canonicalize().map_err(unreadable)?;
         if meta.is_dir() {
             if !path.join("Makefile").is_file() || !path.join("Kconfig").is_file() {
-                bail!(
-                    "--source {}: not a kernel tree (no Makefile and Kconfig)",
-                    path.display()
-                );
+                return Err(SourceError::NotATree(path));
             }
-            Ok(Source::Tree(path))
-        } else {
-            Ok(Source::Tarball(path))
+            return Ok(Source::Tree(path));
         }
+        let mut head = Vec::new();
+        fs::File::open(&path)
+            .and_then(|f| f.take(512).read_to_end(&mut head))
+            .map_err(unreadable)?;
+        if !looks_like_tarball(&head) {
+            return Err(SourceError::NotATarball(path));
+        }
+        Ok(Source::Tarball(path))
     }
 
     /// A short stable id: the tarball's path, size and mtime, or the tree's
-    /// path.
+    /// path. It names the extracted tree and the build directory and is
+    /// part of the cache key, so two sources never share either.
     pub fn id(&self) -> anyhow::Result<String> {
         use std::os::unix::fs::MetadataExt;
         let mut h = Sha256::new();
         match self {
             Source::Tarball(p) => {
-                let m = fs::metadata(p)?;
+                let m = fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
                 h.update(format!(
                     "tarball\0{}\0{}\0{}.{}",
                     p.display(),
@@ -271,7 +388,8 @@ impl Source {
         Ok(hex16(&h.finalize()))
     }
 
-    fn describe(&self) -> String {
+    /// The path, for messages.
+    pub fn describe(&self) -> String {
         match self {
             Source::Tarball(p) => p.display().to_string(),
             Source::Tree(p) => format!("{} (tree)", p.display()),
@@ -339,7 +457,11 @@ impl Request {
 
     /// Where this request's files live in the cache.
     pub fn paths(&self) -> anyhow::Result<Paths> {
-        let cache = cache_dir()?;
+        self.paths_in(&cache_dir()?)
+    }
+
+    /// Where this request's files live in the cache at `cache`.
+    pub fn paths_in(&self, cache: &Path) -> anyhow::Result<Paths> {
         let source_id = self.source.id()?;
         let key = cache_key(&source_id, self.arch, self.profile, &self.fragments());
         let kernels = cache.join("installer-kernel");
@@ -508,7 +630,26 @@ fn check_required(req: &Request, config: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel tree an extracted tarball holds: its one top-level
+/// directory, with a Makefile and a Kconfig.
+fn kernel_tree_in(dir: &Path) -> Option<PathBuf> {
+    let dirs: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    match dirs.as_slice() {
+        [one] if one.join("Makefile").is_file() && one.join("Kconfig").is_file() => {
+            Some(one.clone())
+        }
+        _ => None,
+    }
+}
+
 /// Extract a tarball source into the cache once; return the kernel tree.
+/// A tarball that does not extract, or holds no kernel tree, leaves
+/// nothing in the cache.
 fn prepare_tree(req: &Request, paths: &Paths, log: &mut dyn Write) -> anyhow::Result<PathBuf> {
     let Source::Tarball(tarball) = &req.source else {
         return Ok(paths.tree_root.clone());
@@ -524,7 +665,7 @@ fn prepare_tree(req: &Request, paths: &Paths, log: &mut dyn Write) -> anyhow::Re
         let staging = paths.tree_root.with_extension("partial");
         let _ = fs::remove_dir_all(&staging);
         fs::create_dir_all(&staging)?;
-        run_logged(
+        let extracted = run_logged(
             Command::new("tar")
                 .arg("-xf")
                 .arg(tarball)
@@ -532,22 +673,33 @@ fn prepare_tree(req: &Request, paths: &Paths, log: &mut dyn Write) -> anyhow::Re
                 .arg(&staging),
             None,
             log,
-        )?;
+        );
+        if let Err(e) = extracted {
+            let _ = fs::remove_dir_all(&staging);
+            bail!(
+                "cannot extract {}: it is not a readable Linux source tarball ({e:#})",
+                tarball.display()
+            );
+        }
+        if kernel_tree_in(&staging).is_none() {
+            let _ = fs::remove_dir_all(&staging);
+            bail!(
+                "{} does not hold a Linux source tree (one top-level directory with a Makefile \
+                 and a Kconfig); pass a Linux source tarball",
+                tarball.display()
+            );
+        }
         let _ = fs::remove_dir_all(&paths.tree_root);
         fs::rename(&staging, &paths.tree_root)?;
         fs::write(&done, tarball.display().to_string())?;
     }
-    // The tarball holds one top-level directory: the kernel tree.
-    let mut dirs: Vec<PathBuf> = fs::read_dir(&paths.tree_root)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    match dirs.as_slice() {
-        [one] if one.join("Makefile").is_file() => Ok(one.clone()),
-        _ => bail!("{} does not hold a single kernel tree", tarball.display()),
-    }
+    kernel_tree_in(&paths.tree_root).with_context(|| {
+        format!(
+            "{} holds no kernel tree: remove it and run again to extract {} afresh",
+            paths.tree_root.display(),
+            tarball.display()
+        )
+    })
 }
 
 fn make(req: &Request, tree: &Path, build: &Path) -> Command {
@@ -815,6 +967,273 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn h1_hardware_profile_requires_what_bare_metal_installs_need() {
+        let required: Vec<String> = profile_requires(KernelProfile::Hardware)
+            .into_iter()
+            .map(|(sym, _)| sym)
+            .collect();
+        for sym in [
+            "CONFIG_E1000E",
+            "CONFIG_BLK_DEV_NVME",
+            "CONFIG_ATA",
+            "CONFIG_SATA_AHCI",
+            "CONFIG_USB_XHCI_HCD",
+            "CONFIG_USB_XHCI_PCI",
+            "CONFIG_USB_STORAGE",
+            "CONFIG_FB_EFI",
+            "CONFIG_VT_CONSOLE",
+            "CONFIG_FRAMEBUFFER_CONSOLE",
+            "CONFIG_BLK_DEV_LOOP",
+            "CONFIG_VFAT_FS",
+            "CONFIG_EXFAT_FS",
+            "CONFIG_EXT4_FS",
+            "CONFIG_ISO9660_FS",
+            "CONFIG_EFIVAR_FS",
+        ] {
+            assert!(
+                required.iter().any(|r| r == sym),
+                "{sym} is not in base.require or hardware.require"
+            );
+        }
+    }
+
+    #[test]
+    fn a5_every_profile_has_efivarfs() {
+        for profile in [KernelProfile::Qemu, KernelProfile::Hardware] {
+            assert!(
+                profile_requires(profile)
+                    .iter()
+                    .any(|(sym, _)| sym == "CONFIG_EFIVAR_FS"),
+                "{profile}"
+            );
+            let merged = parse_config(&merge("", &profile_fragments(profile, &[])));
+            for sym in ["CONFIG_EFI", "CONFIG_EFIVAR_FS"] {
+                assert_eq!(
+                    merged.get(sym).map(String::as_str),
+                    Some("y"),
+                    "{profile} {sym}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn h1_the_framebuffer_console_is_efifb_without_drm() {
+        let hw = parse_config(&merge("", &profile_fragments(KernelProfile::Hardware, &[])));
+        let get = |sym: &str| hw.get(sym).map(String::as_str).unwrap_or("unset");
+        for sym in [
+            "CONFIG_FB",
+            "CONFIG_FB_EFI",
+            "CONFIG_VT",
+            "CONFIG_FRAMEBUFFER_CONSOLE",
+        ] {
+            assert_eq!(get(sym), "y", "{sym}");
+        }
+        // With SYSFB_SIMPLEFB the GOP framebuffer becomes a
+        // simple-framebuffer device, which efifb does not bind.
+        assert_eq!(get("CONFIG_SYSFB_SIMPLEFB"), "n");
+        assert_eq!(get("CONFIG_DRM"), "n");
+    }
+
+    #[test]
+    fn a4_no_symbol_is_required_twice() {
+        for profile in [KernelProfile::Qemu, KernelProfile::Hardware] {
+            let mut seen = std::collections::BTreeMap::new();
+            for (sym, from) in profile_requires(profile) {
+                if let Some(first) = seen.insert(sym.clone(), from) {
+                    panic!("{sym} is in both {first} and {from}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn h6_the_default_version_is_named_once_and_valid() {
+        assert_eq!(
+            LINUX_VERSION_FILE.lines().count(),
+            1,
+            "{LINUX_VERSION_FILE:?}"
+        );
+        assert!(valid_version(default_version()), "{}", default_version());
+        for ok in ["6.1", "6.12", "5.10.3"] {
+            assert!(valid_version(ok), "{ok}");
+        }
+        for bad in [
+            "", "6", "6.", ".1", "6.1.2.3", "6.x", "../6.1", "6.1/..", "v6.1", "6.1 ",
+        ] {
+            assert!(!valid_version(bad), "{bad:?}");
+        }
+    }
+
+    /// A tempdir standing in for `/usr/src`, with tarballs of `versions`.
+    fn usr_src(versions: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for v in versions {
+            fs::write(debian_tarball(dir.path(), v), b"\xfd7zXZ\0rest").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn h6_version_resolves_to_debians_tarball() {
+        let dir = usr_src(&["6.12", default_version()]);
+        let got = Source::resolve(Some("6.12"), None, dir.path()).unwrap();
+        assert_eq!(
+            got,
+            Source::Tarball(
+                dir.path()
+                    .join("linux-source-6.12.tar.xz")
+                    .canonicalize()
+                    .unwrap()
+            )
+        );
+        let default = Source::resolve(None, None, dir.path()).unwrap();
+        assert_eq!(
+            default,
+            Source::Tarball(
+                debian_tarball(dir.path(), default_version())
+                    .canonicalize()
+                    .unwrap()
+            ),
+            "the default is linux.version's, not the newest"
+        );
+    }
+
+    #[test]
+    fn h6_version_without_its_tarball_names_what_was_looked_for() {
+        let dir = usr_src(&[]);
+        let err = Source::resolve(Some("6.12"), None, dir.path())
+            .unwrap_err()
+            .to_string();
+        let looked = dir.path().join("linux-source-6.12.tar.xz");
+        assert!(
+            err.contains(&format!("{} does not exist", looked.display())),
+            "{err}"
+        );
+        assert!(err.contains("linux-source-6.12 package"), "{err}");
+        assert!(err.contains("--source TARBALL"), "{err}");
+
+        let err = Source::resolve(None, None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "{} is missing",
+                debian_tarball(dir.path(), default_version()).display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "apt-get install linux-source-{}",
+                default_version()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn h6_bad_flag_combinations_are_refused_before_anything_is_read() {
+        let dir = usr_src(&["6.1"]);
+        let tarball = debian_tarball(dir.path(), "6.1");
+        let err = Source::resolve(Some("6.1"), Some(&tarball), dir.path()).unwrap_err();
+        assert!(matches!(err, SourceError::Both), "{err}");
+        let err = Source::resolve(Some("../../etc/passwd"), None, dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"../../etc/passwd\" is not a kernel version"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn h6_source_files_are_checked_by_their_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            fs::write(&p, bytes).unwrap();
+            p
+        };
+        let xz = write("linux-6.12.tar.xz", b"\xfd7zXZ\0...");
+        let gz = write("linux-6.12.tar.gz", b"\x1f\x8b\x08...");
+        let mut tar = vec![0u8; 1024];
+        tar[257..262].copy_from_slice(b"ustar");
+        let tar = write("linux-6.12.tar", &tar);
+        for p in [&xz, &gz, &tar] {
+            assert!(
+                matches!(Source::from_path(p), Ok(Source::Tarball(_))),
+                "{}",
+                p.display()
+            );
+        }
+        let bogus = write("linux-9.9.tar.xz", b"this is not a tarball\n");
+        let err = Source::from_path(&bogus).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "--source {}: not a Linux source tarball",
+                bogus.canonicalize().unwrap().display()
+            )),
+            "{err}"
+        );
+        let err = Source::from_path(&dir.path().join("absent.tar.xz"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absent.tar.xz"), "{err}");
+    }
+
+    #[test]
+    fn h6_different_sources_never_share_a_cache_entry_or_build_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let a = dir.path().join("linux-a.tar.xz");
+        let b = dir.path().join("linux-b.tar.xz");
+        fs::write(&a, b"\xfd7zXZ\0aaaa").unwrap();
+        fs::write(&b, b"\xfd7zXZ\0bbbb").unwrap();
+        let req = |source: Source| Request {
+            arch: Arch::Amd64,
+            profile: KernelProfile::Hardware,
+            source,
+            extra: Vec::new(),
+            jobs: 1,
+            output: PathBuf::from("build/kernel"),
+        };
+        let paths = |p: &Path| req(Source::from_path(p).unwrap()).paths_in(&cache).unwrap();
+        let (pa, pb) = (paths(&a), paths(&b));
+        assert_ne!(pa.key, pb.key);
+        assert_ne!(pa.entry, pb.entry);
+        assert_ne!(pa.build, pb.build);
+        assert_ne!(pa.tree_root, pb.tree_root);
+        assert_eq!(paths(&a).key, pa.key, "the same source keeps its key");
+
+        // The same path with other content (another size, another mtime)
+        // is another source.
+        fs::write(&a, b"\xfd7zXZ\0a newer tarball").unwrap();
+        let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        let pa2 = paths(&a);
+        assert_ne!(pa2.key, pa.key);
+        assert_ne!(pa2.build, pa.build);
+        // Same size, other mtime: still another source.
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(when + Duration::from_secs(1))
+            .unwrap();
+        assert_ne!(paths(&a).key, pa2.key);
+        assert!(
+            pa.entry.starts_with(cache.join("installer-kernel")),
+            "{}",
+            pa.entry.display()
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub fn run(args: &ApplianceBuild) -> anyhow::Result<()> {
                 "all prerequisites for building appliance {} are present",
                 r.name
             )?;
-            summary(&r, &mut out)?;
+            summary(&r, &mut out, true)?;
             return Ok(());
         }
         bail!("missing prerequisites:\n  {}", problems.join("\n  "));
@@ -186,7 +186,7 @@ pub fn run(args: &ApplianceBuild) -> anyhow::Result<()> {
     }
     let (size, _) = *r.size.as_ref().expect("checked");
     writeln!(out, "building appliance {}", r.name)?;
-    summary(&r, &mut out)?;
+    summary(&r, &mut out, args.dry_run)?;
     if args.dry_run {
         let layout = DiskLayout::plan(size, r.appliance.image.arch, Identities::placeholder())?;
         writeln!(out, "  layout:")?;
@@ -232,7 +232,9 @@ pub fn run(args: &ApplianceBuild) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(r: &Resolved, out: &mut dyn Write) -> anyhow::Result<()> {
+/// The resolved inputs; `planned` when nothing will be built (`--check`,
+/// `--dry-run`).
+fn summary(r: &Resolved, out: &mut dyn Write, planned: bool) -> anyhow::Result<()> {
     let a = &r.appliance.image;
     if let Ok((size, from)) = &r.size {
         writeln!(out, "  directory:  {}", r.dir.display())?;
@@ -248,7 +250,7 @@ fn summary(r: &Resolved, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "  kernel:     {}", k.describe())?;
     }
     if let Ok(z) = &r.ze {
-        writeln!(out, "  ze:         {}", z.describe())?;
+        writeln!(out, "  ze binary:  {}", z.describe(a.arch, planned))?;
     }
     if let Some(ssh) = &r.appliance.ssh {
         writeln!(out, "  ssh user:   {}", ssh.username)?;

@@ -8,7 +8,7 @@ use crate::{
     cli::ApplianceKernel,
 };
 use anyhow::{Context, bail};
-use std::io::Write;
+use std::{io::Write, path::Path};
 
 /// Turn the flags (and the appliance definition, when named) into a request.
 pub fn request(args: &ApplianceKernel) -> anyhow::Result<Request> {
@@ -24,10 +24,11 @@ pub fn request(args: &ApplianceKernel) -> anyhow::Result<Request> {
         .profile
         .or(from_appliance.as_ref().map(|i| i.kernel_profile))
         .unwrap_or(KernelProfile::Qemu);
-    let source = match &args.source {
-        Some(p) => Source::from_path(p)?,
-        None => Source::debian_default()?,
-    };
+    let source = Source::resolve(
+        args.version.as_deref(),
+        args.source.as_deref(),
+        Path::new(kernel::DEBIAN_SOURCE_DIR),
+    )?;
     let extra = args
         .fragment
         .iter()
@@ -80,10 +81,10 @@ pub fn run(args: &ApplianceKernel) -> anyhow::Result<()> {
     if args.dry_run {
         writeln!(
             out,
-            "would build the {} kernel for {} (profile {})",
-            req.arch, req.arch, req.profile
+            "would build the installer kernel for {} (profile {})",
+            req.arch, req.profile
         )?;
-        writeln!(out, "  source:    {:?}", req.source)?;
+        writeln!(out, "  source:    {}", req.source.describe())?;
         for f in req.fragments() {
             writeln!(out, "  fragment:  {}", f.name)?;
         }

@@ -299,7 +299,7 @@ impl fmt::Display for Fatal {
             } => {
                 write!(
                     f,
-                    "ze.server {server}:{port} unreachable after {attempts} probes"
+                    "ze.server {server}:{port} unreachable after {attempts} attempts"
                 )?;
                 if let Some(last) = last {
                     write!(f, " ({last})")?;

@@ -284,9 +284,10 @@ fn i8_lease_that_cannot_reach_the_server_is_flushed() {
             "[ze-install] eth0: lease 10.0.2.15/24",
             "[ze-install] probe 3/5 10.0.2.2:8080: TCP unreachable: timed out",
             "[ze-install] eth0: cannot reach 10.0.2.2:8080 through this lease; flushed",
-            "[ze-install] eth0: keeping the lease and waiting for 10.0.2.2:8080",
+            "[ze-install] 10.0.2.2:8080 not reached yet; trying again (2 of 5 attempts left)",
+            "[ze-install] eth0: lease 10.0.2.15/24",
             "[ze-install] probe 5/5",
-            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 5 probes (TCP unreachable: timed out); check ze.server/ze.port and the network",
+            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 5 attempts (TCP unreachable: timed out); check ze.server/ze.port and the network",
             "rebooting in 30 s",
         ],
     );
@@ -294,14 +295,15 @@ fn i8_lease_that_cannot_reach_the_server_is_flushed() {
 }
 
 #[test]
-fn i9_unreachable_server_logs_state_every_ten_probes() {
+fn i9_n3_unreachable_server_logs_state_every_ten_probes() {
     let mut m = machine("ip=dhcp ze.wait=30", true);
     m.os.st().refuse = 1_000;
     let t0 = m.os.st().now;
     assert_eq!(boot(&mut m), PowerAction::Reboot);
     let console = m.os.console_text();
     // 3 probes on the kernel's route, DHCP finds no lease (no server on
-    // the packet socket), so the budget ends there.
+    // the packet socket): the kernel's address is kept and probed again,
+    // round after round, until all 30 attempts are spent.
     in_order(
         &console,
         &[
@@ -309,9 +311,17 @@ fn i9_unreachable_server_logs_state_every_ten_probes() {
             "[ze-install] probe 3/30",
             "[ze-install] the kernel's route does not reach 10.0.2.2:8080; trying DHCP on every interface",
             "[ze-install] eth0: no DHCP lease in 10 s",
-            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 3 probes (TCP unreachable: connection refused)",
+            "[ze-install] 10.0.2.2:8080 not reached yet; trying again (",
+            "[ze-install] probe 9/30",
+            "[ze-install] eth0: no DHCP lease in 10 s",
+            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 30 attempts (TCP unreachable: connection refused)",
         ],
     );
+    assert!(
+        !events(&m).contains(&"flush 2".to_string()),
+        "the kernel's address is never flushed without a lease to replace it"
+    );
+    assert!(m.os.st().now - t0 >= 55_000, "the whole budget was waited");
     // A longer wait on a route that stays: diagnostics at 10 and 20.
     let mut m = machine("ip=dhcp ze.wait=20", true);
     m.os.st().refuse = 1_000;
@@ -336,7 +346,7 @@ fn i9_unreachable_server_logs_state_every_ten_probes() {
             "[ze-install] route default via 10.0.2.2 dev eth0",
             "[ze-install] probe 20/20",
             "[ze-install] link eth0",
-            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 20 probes",
+            "[ze-install] FATAL: ze.server 10.0.2.2:8080 unreachable after 20 attempts",
         ],
     );
     // Probes are 2 s apart.
@@ -713,4 +723,70 @@ fn database_404_leaves_the_disk_unbootable() {
     assert!(disk(&m)[..HEAD_LEN].iter().all(|&b| b == 0));
     assert!(m.os.st().mounts.is_empty(), "/perm unmounted");
     assert!(!m.os.st().files.contains_key("/perm/ze/database.zefs"));
+}
+
+/// DHCP answers from the fake server, once the clock is past `from` ms.
+fn dhcp_from(m: &Machine, from: u64) {
+    let offer = include_bytes!("../testdata/dhcp/slirp-offer.bin").to_vec();
+    let ack = include_bytes!("../testdata/dhcp/slirp-ack.bin").to_vec();
+    let state = m.os.state.clone();
+    m.os.st().packets = Some(Box::new(move |_, pkt| {
+        if state.borrow().now < from {
+            return vec![];
+        }
+        let dhcp = &pkt[28..];
+        let discover = dhcp[240..].windows(3).any(|w| w == [53, 1, 1]);
+        let mut reply = if discover { offer.clone() } else { ack.clone() };
+        reply[4..8].copy_from_slice(&dhcp[4..8]);
+        vec![wrap(&reply)]
+    }));
+}
+
+#[test]
+fn n3_a_switch_port_that_forwards_only_after_40_s_still_installs() {
+    // No kernel route (its ip=dhcp timed out while the port was blocking),
+    // nothing answers DHCP for 40 s (STP listening and learning), then
+    // everything does.
+    let mut m = machine("", false);
+    let t0 = m.os.st().now;
+    dhcp_from(&m, t0 + 40_000);
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] no default route from the kernel; trying DHCP on every interface",
+            "[ze-install] eth0: no DHCP lease in 10 s",
+            "[ze-install] 10.0.2.2:8080 not reached yet; trying again (25 of 30 attempts left)",
+            "[ze-install] eth0: no DHCP lease in 10 s",
+            "[ze-install] eth0: lease 10.0.2.15/24 router 10.0.2.2",
+            "[ze-install] eth0: reaches 10.0.2.2:8080; using it",
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    assert_eq!(&disk(&m)[..m.image.len()], &m.image[..]);
+}
+
+#[test]
+fn n3_a_server_that_starts_late_is_reached_through_the_kernels_address() {
+    // The kernel's ip=dhcp lease is fine; the install server is refused for
+    // 40 s; DHCP from the installer gets nothing (the site's server is
+    // slow): the kernel's address is kept and probed until the server is up.
+    let mut m = machine("ip=dhcp", true);
+    let t0 = m.os.st().now;
+    m.os.st().up_at = Some(t0 + 40_000);
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] the kernel's route does not reach 10.0.2.2:8080; trying DHCP on every interface",
+            "[ze-install] eth0: no DHCP lease in 10 s",
+            "reachable (HTTP 200)",
+            "[ze-install] using the current network configuration",
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    assert!(!events(&m).contains(&"flush 2".to_string()));
+    assert!(m.os.st().now - t0 >= 40_000);
 }

@@ -266,6 +266,8 @@ pub struct FakeState {
     pub needs_route: bool,
     /// The next this-many connects are refused.
     pub refuse: u32,
+    /// Connects before this time (ms) are refused: a server that starts late.
+    pub up_at: Option<u64>,
     /// The HTTP server.
     pub http: Option<HttpHandler>,
     /// Every request seen.
@@ -316,6 +318,7 @@ impl Default for FakeState {
             server: None,
             needs_route: true,
             refuse: 0,
+            up_at: None,
             http: None,
             requests: Vec::new(),
             connects: 0,
@@ -853,6 +856,9 @@ impl Os for FakeOs {
         }
         if st.refuse > 0 {
             st.refuse -= 1;
+            return Err(NetError::Refused);
+        }
+        if st.up_at.is_some_and(|t| st.now < t) {
             return Err(NetError::Refused);
         }
         st.connects += 1;

@@ -17,15 +17,12 @@
 
 use crate::{
     iso::{self, OVMF_CODE, OVMF_VARS},
-    login,
+    login, provision,
     vm::{self, Session},
 };
-use anyhow::{Context, bail, ensure};
+use anyhow::ensure;
 use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -36,151 +33,6 @@ const MAC: &str = "52:54:00:5e:00:01";
 
 fn banner(n: usize, text: &str) {
     println!("\n\x1b[1m== {n}/6 {text}\x1b[0m");
-}
-
-/// A network namespace with `br0` and `tap0`, removed on drop.
-struct Network {
-    name: String,
-}
-
-impl Network {
-    fn new() -> anyhow::Result<Network> {
-        let name = format!("ze-demo-{}", std::process::id());
-        let net = Network { name };
-        net.run("ip", &["netns", "add", &net.name], false)?;
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["link", "add", "br0", "type", "bridge"],
-            &["tuntap", "add", "dev", "tap0", "mode", "tap"],
-            &["link", "set", "tap0", "master", "br0"],
-            &["link", "set", "tap0", "up"],
-            &["link", "set", "br0", "up"],
-        ] {
-            net.run("ip", args, true)?;
-        }
-        Ok(net)
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    fn run(&self, program: &str, args: &[&str], inside: bool) -> anyhow::Result<()> {
-        let mut c = if inside {
-            self.command(program)
-        } else {
-            Command::new(program)
-        };
-        let out = c
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run {program}"))?;
-        ensure!(
-            out.status.success(),
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).output();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// `ze install remote`, its log lines collected and shown live.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn wait_for(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self
-                .log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(needle)
-            {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("the provisioning server did not log {needle:?} within {timeout:?}")
-    }
-
-    fn stop(mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn start_server(net: &Network, ze: &Path, ctx: &iso::Ctx, work: &Path) -> anyhow::Result<Server> {
-    let mut cmd = net.command(ze.to_str().context("ze path")?);
-    cmd.args([
-        "install",
-        "remote",
-        "--interface",
-        "br0",
-        "--network",
-        NETWORK,
-        "--image",
-    ])
-    .arg(&ctx.image)
-    .arg("--kernel")
-    .arg(&ctx.kernel)
-    .arg("--initrd")
-    .arg(&ctx.initrd)
-    .arg("--pxe-dir")
-    .arg(work.join("pxe"))
-    .args(["--ssh-username", &ctx.ssh.0, "--ssh-password", &ctx.ssh.1])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    println!(
-        "$ ze install remote --interface br0 --network {NETWORK} --image {} --kernel {} --initrd {} --ssh-username {} --ssh-password '…'",
-        ctx.image.display(),
-        ctx.kernel.display(),
-        ctx.initrd.display(),
-        ctx.ssh.0
-    );
-    let mut child = cmd.spawn().context("cannot start ze install remote")?;
-    let log = Arc::new(Mutex::new(String::new()));
-    for stream in [
-        Box::new(child.stdout.take().context("stdout")?) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().context("stderr")?),
-    ] {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                println!("  \x1b[36mserver |\x1b[0m {line}");
-                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    Ok(Server { child, log })
 }
 
 /// The console lines worth showing in a demo.
@@ -283,7 +135,7 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
         2,
         "a provisioning network: namespace with bridge br0 and tap0 for the target",
     );
-    let net = Network::new()?;
+    let net = provision::Network::new("ze-demo")?;
     println!(
         "  namespace {}: br0 (bridge), tap0 (the target's cable)",
         net.name
@@ -293,7 +145,16 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
         3,
         "ze install remote: DHCP (PXE), TFTP and the HTTP image server on br0",
     );
-    let server = start_server(&net, &ze, &ctx, &work)?;
+    let server = provision::InstallRemote {
+        image: &ctx.image,
+        kernel: &ctx.kernel,
+        initrd: &ctx.initrd,
+        pxe_dir: &work.join("pxe"),
+        ssh: (&ctx.ssh.0, &ctx.ssh.1),
+        network: NETWORK,
+        extra: &[],
+    }
+    .start(&net, &ze, true)?;
     server.wait_for("ze: started", Duration::from_secs(60))?;
 
     banner(

@@ -15,6 +15,8 @@ mod image;
 mod iso;
 mod login;
 mod map;
+mod network;
+mod provision;
 mod server;
 mod suite;
 mod vm;
@@ -173,7 +175,11 @@ fn kvm_note() {
 }
 
 fn test(t: Test) -> anyhow::Result<bool> {
-    let cases: Vec<&suite::Case> = suite::CASES.iter().chain(map::CASES).collect();
+    let cases: Vec<&suite::Case> = suite::CASES
+        .iter()
+        .chain(map::CASES)
+        .chain(network::CASES)
+        .collect();
     if t.list {
         for c in &cases {
             println!("{}", c.name);

@@ -243,6 +243,7 @@ impl Ctx {
             .to_string(),
             disks: paths,
             nic: self.nic.clone(),
+            tap: None,
             monitor: (self.arch == "amd64").then(|| dir.join("monitor.sock")),
             echo: self.echo,
             memory_mib: 512,

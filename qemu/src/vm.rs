@@ -27,6 +27,9 @@ pub struct Vm {
     pub disks: Vec<PathBuf>,
     /// The NIC model (`virtio-net-pci`, `e1000`).
     pub nic: String,
+    /// The NIC's tap device (with QEMU run inside its namespace), instead
+    /// of QEMU's user-mode network.
+    pub tap: Option<String>,
     /// A QEMU monitor on this unix socket (to read the VGA text screen).
     pub monitor: Option<PathBuf>,
     /// Print the serial console live on stderr.
@@ -59,7 +62,12 @@ impl Vm {
             .arg(&self.initrd)
             .arg("-append")
             .arg(&self.append)
-            .args(["-netdev", "user,id=n0", "-device"])
+            .arg("-netdev")
+            .arg(match &self.tap {
+                Some(t) => format!("tap,id=n0,ifname={t},script=no,downscript=no"),
+                None => "user,id=n0".into(),
+            })
+            .arg("-device")
             .arg(format!("{},netdev=n0", self.nic));
         for (i, d) in self.disks.iter().enumerate() {
             c.arg("-drive")
@@ -330,6 +338,7 @@ mod tests {
             append: "console=ttyS0 ze.server=10.0.2.2".into(),
             disks: vec!["/a.img".into(), "/b.img".into()],
             nic: "e1000".into(),
+            tap: None,
             monitor: Some("/m.sock".into()),
             echo: false,
             memory_mib: 512,

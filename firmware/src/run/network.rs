@@ -14,7 +14,10 @@ use crate::{
 };
 use core::net::Ipv4Addr;
 use heapless::{String, Vec};
-use ze_hal::os::{LinkInfo, NetError, Os, TcpConn};
+use ze_hal::{
+    os::{LinkInfo, NetError, Os, TcpConn},
+    time::Instant,
+};
 
 /// The longest URL path built.
 pub const MAX_URL_PATH: usize = 192;
@@ -212,7 +215,17 @@ fn apply_lease<O: Os>(os: &mut O, link: &LinkInfo, lease: &Lease) -> Result<(), 
 }
 
 /// Configure the network until `ze.server` answers (spec: "Kernel Command
-/// Line"). See [`net`] for the policy.
+/// Line", checklist I7–I9, N3). See [`net`] for the policy.
+///
+/// Round after round until the `ze.wait` budget is spent: probe what is
+/// configured (the kernel's `ip=dhcp` route first), then run DHCP on every
+/// ethernet interface with carrier and probe each lease. The kernel's
+/// address is kept until a lease replaces it; a lease that cannot reach
+/// the server is flushed. A round in which no interface got a lease and
+/// there was nothing to probe spends the attempts its time is worth
+/// (one per [`net::PROBE_PERIOD`]), so a switch port that forwards only
+/// after 30–50 s (STP) or a server that starts late still gets the
+/// whole budget.
 pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
     let Some((server, port)) = cfg.server() else {
         return Err(Fatal::missing("ze.server"));
@@ -220,154 +233,198 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
     let path = url_path(install::IMAGE_URL, &cfg.image);
     let mut prober = Prober::new(cfg.wait);
     let mut last: Option<ProbeResult> = None;
-    let unreachable = |prober: &Prober, last| Fatal::Unreachable {
-        server,
-        port,
-        attempts: prober.used(),
-        last,
-    };
-
-    if let Some((gw, oif)) = has_default_route(os) {
-        let all = links(os);
-        say!(
-            os,
-            "kernel network: default route via {gw} dev {}",
-            link_name(&all, oif)
-        );
-        if cfg.wait == 0 {
-            say!(os, "ze.wait=0: not probing ze.server");
-            return Ok(());
-        }
-        match probe_some(os, &mut prober, net::TRUST_ATTEMPTS, server, port, &path) {
-            Ok(_) => {
-                say!(os, "using the kernel's network configuration");
-                return Ok(());
+    let mut tried = 0usize;
+    let mut no_carrier_said: Vec<u32, { net::MAX_LINKS }> = Vec::new();
+    let mut round = 0u32;
+    loop {
+        round += 1;
+        // What is configured now: the kernel's route in the first round, a
+        // route kept from before in later ones.
+        if let Some((gw, oif)) = has_default_route(os) {
+            if round == 1 {
+                let all = links(os);
+                say!(
+                    os,
+                    "kernel network: default route via {gw} dev {}",
+                    link_name(&all, oif)
+                );
+                if cfg.wait == 0 {
+                    say!(os, "ze.wait=0: not probing ze.server");
+                    return Ok(());
+                }
             }
-            Err(l) => {
-                last = l;
+            let n = if round == 1 {
+                net::TRUST_ATTEMPTS
+            } else {
+                net::VERIFY_ATTEMPTS
+            };
+            match probe_some(os, &mut prober, n, server, port, &path) {
+                Ok(_) => {
+                    say!(
+                        os,
+                        "using the {} network configuration",
+                        if round == 1 { "kernel's" } else { "current" }
+                    );
+                    return Ok(());
+                }
+                Err(l) => last = l.or(last),
+            }
+            if round == 1 {
                 say!(
                     os,
                     "the kernel's route does not reach {server}:{port}; trying DHCP on every interface"
                 );
             }
+        } else if round == 1 {
+            say!(
+                os,
+                "no default route from the kernel; trying DHCP on every interface"
+            );
         }
-    } else {
+        if round > 1 && prober.left() == 0 {
+            break;
+        }
+        let started = os.now();
+        if round == 1 {
+            bring_up_and_wait_for_carrier(os);
+        }
+        let mut leased = 0usize;
+        let mut probed = false;
+        for link in net::candidates(&links(os)) {
+            if !link.carrier {
+                if !no_carrier_said.contains(&link.index) {
+                    let _ = no_carrier_said.push(link.index);
+                    say!(os, "{}: no carrier; will look again", link.name);
+                }
+                continue;
+            }
+            tried += 1;
+            let lease = match dhcp_lease(os, link) {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    say!(
+                        os,
+                        "{}: no DHCP lease in {} s",
+                        link.name,
+                        net::DHCP_TIMEOUT.as_secs()
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    say!(os, "{}: DHCP failed: {e}", link.name);
+                    continue;
+                }
+            };
+            leased += 1;
+            say!(
+                os,
+                "{}: lease {}/{} {} from {} for {} s",
+                link.name,
+                lease.addr,
+                lease.prefix,
+                RouterNote(lease.router),
+                lease.server,
+                lease.duration.as_secs()
+            );
+            // The lease replaces whatever the link had (the kernel's
+            // address included).
+            let _ = os.flush(link.index);
+            if let Err(e) = apply_lease(os, link, &lease) {
+                say!(os, "{}: cannot apply the lease: {e}", link.name);
+                let _ = os.flush(link.index);
+                continue;
+            }
+            if cfg.wait == 0 {
+                say!(os, "ze.wait=0: not probing ze.server");
+                return Ok(());
+            }
+            probed = true;
+            match probe_some(os, &mut prober, net::VERIFY_ATTEMPTS, server, port, &path) {
+                Ok(_) => {
+                    say!(os, "{}: reaches {server}:{port}; using it", link.name);
+                    return Ok(());
+                }
+                Err(l) => {
+                    last = l.or(last);
+                    say!(
+                        os,
+                        "{}: cannot reach {server}:{port} through this lease; flushed",
+                        link.name
+                    );
+                    let _ = os.flush(link.index);
+                }
+            }
+            if prober.left() == 0 {
+                break;
+            }
+        }
+        if cfg.wait == 0 {
+            return Err(Fatal::NoLease { tried });
+        }
+        if !probed && leased == 0 {
+            // Nothing to probe this round: spend what the round took.
+            spend(os, &mut prober, started);
+        }
+        if prober.left() == 0 {
+            break;
+        }
         say!(
             os,
-            "no default route from the kernel; trying DHCP on every interface"
+            "{server}:{port} not reached yet; trying again ({} of {} attempts left)",
+            prober.left(),
+            prober.budget()
         );
     }
+    if last.is_none() {
+        return Err(Fatal::NoLease { tried });
+    }
+    Err(Fatal::Unreachable {
+        server,
+        port,
+        attempts: prober.used(),
+        last,
+    })
+}
 
-    // Bring every candidate up and wait for carrier.
-    let all = links(os);
-    for l in net::candidates(&all) {
+/// Bring every candidate interface up and wait up to
+/// [`net::CARRIER_WAIT`] for all of them to have carrier.
+fn bring_up_and_wait_for_carrier<O: Os>(os: &mut O) {
+    for l in net::candidates(&links(os)) {
         if let Err(e) = os.link_up(l.index) {
             say!(os, "{}: cannot bring up: {e}", l.name);
         }
     }
     let start = os.now();
-    let mut with_carrier = links(os);
     loop {
-        let waiting = net::candidates(&with_carrier).any(|l| !l.carrier);
+        let waiting = net::candidates(&links(os)).any(|l| !l.carrier);
         if !waiting || os.now().saturating_since(start) >= net::CARRIER_WAIT {
             break;
         }
         os.sleep(net::CARRIER_POLL);
-        with_carrier = links(os);
     }
-    let mut first_lease: Option<(LinkInfo, Lease)> = None;
-    let mut tried = 0usize;
-    for link in net::candidates(&with_carrier) {
-        if !link.carrier {
+}
+
+/// A round without a lease and without a probe: take the attempts its
+/// time is worth (at least one, and at least [`net::PROBE_PERIOD`] of
+/// time), logging the network state on the attempts that are due.
+fn spend<O: Os>(os: &mut O, prober: &mut Prober, since: Instant) {
+    let period = net::PROBE_PERIOD.as_millis().max(1) as u64;
+    let mut took = os.now().saturating_since(since);
+    if took < net::PROBE_PERIOD {
+        os.sleep(net::PROBE_PERIOD.saturating_sub(took));
+        took = net::PROBE_PERIOD;
+    }
+    let n = (took.as_millis() as u64 / period).max(1);
+    for _ in 0..n {
+        let Some(k) = prober.take() else { break };
+        if Prober::diagnostics_due(k) {
             say!(
                 os,
-                "{}: no carrier after {} s; skipped",
-                link.name,
-                net::CARRIER_WAIT.as_secs()
+                "attempt {k}/{}: no lease and no route yet; interfaces and routes:",
+                prober.budget()
             );
-            continue;
+            log_network(os);
         }
-        tried += 1;
-        let _ = os.flush(link.index);
-        let lease = match dhcp_lease(os, link) {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                say!(
-                    os,
-                    "{}: no DHCP lease in {} s",
-                    link.name,
-                    net::DHCP_TIMEOUT.as_secs()
-                );
-                continue;
-            }
-            Err(e) => {
-                say!(os, "{}: DHCP failed: {e}", link.name);
-                continue;
-            }
-        };
-        say!(
-            os,
-            "{}: lease {}/{} {} from {} for {} s",
-            link.name,
-            lease.addr,
-            lease.prefix,
-            RouterNote(lease.router),
-            lease.server,
-            lease.duration.as_secs()
-        );
-        if let Err(e) = apply_lease(os, link, &lease) {
-            say!(os, "{}: cannot apply the lease: {e}", link.name);
-            let _ = os.flush(link.index);
-            continue;
-        }
-        if cfg.wait == 0 {
-            say!(os, "ze.wait=0: not probing ze.server");
-            return Ok(());
-        }
-        match probe_some(os, &mut prober, net::VERIFY_ATTEMPTS, server, port, &path) {
-            Ok(_) => {
-                say!(os, "{}: reaches {server}:{port}; using it", link.name);
-                return Ok(());
-            }
-            Err(l) => {
-                last = l.or(last);
-                say!(
-                    os,
-                    "{}: cannot reach {server}:{port} through this lease; flushed",
-                    link.name
-                );
-                let _ = os.flush(link.index);
-                if first_lease.is_none() {
-                    first_lease = Some((link.clone(), lease));
-                }
-            }
-        }
-    }
-    let Some((link, lease)) = first_lease else {
-        if prober.used() > 0 {
-            return Err(unreachable(&prober, last));
-        }
-        return Err(Fatal::NoLease { tried });
-    };
-    // The server may just be slow to become reachable (switch ports in
-    // STP listening state): keep the first lease and use the rest of the
-    // ze.wait budget.
-    if prober.left() == 0 {
-        return Err(unreachable(&prober, last));
-    }
-    say!(
-        os,
-        "{}: keeping the lease and waiting for {server}:{port}",
-        link.name
-    );
-    if let Err(e) = apply_lease(os, &link, &lease) {
-        say!(os, "{}: cannot apply the lease: {e}", link.name);
-        return Err(unreachable(&prober, last));
-    }
-    let left = prober.left();
-    match probe_some(os, &mut prober, left, server, port, &path) {
-        Ok(_) => Ok(()),
-        Err(l) => Err(unreachable(&prober, l.or(last))),
     }
 }
 

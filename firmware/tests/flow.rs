@@ -380,7 +380,7 @@ fn i12_i14_image_404_is_fatal_then_reboot_after_30_seconds() {
         m.os.st()
             .requests
             .iter()
-            .filter(|r| r.method == "GET")
+            .filter(|r| r.method == "GET" && !r.path.starts_with("/install/report/"))
             .count();
     assert_eq!(gets, 1);
 }
@@ -653,7 +653,13 @@ fn i12_no_disk_is_fatal_before_any_download() {
             "[ze-install] FATAL: no writable disk: none of the 2 block devices is a fixed, writable, non-empty disk",
         ],
     );
-    assert!(!m.os.st().requests.iter().any(|r| r.method == "GET"));
+    assert!(
+        !m.os
+            .st()
+            .requests
+            .iter()
+            .any(|r| r.method == "GET" && !r.path.starts_with("/install/report/"))
+    );
 }
 
 #[test]
@@ -789,4 +795,119 @@ fn n3_a_server_that_starts_late_is_reached_through_the_kernels_address() {
     );
     assert!(!events(&m).contains(&"flush 2".to_string()));
     assert!(m.os.st().now - t0 >= 40_000);
+}
+
+fn report_paths(m: &Machine) -> Vec<String> {
+    m.os.st()
+        .requests
+        .iter()
+        .filter(|r| r.path.starts_with("/install/report/"))
+        .map(|r| r.path.clone())
+        .collect()
+}
+
+/// Answer reports with 204 and everything else as `machine` does.
+fn take_reports(m: &mut Machine, stall: bool) {
+    let img = m.image.clone();
+    m.os.st().http = Some(Box::new(move |req| {
+        if req.path.starts_with("/install/report/") {
+            let mut r = FakeResponse::new(204, b"", None);
+            if stall {
+                r.stall_at = Some(0);
+            }
+            return r;
+        }
+        match req.path.as_str() {
+            "/install/image/ze.img" => FakeResponse::file(&img, req.range_from.unwrap_or(0)),
+            "/install/database.zefs" => FakeResponse::file(ZEFS, req.range_from.unwrap_or(0)),
+            _ => FakeResponse::new(404, b"no", None),
+        }
+    }));
+}
+
+#[test]
+fn f5_every_stage_is_reported_in_order() {
+    let mut m = machine("ip=dhcp", true);
+    m.os.st().recv_ms = 100;
+    take_reports(&mut m, false);
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let paths = report_paths(&m);
+    let mac = "/install/report/52-54-00-12-34-56/";
+    let stages: Vec<&str> = paths
+        .iter()
+        .map(|p| p.strip_prefix(mac).unwrap().split('?').next().unwrap())
+        .collect();
+    let mut plain = stages.clone();
+    plain.dedup();
+    assert_eq!(
+        plain,
+        [
+            "network", "disk", "progress", "verified", "database", "complete"
+        ],
+        "{paths:#?}"
+    );
+    assert!(
+        paths[0].ends_with("/network?iface=eth0&ip="),
+        "{}",
+        paths[0]
+    );
+    assert!(paths[1].ends_with("/disk?name=vda&size=8388608"));
+    // Progress at most every 2 s of a ~10 s transfer.
+    let progress = stages.iter().filter(|s| **s == "progress").count();
+    assert!((2..=6).contains(&progress), "{progress} progress reports");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains("/progress?bytes=") && p.contains("&total=6291456&map=0"))
+    );
+    assert!(paths.iter().any(|p| p.ends_with("/verified?bytes=6291456")));
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with(&format!("/database?bytes={}", ZEFS.len())))
+    );
+}
+
+#[test]
+fn f5_a_fatal_is_reported_with_its_line() {
+    let mut m = machine("ip=dhcp", true);
+    take_reports(&mut m, false);
+    let img = m.image.clone();
+    m.os.st().http = Some(Box::new(move |req| {
+        if req.path.starts_with("/install/report/") {
+            return FakeResponse::new(204, b"", None);
+        }
+        let _ = &img;
+        FakeResponse::new(404, b"no", None)
+    }));
+    boot(&mut m);
+    let paths = report_paths(&m);
+    let fatal = paths.iter().find(|p| p.contains("/fatal?line=")).unwrap();
+    assert!(
+        fatal.ends_with(
+            "/fatal?line=download%20of%20the%20image%20failed%3A%20HTTP%20404%20%28not%20found%29"
+        ),
+        "{fatal}"
+    );
+}
+
+#[test]
+fn f5_a_report_that_gets_no_answer_never_holds_the_install_up() {
+    let mut m = machine("ip=dhcp", true);
+    take_reports(&mut m, true);
+    let t0 = m.os.st().now;
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    let console = m.os.console_text();
+    assert!(
+        console.contains("[ze-install] reports to 10.0.2.2:8080: no answer in time; the install goes on without them"),
+        "{console}"
+    );
+    // One report tried, then none: half a second lost in all.
+    assert_eq!(report_paths(&m).len(), 1);
+    let mut again = machine("ip=dhcp", true);
+    let t1 = again.os.st().now;
+    boot(&mut again);
+    let (slow, fast) = (m.os.st().now - t0, again.os.st().now - t1);
+    assert!(slow <= fast + 600, "{slow} ms against {fast} ms");
+    assert_eq!(&disk(&m)[..m.image.len()], &m.image[..]);
 }

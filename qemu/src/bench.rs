@@ -148,8 +148,16 @@ fn ours_once(port: u16, image: &str, out: &Path, len: u64) -> anyhow::Result<f64
         path,
     };
     let t = Instant::now();
-    run::http_install::write_image(&mut os, &cfg, device, &mut bufs, |_, _, _| Ok(()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut report = run::report::Reporter::none();
+    run::http_install::write_image(
+        &mut os,
+        &cfg,
+        device,
+        &mut bufs,
+        &mut report,
+        |_, _, _, _| Ok(()),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(t.elapsed().as_secs_f64())
 }
 

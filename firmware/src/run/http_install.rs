@@ -15,6 +15,7 @@ use super::{
     download::{Download, Sink},
     image::{self, MapSink, MapWriter, Stream},
     network::{self, url_path},
+    report::{Reporter, Value},
     target::{self, Buffers, Device, Target},
 };
 use crate::{
@@ -37,15 +38,52 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         return Err(Fatal::missing("ze.server"));
     };
     say!(os, "installing {} from {server}:{port}", cfg.image);
-    network::network(os, cfg)?;
+    let up = network::network(os, cfg)?;
+    let mut report = Reporter::new(server, port, up.mac);
+    let fields = [
+        ("iface", Value::Text(&up.name)),
+        (
+            "ip",
+            up.addr.map_or(Value::Text(""), |(a, n)| Value::Net(a, n)),
+        ),
+    ];
+    report.send(os, "network", &fields);
+    let result = install_on_the_network(os, cfg, bufs, &mut report);
+    match &result {
+        Ok(()) => report.send(os, "complete", &[]),
+        Err(f) => report.fatal(os, f),
+    }
+    result
+}
+
+/// The install once the network is up: the disk, the image, the database.
+fn install_on_the_network<O: Os>(
+    os: &mut O,
+    cfg: &Config,
+    bufs: &mut Buffers<'_>,
+    report: &mut Reporter,
+) -> Result<(), Fatal> {
+    let Some((server, port)) = cfg.server() else {
+        return Err(Fatal::missing("ze.server"));
+    };
     let facts = target::choose_disk(os, cfg, Mode::Http)?;
     let path = disk::disk_path(&facts.name);
+    report.send(
+        os,
+        "disk",
+        &[
+            ("name", Value::Text(&facts.name)),
+            ("size", Value::Num(facts.size_bytes())),
+        ],
+    );
     let device = Device {
         name: &facts.name,
         path: &path,
     };
-    write_image(os, cfg, device, bufs, |os, target, io| {
-        perm_stage(os, target, server, port, &mut io[..])
+    write_image(os, cfg, device, bufs, report, |os, target, io, report| {
+        let size = perm_stage(os, target, server, port, &mut io[..])?;
+        report.send(os, "database", &[("bytes", Value::Num(size))]);
+        Ok(())
     })?;
     Ok(())
 }
@@ -60,11 +98,17 @@ pub fn write_image<O, C>(
     cfg: &Config,
     device: Device<'_>,
     bufs: &mut Buffers<'_>,
+    report: &mut Reporter,
     complete: C,
 ) -> Result<u64, Fatal>
 where
     O: Os,
-    C: FnOnce(&mut O, &mut Target<'_, O::Disk>, &mut [u8; IO_CHUNK]) -> Result<(), Fatal>,
+    C: FnOnce(
+        &mut O,
+        &mut Target<'_, O::Disk>,
+        &mut [u8; IO_CHUNK],
+        &mut Reporter,
+    ) -> Result<(), Fatal>,
 {
     let Some((server, port)) = cfg.server() else {
         return Err(Fatal::missing("ze.server"));
@@ -81,17 +125,24 @@ where
     };
     let path = url_path(install::IMAGE_URL, &cfg.image);
     let mut dl = Download::new(server, port, &path, "image");
+    // Both stages report; one at a time.
+    let report = core::cell::RefCell::new(report);
     target::write_guarded(
         os,
         device,
         map.as_ref().map(|m| m.image_size).or(cfg.size),
         head,
         io,
-        |os, target, io| match &map {
-            Some(map) => write_mapped(os, &mut dl, map, target, &mut io[..]),
-            None => write_stream(os, &mut dl, cfg, target, &mut io[..]),
+        |os, target, io| {
+            let mut report = report.borrow_mut();
+            let size = match &map {
+                Some(map) => write_mapped(os, &mut dl, map, target, &mut io[..], &mut report)?,
+                None => write_stream(os, &mut dl, cfg, target, &mut io[..], &mut report)?,
+            };
+            report.send(os, "verified", &[("bytes", Value::Num(size))]);
+            Ok(size)
         },
-        complete,
+        |os, target, io| complete(os, target, io, &mut report.borrow_mut()),
     )
 }
 
@@ -141,6 +192,7 @@ fn write_mapped<O: Os, D: BlockDev>(
     map: &Bmap<'_>,
     target: &mut Target<'_, D>,
     io: &mut [u8],
+    report: &mut Reporter,
 ) -> Result<u64, Fatal> {
     let holes = image::zero_holes(os, target, map, io)?;
     let mut writer = MapWriter::new(map, os.now());
@@ -148,6 +200,8 @@ fn write_mapped<O: Os, D: BlockDev>(
         let mut sink = MapSink {
             writer: &mut writer,
             target,
+            report,
+            mapped: map.mapped_bytes,
         };
         dl.window(os, window, map.image_size, &mut sink, io)?;
     }
@@ -171,8 +225,9 @@ fn write_stream<O: Os, D: BlockDev>(
     cfg: &Config,
     target: &mut Target<'_, D>,
     io: &mut [u8],
+    report: &mut Reporter,
 ) -> Result<u64, Fatal> {
-    let mut stream = Stream::new(target, cfg.size);
+    let mut stream = Stream::new(target, cfg.size, Some(report));
     let total = dl.whole(os, &mut stream, io)?;
     let digest = stream.finish(os, total, cfg.sha256)?;
     say!(os, "image written: {total} bytes, sha256 {}", Hex(&digest));
@@ -276,13 +331,14 @@ fn write_database<O: Os>(
 
 /// Partition 4 from the held-back table, `/perm` mounted from it, the
 /// database written and durable, unmounted, the partition forgotten.
+/// Returns the database's size.
 fn perm_stage<O: Os, D: BlockDev>(
     os: &mut O,
     target: &mut Target<'_, D>,
     server: Ipv4Addr,
     port: u16,
     io: &mut [u8],
-) -> Result<(), Fatal> {
+) -> Result<u64, Fatal> {
     let n = install::PERM_PARTITION;
     let p = gpt::partition(target.head(), n).map_err(Fatal::Gpt)?;
     // One left from the disk's old table would be in the way.
@@ -313,7 +369,7 @@ fn mount_and_write<O: Os>(
     server: Ipv4Addr,
     port: u16,
     io: &mut [u8],
-) -> Result<(), Fatal> {
+) -> Result<u64, Fatal> {
     let start = os.now();
     while !os.exists(node) {
         if os.now().saturating_since(start) >= install::PARTITION_WAIT {
@@ -333,5 +389,5 @@ fn mount_and_write<O: Os>(
     unmounted.map_err(perm("unmount"))?;
     say!(os, "wrote {} ({size} bytes)", install::ZEFS_PATH);
     os.sync_all();
-    Ok(())
+    Ok(size)
 }

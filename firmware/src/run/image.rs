@@ -9,7 +9,7 @@
 //!   [`zero_holes`] makes every byte outside the ranges zero on the disk,
 //!   so the disk equals the image whatever it held before (W4, W5, W7).
 
-use super::{download::Sink, target::Target};
+use super::{download::Sink, report::Reporter, target::Target};
 use crate::{
     bmap::{Bmap, Range, Ranges},
     cmdline::Config,
@@ -20,15 +20,18 @@ use sha2::{Digest as _, Sha256};
 use ze_hal::os::{BlockDev, Os};
 
 /// The whole image, byte after byte.
-pub struct Stream<'t, 'h, D: BlockDev> {
+pub struct Stream<'t, 'h, 'r, D: BlockDev> {
     target: &'t mut Target<'h, D>,
     sha: Sha256,
     /// `ze.size`, checked as soon as the size is announced.
     expected_size: Option<u64>,
     progress: Option<Progress>,
+    /// Where progress is reported (HTTP installs).
+    report: Option<&'r mut Reporter>,
+    total: Option<u64>,
 }
 
-impl<D: BlockDev> core::fmt::Debug for Stream<'_, '_, D> {
+impl<D: BlockDev> core::fmt::Debug for Stream<'_, '_, '_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Stream")
             .field("expected_size", &self.expected_size)
@@ -36,14 +39,21 @@ impl<D: BlockDev> core::fmt::Debug for Stream<'_, '_, D> {
     }
 }
 
-impl<'t, 'h, D: BlockDev> Stream<'t, 'h, D> {
-    /// A stream onto `target`; `ze.size` is `expected_size`.
-    pub fn new(target: &'t mut Target<'h, D>, expected_size: Option<u64>) -> Self {
+impl<'t, 'h, 'r, D: BlockDev> Stream<'t, 'h, 'r, D> {
+    /// A stream onto `target`; `ze.size` is `expected_size`; progress is
+    /// reported to `report` when there is one.
+    pub fn new(
+        target: &'t mut Target<'h, D>,
+        expected_size: Option<u64>,
+        report: Option<&'r mut Reporter>,
+    ) -> Self {
         Stream {
             target,
             sha: Sha256::new(),
             expected_size,
             progress: None,
+            report,
+            total: None,
         }
     }
 
@@ -65,7 +75,7 @@ impl<'t, 'h, D: BlockDev> Stream<'t, 'h, D> {
     }
 }
 
-impl<O: Os, D: BlockDev> Sink<O> for Stream<'_, '_, D> {
+impl<O: Os, D: BlockDev> Sink<O> for Stream<'_, '_, '_, D> {
     fn restart(&mut self, _os: &mut O) -> Result<(), Fatal> {
         self.sha = Sha256::new();
         self.progress = None;
@@ -90,6 +100,7 @@ impl<O: Os, D: BlockDev> Sink<O> for Stream<'_, '_, D> {
         if self.progress.is_none() {
             self.progress = Some(Progress::new("image", os.now(), 0, Some(total)));
         }
+        self.total = Some(total);
         Ok(())
     }
 
@@ -100,8 +111,12 @@ impl<O: Os, D: BlockDev> Sink<O> for Stream<'_, '_, D> {
         let p = self
             .progress
             .get_or_insert_with(|| Progress::new("image", now, offset, None));
-        if let Some(mut line) = p.update(now, offset + bytes.len() as u64) {
+        let done = offset + bytes.len() as u64;
+        if let Some(mut line) = p.update(now, done) {
             os.consoles_write(line.finish());
+        }
+        if let (Some(r), Some(total)) = (self.report.as_deref_mut(), self.total) {
+            r.progress(os, done, total, false);
         }
         Ok(())
     }
@@ -312,20 +327,24 @@ impl<'m> MapWriter<'m> {
 }
 
 /// A [`MapWriter`] and its target, as the sink of one range's download.
-pub struct MapSink<'w, 'm, 't, 'h, D: BlockDev> {
+pub struct MapSink<'w, 'm, 't, 'h, 'r, D: BlockDev> {
     /// The writer.
     pub writer: &'w mut MapWriter<'m>,
     /// The target.
     pub target: &'t mut Target<'h, D>,
+    /// Where progress is reported.
+    pub report: &'r mut Reporter,
+    /// The mapped bytes in all.
+    pub mapped: u64,
 }
 
-impl<D: BlockDev> core::fmt::Debug for MapSink<'_, '_, '_, '_, D> {
+impl<D: BlockDev> core::fmt::Debug for MapSink<'_, '_, '_, '_, '_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MapSink").finish_non_exhaustive()
     }
 }
 
-impl<O: Os, D: BlockDev> Sink<O> for MapSink<'_, '_, '_, '_, D> {
+impl<O: Os, D: BlockDev> Sink<O> for MapSink<'_, '_, '_, '_, '_, D> {
     fn restart(&mut self, _os: &mut O) -> Result<(), Fatal> {
         // A window is never restarted: a 200 for a range is refused.
         Err(Fatal::MapData {
@@ -345,6 +364,9 @@ impl<O: Os, D: BlockDev> Sink<O> for MapSink<'_, '_, '_, '_, D> {
     }
 
     fn write(&mut self, os: &mut O, offset: u64, bytes: &[u8]) -> Result<(), Fatal> {
-        self.writer.write(os, self.target, offset, bytes)
+        self.writer.write(os, self.target, offset, bytes)?;
+        self.report
+            .progress(os, self.writer.done, self.mapped, true);
+        Ok(())
     }
 }

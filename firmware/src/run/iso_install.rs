@@ -399,7 +399,7 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
                         Some(n) => (n, "ze.size"),
                         None => (target.size, "the size of the disk"),
                     };
-                    let mut stream = Stream::new(target, cfg.size);
+                    let mut stream = Stream::new(target, cfg.size, None);
                     if let Some(n) = cfg.size {
                         Sink::<O>::total(&mut stream, os, n)?;
                     }

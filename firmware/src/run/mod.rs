@@ -15,6 +15,7 @@
 //!  │    ├─ image     the image's bytes: whole stream, or block-map ranges
 //!  │    ├─ target    the one guarded disk-write path (first MiB last)
 //!  │    ├─ download  HTTP transfers with resume, retries, keep-alive
+//!  │    ├─ report    best-effort stage reports to the server
 //!  │    └─ network   route trust, probes, per-interface DHCP
 //!  └─ recover        the recovery console and diagnostics
 //! ```
@@ -25,6 +26,7 @@ pub mod image;
 pub mod iso_install;
 pub mod network;
 pub mod recover;
+pub mod report;
 pub mod target;
 
 pub use target::Buffers;

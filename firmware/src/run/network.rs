@@ -226,7 +226,7 @@ fn apply_lease<O: Os>(os: &mut O, link: &LinkInfo, lease: &Lease) -> Result<(), 
 /// (one per [`net::PROBE_PERIOD`]), so a switch port that forwards only
 /// after 30–50 s (STP) or a server that starts late still gets the
 /// whole budget.
-pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
+pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<Uplink, Fatal> {
     let Some((server, port)) = cfg.server() else {
         return Err(Fatal::missing("ze.server"));
     };
@@ -250,7 +250,7 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
                 );
                 if cfg.wait == 0 {
                     say!(os, "ze.wait=0: not probing ze.server");
-                    return Ok(());
+                    return Ok(uplink(os, oif));
                 }
             }
             let n = if round == 1 {
@@ -265,7 +265,7 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
                         "using the {} network configuration",
                         if round == 1 { "kernel's" } else { "current" }
                     );
-                    return Ok(());
+                    return Ok(uplink(os, oif));
                 }
                 Err(l) => last = l.or(last),
             }
@@ -336,13 +336,13 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
             }
             if cfg.wait == 0 {
                 say!(os, "ze.wait=0: not probing ze.server");
-                return Ok(());
+                return Ok(uplink(os, link.index));
             }
             probed = true;
             match probe_some(os, &mut prober, net::VERIFY_ATTEMPTS, server, port, &path) {
                 Ok(_) => {
                     say!(os, "{}: reaches {server}:{port}; using it", link.name);
-                    return Ok(());
+                    return Ok(uplink(os, link.index));
                 }
                 Err(l) => {
                     last = l.or(last);
@@ -384,6 +384,34 @@ pub fn network<O: Os>(os: &mut O, cfg: &Config) -> Result<(), Fatal> {
         attempts: prober.used(),
         last,
     })
+}
+
+/// The interface the installer reaches its server through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Its name (`eth0`).
+    pub name: heapless::String<{ ze_hal::os::MAX_IFNAME }>,
+    /// Its hardware address: the machine's identity to the server.
+    pub mac: [u8; 6],
+    /// Its first IPv4 address and prefix length, if any.
+    pub addr: Option<(Ipv4Addr, u8)>,
+}
+
+/// What the kernel says about interface `index` now.
+fn uplink<O: Os>(os: &mut O, index: u32) -> Uplink {
+    let all = links(os);
+    let link = all.iter().find(|l| l.index == index);
+    let mut addr = None;
+    let _ = os.addrs(&mut |a| {
+        if a.index == index && addr.is_none() {
+            addr = Some((a.addr, a.prefix));
+        }
+    });
+    Uplink {
+        name: link.map(|l| l.name.clone()).unwrap_or_default(),
+        mac: link.map_or([0; 6], |l| l.mac),
+        addr,
+    }
 }
 
 /// Bring every candidate interface up and wait up to

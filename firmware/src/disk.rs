@@ -1,4 +1,5 @@
-//! Which disk to write (spec: "Kernel Command Line", DESIGN §3).
+//! Which disk to write (spec: "Kernel Command Line"; docs/installer.md,
+//! "Disk choice").
 //!
 //! Policy over facts read from `/sys/block` (see `ze_hal::block`):
 //! - virtual, optical, floppy and flash devices are never candidates:

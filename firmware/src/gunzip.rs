@@ -6,7 +6,7 @@
 //! output ring the inflater also reads its 32 KiB history from) and answers
 //! how much input it took and which part of the window holds new output.
 //! [`Gunzip::finish`] is told the input ended and says whether the stream
-//! was complete. Inflating is `miniz_oxide`'s core (DESIGN §2); the member
+//! was complete. Inflating is `miniz_oxide`'s core; the member
 //! framing, the header fields and the trailer's CRC-32 and ISIZE checks are
 //! ours.
 //!

@@ -4,7 +4,7 @@
 //! state machines that are told the time and the events and answer with
 //! actions. Nothing here performs a syscall; the runner in `main.rs` does,
 //! through `ze-hal`. That is what lets `cargo test` exercise the whole
-//! installer on the host (see `../shared/DESIGN.md` §3).
+//! installer on the host (docs/ARCHITECTURE.md, "ze-installer").
 #![cfg_attr(not(test), no_std)]
 // `install::Fatal` carries the names it reports (a device, a file on the
 // installer media, the disks of an ambiguous choice) in fixed buffers, a

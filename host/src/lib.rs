@@ -6,6 +6,7 @@ pub mod appliance;
 pub mod build;
 pub mod cli;
 pub mod cmd;
+pub mod command;
 pub mod config;
 pub mod context;
 pub mod cpio;

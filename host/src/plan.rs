@@ -4,7 +4,7 @@
 //! what a dry run shows is what a real run does.
 
 use crate::{fsutil, sysroot::Sysroot, users};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::{
     fs,
     io::{self, Write},
@@ -244,28 +244,9 @@ fn with_prefix(root: &Sysroot, args: &[&str]) -> Vec<String> {
     out
 }
 
-/// Run `program args…`, failing with its exit status and the tail of its
-/// error output.
+/// Run `program args…` to completion (see [`crate::command::run`]).
 pub fn run(program: &str, args: &[String]) -> anyhow::Result<()> {
-    let out = Command::new(program).args(args).output().map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            anyhow::anyhow!("{program} is not installed (not found on PATH)")
-        } else {
-            anyhow::anyhow!("cannot run {program}: {e}")
-        }
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "{program} {} failed ({}){}{}",
-            args.join(" "),
-            out.status,
-            if tail.is_empty() { "" } else { ": " },
-            tail.join(" / ")
-        );
-    }
+    crate::command::run(Command::new(program).args(args))?;
     Ok(())
 }
 

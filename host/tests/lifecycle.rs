@@ -475,7 +475,7 @@ fn s4_failing_systemctl_is_reported() {
     let out = run_fails(cmd);
     let err = stderr(&out);
     assert!(
-        err.contains("systemctl daemon-reload failed (exit status: 1)"),
+        err.contains("`systemctl daemon-reload` failed (exit status: 1)"),
         "{err}"
     );
     assert!(err.contains("stopped at step 6 of 7"), "{err}");

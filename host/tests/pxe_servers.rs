@@ -1,9 +1,9 @@
 //! The provisioning servers against real clients and hostile input, in
-//! network namespaces the tests create (DESIGN §6): busybox udhcpc gets
-//! and renews a lease; curl, tftp-hpa and atftp fetch byte-identical
-//! files; curl's Range requests get the right bytes; and every bad-input
-//! class of PRACTICES is sent to the running daemon, after which a good
-//! request is still served (drop-and-survive).
+//! network namespaces the tests create (docs/ARCHITECTURE.md, "Tests"):
+//! busybox udhcpc gets and renews a lease; curl, tftp-hpa and atftp fetch
+//! byte-identical files; curl's Range requests get the right bytes; and
+//! every class of bad input is sent to the running daemon, after which a
+//! good request is still served (drop-and-survive).
 
 mod pxe_support;
 

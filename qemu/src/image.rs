@@ -1,5 +1,5 @@
 //! Test images: a real GPT disk image with four partitions, partition 4
-//! an ext4 filesystem (the layout of DESIGN §5), made with `sgdisk` and
+//! an ext4 filesystem (the appliance image's layout, docs/appliance.md), made with `sgdisk` and
 //! `mke2fs -d`; plus a GPT reader to find partition 4 on the written disk
 //! and `debugfs` to read `/ze/database.zefs` back without mounting.
 

@@ -1,9 +1,8 @@
 //! The external programs the appliance builders use, where each is the
-//! field's canonical tool (DESIGN §2): how to run one, and how to name a
+//! field's canonical tool (docs/ARCHITECTURE.md, "Dependencies"): how to run one, and how to name a
 //! missing one with the package that provides it.
 
-use anyhow::bail;
-use std::{io, process::Command};
+use std::process::Command;
 
 /// An external program and the Debian package that provides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,58 +55,14 @@ impl Tool {
     }
 }
 
-/// Run `cmd` to completion, capturing its output. A failure names the
-/// command, its exit status and the last lines it printed.
+/// Run `cmd` to completion (see [`crate::command::run`]).
 pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let shown = format!(
-        "{program} {}",
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            anyhow::anyhow!("{program} is not installed (not found on PATH)")
-        } else {
-            anyhow::anyhow!("cannot run {program}: {e}")
-        }
-    })?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let both = format!("{stdout}{stderr}");
-        let tail: Vec<&str> = both.lines().rev().take(6).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "`{shown}` failed ({}){}{}",
-            out.status,
-            if tail.is_empty() { "" } else { ":\n  " },
-            tail.join("\n  ")
-        );
-    }
-    Ok(stdout)
+    Ok(crate::command::run(cmd)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failures_name_the_command_and_its_output() {
-        let err = run(Command::new("sh").args(["-c", "echo one; echo two >&2; exit 3"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`sh -c echo one; echo two >&2; exit 3` failed"),
-            "{err}"
-        );
-        assert!(err.contains("exit status: 3") && err.contains("one") && err.contains("two"));
-        let err = run(&mut Command::new("ze-no-such-program")).unwrap_err();
-        assert!(err.to_string().contains("not installed"), "{err}");
-        assert_eq!(run(Command::new("echo").arg("hi")).unwrap(), "hi\n");
-    }
 
     #[test]
     fn missing_tools_name_their_package() {

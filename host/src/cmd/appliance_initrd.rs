@@ -18,7 +18,7 @@ use std::{
 
 /// Where the initrd goes, relative to the working directory.
 pub const DEFAULT_OUTPUT: &str = "build/initrd/initrd.img.gz";
-/// The initrd's size budget (DESIGN §3).
+/// The initrd's size budget (docs/appliance-initrd.md).
 pub const BUDGET: u64 = 192 * 1024;
 
 /// A supported target architecture.

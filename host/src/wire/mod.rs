@@ -1,5 +1,5 @@
 //! Wire formats the provisioning servers speak: checked views over bytes
-//! and parsed representations (see PRACTICES "Wire modules").
+//! and parsed representations (docs/ARCHITECTURE.md).
 
 pub mod dhcp;
 pub mod http;

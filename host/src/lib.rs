@@ -21,6 +21,7 @@ pub mod netlink;
 pub mod pid1;
 pub mod plan;
 pub mod plugins;
+pub mod progress;
 pub mod prompt;
 pub mod provision;
 pub mod random;

@@ -23,6 +23,7 @@ use super::{
 use crate::{
     build, fsutil,
     manifest::Manifest,
+    progress::Progress,
     timefmt,
     zefs::{UserRecord, Zefs, keys},
 };
@@ -32,13 +33,10 @@ use std::{
     io::Write,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 /// The external manifest beside the images.
 pub const MANIFEST_FILE: &str = "build.json";
-/// How often long steps report progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// zefs key of the TLS certificate.
 pub const TLS_CERT_KEY: &str = "tls/cert.pem";
 /// zefs key of the TLS private key.
@@ -177,51 +175,10 @@ impl Drop for Staging {
     }
 }
 
-/// Reports a long step at most once per [`PROGRESS_EVERY`].
-#[allow(missing_debug_implementations)]
-pub struct Progress<'a> {
-    log: &'a mut dyn Write,
-    what: String,
-    total: u64,
-    last: Instant,
-    started: Instant,
-}
-
-impl<'a> Progress<'a> {
-    /// Start reporting `what` over `total` bytes.
-    pub fn new(log: &'a mut dyn Write, what: &str, total: u64) -> Progress<'a> {
-        let now = Instant::now();
-        Progress {
-            log,
-            what: what.to_string(),
-            total,
-            last: now,
-            started: now,
-        }
-    }
-
-    /// `done` bytes are done.
-    pub fn update(&mut self, done: u64) {
-        if self.last.elapsed() >= PROGRESS_EVERY {
-            self.last = Instant::now();
-            let pct = done * 100 / self.total.max(1);
-            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            let _ = writeln!(
-                self.log,
-                "      {} {pct:3}% ({} of {}, {}/s)",
-                self.what,
-                human(done),
-                human(self.total),
-                human(rate as u64)
-            );
-        }
-    }
-}
-
 /// Hash `path` (all `len` bytes, holes included) with progress.
 pub fn sha256_file(path: &Path, len: u64, log: &mut dyn Write) -> anyhow::Result<String> {
     let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut progress = Progress::new(log, "hashing", len);
+    let mut progress = Progress::new(log, "      hashing", len);
     let mut done = 0u64;
     let (read, sum) = crate::digest::sha256_stream(&mut file, &mut |chunk| {
         done += chunk.len() as u64;

@@ -26,10 +26,10 @@ use super::{
     config::{Appliance, Arch},
     esp::{self, Content, FatFile},
     grub,
-    image::{MANIFEST_FILE, Progress},
+    image::MANIFEST_FILE,
     size::human,
 };
-use crate::{build, manifest::Manifest, timefmt};
+use crate::{build, manifest::Manifest, progress::Progress, timefmt};
 use anyhow::{Context, bail};
 use flate2::{Compression, write::GzEncoder};
 use serde::{Deserialize, Serialize};
@@ -237,7 +237,7 @@ fn gzip_and_hash(image: &Path, out: &Path, log: &mut dyn Write) -> anyhow::Resul
     let total = src.metadata()?.len();
     let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(dst), Compression::new(GZIP_LEVEL));
-    let mut progress = Progress::new(log, "compressing", total);
+    let mut progress = Progress::new(log, "      compressing", total);
     let mut done = 0u64;
     let (read, sum) = crate::digest::sha256_stream(&mut src, &mut |chunk| {
         gz.write_all(chunk)?;

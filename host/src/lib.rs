@@ -3,6 +3,7 @@
 //! kernel, initrd and ISO. The `ze` binary is a thin shell over this crate.
 
 pub mod appliance;
+pub mod bmap;
 pub mod build;
 pub mod cli;
 pub mod cmd;

@@ -23,7 +23,7 @@ APT_PACKAGES := \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat \
-	squashfs-tools openssl
+	squashfs-tools openssl bmap-tools
 
 .PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \

@@ -24,6 +24,9 @@ use sha2::{Digest as _, Sha256};
 use std::{fs::File, io, os::unix::fs::FileExt};
 use ze_installer::bmap::{self as format, Bmap, BmapError, HumanSize, Range};
 
+/// A map's file name is its image's with this appended (`ze-….img.bmap`,
+/// where `bmaptool copy` looks for it too).
+pub const SUFFIX: &str = ".bmap";
 /// The block size of every map ze makes.
 pub const BLOCK_SIZE: u32 = 4096;
 /// [`BLOCK_SIZE`] as a byte count.
@@ -139,10 +142,11 @@ impl BlockMap {
         Bmap::parse(&self.text).expect("checked when the BlockMap was made")
     }
 
-    /// `11.2 MiB mapped of 2.0 GiB (0.5%)`.
+    /// `11.2 MiB mapped of 2.0 GiB (0.5%)`, the share rounded.
     pub fn summary(&self) -> String {
-        let permille = (u128::from(self.mapped_bytes) * 1000)
-            .checked_div(u128::from(self.image_size))
+        let size = u128::from(self.image_size);
+        let permille = (u128::from(self.mapped_bytes) * 1000 + size / 2)
+            .checked_div(size)
             .unwrap_or(0);
         format!(
             "{} mapped of {} ({}.{}%)",

@@ -375,7 +375,7 @@ pub struct ApplianceBuild {
 #[argh(
     subcommand,
     name = "iso",
-    note = "The ISO holds the installer kernel and initrd, the image (gzip), its sha256, ze/install.json and a random 32-hex media id; its boot loader (BOOTX64.EFI or BOOTAA64.EFI, after image.arch) boots `ze.source=iso ze.media-id=<id>` and ze.target when given.",
+    note = "The ISO holds the installer kernel and initrd, the image's block map and only its mapped data (gzip), its sha256, ze/install.json and a random 32-hex media id; its boot loader (BOOTX64.EFI or BOOTAA64.EFI, after image.arch) boots `ze.source=iso ze.media-id=<id>` with the image's and the map's sha256, and ze.target when given.",
     note = "Kernel: --kernel, else the ze appliance kernel cache for the appliance's arch and profile, else build/kernel/Image. Initrd: --initrd, else build/initrd/initrd.img.gz (`ze appliance initrd`).",
     note = "With more than one fixed disk on the target, pass --target: the installer refuses to choose."
 )]

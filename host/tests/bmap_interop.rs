@@ -1,10 +1,12 @@
-//! Block maps of real images (checklist W1, W3): the map `ze appliance
-//! build` writes beside a real image, and the map ze derives for a file
-//! with zero blocks inside its data extents, both make `bmaptool copy
-//! --bmap <image>.bmap <image> <out>` write a file equal to the image,
-//! with bmaptool checking ze's range digests on the way; and `bmaptool
-//! create <image>` output is taken by the installer's parser and maps
-//! every block ze maps. A missing bmaptool fails these tests in CI.
+//! Block maps of real images (checklist W1, W3, W7): the map `ze
+//! appliance build` writes beside a real image, and the map ze derives
+//! for a file with zero blocks inside its data extents, both make
+//! `bmaptool copy --bmap <image>.bmap <image> <out>` write a file equal to
+//! the image, with bmaptool checking ze's range digests on the way;
+//! `bmaptool create <image>` output is taken by the installer's parser
+//! and maps every block ze maps; and `ze appliance iso` carries that map
+//! and exactly the mapped bytes. (The imageserver serving a bmaptool map
+//! is in `pxe_bmap.rs`.) A missing bmaptool fails these tests in CI.
 
 mod pxe_support;
 
@@ -18,7 +20,10 @@ use std::{
     process::{Command, Output, Stdio},
     sync::OnceLock,
 };
-use ze_installer::bmap::Bmap;
+use ze_installer::{
+    bmap::Bmap,
+    iso9660::{SliceSectors, Volume},
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -267,4 +272,170 @@ fn w3_bmaptool_copy_with_a_derived_map_of_zero_blocks_inside_data_extents() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success(), "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
+}
+
+#[test]
+fn w7_the_iso_carries_the_map_and_only_the_mapped_data() {
+    if !build_prerequisites("bmap_iso", &["xorriso"]) {
+        return;
+    }
+    let b = built();
+    let initrd = b.home.path("initrd.img.gz");
+    fs::write(&initrd, b"a stand-in initrd").unwrap();
+    let iso = b.home.path("bm.iso");
+    let out = run(&mut b.home.ze(&[
+        "appliance",
+        "iso",
+        "--kernel",
+        b.home.kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--output",
+        iso.to_str().unwrap(),
+        "bm",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let map_text = fs::read(&b.map_path).unwrap();
+    let map = Bmap::parse(&map_text).unwrap();
+
+    // Read back with the installer's ISO 9660 reader.
+    let bytes = fs::read(&iso).unwrap();
+    let mut src = SliceSectors(&bytes);
+    let volume = Volume::open(&mut src).unwrap();
+    let read = |path: &str| {
+        let mut src = SliceSectors(&bytes);
+        let e = volume
+            .lookup(&mut src, path)
+            .unwrap_or_else(|e| panic!("/{path}: {e:?}"));
+        let mut buf = vec![0u8; e.size() as usize];
+        volume.read(&mut src, &e, &mut buf).unwrap();
+        buf
+    };
+    let name = &b.manifest.image;
+    // The map on the ISO is the one the build wrote beside the image.
+    assert!(read(&format!("ze/{name}.bmap")) == map_text);
+    let mut data = Vec::new();
+    flate2::read::GzDecoder::new(&read(&format!("ze/{name}.data.gz"))[..])
+        .read_to_end(&mut data)
+        .unwrap();
+    assert_eq!(data.len() as u64, map.mapped_bytes);
+    // The ranges' bytes, [start, end) in order, and nothing else.
+    let image = fs::File::open(&b.image).unwrap();
+    let mut at = 0usize;
+    for r in map.ranges() {
+        let (s, e) = (
+            r.start(map.block_size),
+            r.end(map.block_size, map.image_size),
+        );
+        let mut want = vec![0u8; (e - s) as usize];
+        image.read_exact_at(&mut want, s).unwrap();
+        assert!(
+            data[at..at + want.len()] == want[..],
+            "range {}-{}",
+            r.first,
+            r.last
+        );
+        at += want.len();
+    }
+    let sha256 = b.manifest.sha256.as_deref().unwrap();
+    assert_eq!(
+        String::from_utf8(read(&format!("ze/{name}.sha256"))).unwrap(),
+        format!("{sha256}  {name}\n")
+    );
+    assert!(
+        volume
+            .lookup(&mut SliceSectors(&bytes), &format!("ze/{name}.gz"))
+            .is_err(),
+        "no whole gzip'd image any more"
+    );
+    let grub = String::from_utf8(read("boot/grub/grub.cfg")).unwrap();
+    let bmap_sha = b.manifest.bmap_sha256.as_deref().unwrap();
+    assert!(
+        grub.contains(&format!(
+            " ze.image={name} ze.sha256={sha256} ze.bmap-sha256={bmap_sha} ze.size={} ",
+            map.image_size
+        )),
+        "{grub}"
+    );
+    let meta: ze::appliance::iso::IsoMetadata =
+        serde_json::from_slice(&read("ze/install.json")).unwrap();
+    assert_eq!(meta.bmap_path, format!("ze/{name}.bmap"));
+    assert_eq!(meta.data_path, format!("ze/{name}.data.gz"));
+    assert_eq!(meta.bmap_sha256, bmap_sha);
+    assert_eq!(meta.mapped_bytes, map.mapped_bytes);
+    assert!(stdout.contains("      block map: "), "{stdout}");
+    // Much smaller than the image: the ISO is the boot files plus the
+    // compressed mapped data.
+    assert!(
+        (bytes.len() as u64) < map.mapped_bytes + 8 * MIB,
+        "{}",
+        bytes.len()
+    );
+
+    // --check maps the image and says what the ISO will carry; an image
+    // changed after its build is named there and refused by the build.
+    let check = |cmd: &mut Command| cmd.output().unwrap();
+    let out = check(&mut b.home.ze(&[
+        "appliance",
+        "iso",
+        "--check",
+        "--kernel",
+        b.home.kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "bm",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "  block map:  {}; the ISO carries only the mapped data\n",
+            ze::bmap::derive(&image, &mut |_, _| {}).unwrap().summary()
+        )),
+        "{stdout}"
+    );
+    let copy = b.home.path("changed");
+    fs::create_dir(&copy).unwrap();
+    let changed = copy.join(name);
+    fs::copy(&b.image, &changed).unwrap();
+    fs::copy(
+        b.image.with_file_name("build.json"),
+        copy.join("build.json"),
+    )
+    .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .write_all_at(b"x", 100 * MIB)
+        .unwrap();
+    for args in [
+        vec!["--check"],
+        vec!["--output", copy.join("x.iso").to_str().unwrap()],
+    ] {
+        let mut all = vec![
+            "appliance",
+            "iso",
+            "--kernel",
+            b.home.kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--image",
+            changed.to_str().unwrap(),
+        ];
+        all.extend(args);
+        all.push("bm");
+        let out = check(&mut b.home.ze(&all));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!(
+                "{} does not match its build.json (block map sha256 ",
+                changed.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("it changed after it was built"), "{err}");
+    }
+    assert!(!copy.join("x.iso").exists());
 }

@@ -22,9 +22,9 @@
 //! UUID (the volume's modification time, which ze sets) and boots
 //! `ze.source=iso ze.media-id=<id> ze.image=<image> ze.sha256=<hex> ze.bmap-sha256=<hex> ze.size=<bytes> [ze.target=<disk>]`
 //! plus the console arguments (`ze.size` is the map's `ImageSize`,
-//! `ze.bmap-sha256` the digest of `/ze/<image>.bmap`). The installer must read `/ze/media-id` from
-//! a volume and match it against `ze.media-id` before trusting anything on
-//! it (`ze_installer::iso9660::media_id_matches`).
+//! `ze.bmap-sha256` the digest of `/ze/<image>.bmap`). The installer must
+//! read `/ze/media-id` from a volume and match it against `ze.media-id`
+//! before trusting anything on it (`ze_installer::iso9660::media_id_matches`).
 
 use super::{
     config::{Appliance, Arch},

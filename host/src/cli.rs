@@ -343,14 +343,14 @@ pub struct ApplianceInit {
     pub name: String,
 }
 
-/// build the appliance disk image ze-<YYYYMMDD-HHMMSS>.img and its build.json
+/// build the appliance disk image ze-<YYYYMMDD-HHMMSS>.img, its block map and build.json
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "build",
     note = "Layout: GPT; p1 ESP (FAT32, GRUB + one kernel per slot), p2 root-a and p3 root-b (squashfs with a static ze as /sbin/init), p4 perm (ext4: ze/database.zefs, ze/build.json). See docs/appliance.md.",
     note = "Size: --size, else ZE_INSTALL_IMAGE_SIZE, else image.size-bytes. Kernel: --kernel, else the ze appliance kernel cache for the appliance's arch and profile, else build/kernel/Image. ze: --ze, else the running ze when it is static, else a static cargo build of this source tree (target/static).",
-    note = "The image is written under a hidden name and renamed when complete; the file is sparse."
+    note = "The image is written under a hidden name and renamed when complete; the file is sparse. Beside it goes <image>.bmap, its block map in bmaptool's bmap 2.0 format (`bmaptool copy` finds it), whose sha256 build.json records as bmap-sha256."
 )]
 pub struct ApplianceBuild {
     /// image size, e.g. 2G or 768M (overrides ZE_INSTALL_IMAGE_SIZE and appliance.json)
@@ -378,7 +378,7 @@ pub struct ApplianceBuild {
 #[argh(
     subcommand,
     name = "iso",
-    note = "The ISO holds the installer kernel and initrd, the image (gzip), its sha256, ze/install.json and a random 32-hex media id; its boot loader (BOOTX64.EFI or BOOTAA64.EFI, after image.arch) boots `ze.source=iso ze.media-id=<id>` and ze.target when given.",
+    note = "The ISO holds the installer kernel and initrd, the image's block map and only its mapped data (gzip), its sha256, ze/install.json and a random 32-hex media id; its boot loader (BOOTX64.EFI or BOOTAA64.EFI, after image.arch) boots `ze.source=iso ze.media-id=<id>` with the image's and the map's sha256, and ze.target when given.",
     note = "Kernel: --kernel, else the ze appliance kernel cache for the appliance's arch and profile, else build/kernel/Image. Initrd: --initrd, else build/initrd/initrd.img.gz (`ze appliance initrd`).",
     note = "With more than one fixed disk on the target, pass --target: the installer refuses to choose."
 )]

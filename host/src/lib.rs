@@ -3,6 +3,7 @@
 //! kernel, initrd and ISO. The `ze` binary is a thin shell over this crate.
 
 pub mod appliance;
+pub mod bmap;
 pub mod build;
 pub mod cli;
 pub mod cmd;
@@ -22,6 +23,7 @@ pub mod netlink;
 pub mod pid1;
 pub mod plan;
 pub mod plugins;
+pub mod progress;
 pub mod prompt;
 pub mod provision;
 pub mod random;

@@ -1,8 +1,9 @@
 //! The build manifest (`build.json`): which image this is.
 //!
 //! `ze appliance build` writes it twice: beside the image with the image's
-//! sha256, and baked into the image at `/perm/ze/build.json` without it
-//! (the digest of an image cannot be inside the image).
+//! sha256 and its block map's, and baked into the image at
+//! `/perm/ze/build.json` without them (the digest of an image cannot be
+//! inside the image).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,10 @@ pub struct Manifest {
     /// The image's sha256, hex; only in the external copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The sha256 of `<image>.bmap`, the image's block map, hex; only in
+    /// the external copy, and absent from manifests older than the map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmap_sha256: Option<String>,
 }
 
 impl Manifest {
@@ -61,7 +66,19 @@ mod tests {
             "image: ze-20260617-160000.img (built 20260617-160000)\nappliance: prod\n"
         );
         assert!(m.sha256.is_none());
+        assert!(m.bmap_sha256.is_none(), "old manifests have no map digest");
         let text = serde_json::to_string(&m).unwrap();
         assert!(!text.contains("sha256"));
+        let external = Manifest {
+            sha256: Some("ab".into()),
+            bmap_sha256: Some("cd".into()),
+            ..m
+        };
+        let text = serde_json::to_string(&external).unwrap();
+        assert!(
+            text.contains(r#""sha256":"ab","bmap-sha256":"cd""#),
+            "{text}"
+        );
+        assert_eq!(Manifest::parse(&text).unwrap(), external);
     }
 }

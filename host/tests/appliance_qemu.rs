@@ -2,7 +2,8 @@
 //! PID 1, which prints the version lines with the image's name; the
 //! install ISO boots, as a CD and as a USB-style disk, to the installer
 //! kernel with `ze.source=iso ze.media-id=<id>`, and Linux finds the media
-//! id on the volume. Checklist A1, A7, A9, O3.
+//! id on the volume; the ISO carries the image as its block map and the
+//! mapped data only. Checklist A1, A7, A9, O3, W7.
 //!
 //! These tests are `#[ignore]`d in plain `cargo test`; `make
 //! appliance-qemu-test` (part of `make test`) runs them. A missing tool or
@@ -451,7 +452,7 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
       got=$($b cat /mnt/ze/media-id 2>/dev/null)
       if [ "$got" = "$want" ]; then
         echo "ISO-TEST: media-id $got found on $d"
-        echo "ISO-TEST: $img.gz is $($b stat -c %s /mnt/ze/$img.gz) bytes"
+        echo "ISO-TEST: $img.data.gz is $($b stat -c %s /mnt/ze/$img.data.gz) bytes"
         $b grep -q "\"media-id\": \"$want\"" /mnt/ze/install.json && echo "ISO-TEST: install.json names the media id"
         $b poweroff -f
       fi
@@ -535,21 +536,49 @@ fn a7_o3_the_iso_boots_the_installer_kernel_with_its_media_id() {
         format!("{}  {}\n", meta.sha256, meta.image)
     );
     assert_eq!(read("boot/vmlinuz"), fs::read(&kernel).unwrap());
-    let gz = read(&meta.image_path);
-    let mut image = Vec::new();
+    // W7: the map and only the mapped data; the image rebuilt from them
+    // (zeros elsewhere) is the image.
+    let map_text = read(&meta.bmap_path);
+    assert_eq!(meta.bmap_path, format!("ze/{}.bmap", meta.image));
+    assert_eq!(meta.bmap_sha256, ze::digest::sha256_hex(&map_text));
+    assert_eq!(Some(&meta.bmap_sha256), fx.manifest.bmap_sha256.as_ref());
+    let map = ze_installer::bmap::Bmap::parse(&map_text).unwrap();
+    assert_eq!(map.image_size, meta.image_size);
+    let gz = read(&meta.data_path);
+    let mut data = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut image)
+        .read_to_end(&mut data)
         .unwrap();
+    assert_eq!(data.len() as u64, map.mapped_bytes);
+    let mut image = vec![0u8; map.image_size as usize];
+    let mut at = 0;
+    for r in map.ranges() {
+        let (s, e) = (
+            r.start(map.block_size) as usize,
+            r.end(map.block_size, map.image_size) as usize,
+        );
+        image[s..e].copy_from_slice(&data[at..at + e - s]);
+        at += e - s;
+    }
     assert!(
         image == fs::read(&fx.image).unwrap(),
-        "the gzip'd image differs"
+        "the image rebuilt from the map and the data differs"
+    );
+    assert!(
+        volume
+            .lookup(
+                &mut ze_installer::iso9660::SliceSectors(&bytes),
+                &format!("ze/{}.gz", meta.image)
+            )
+            .is_err(),
+        "the whole gzip'd image is no longer carried"
     );
     let gz_len = gz.len();
     assert!(!read("EFI/BOOT/BOOTX64.EFI").is_empty());
 
     let cmdline = format!(
-        "Command line: BOOT_IMAGE=/boot/vmlinuz ze.source=iso ze.media-id={media_id} ze.image={} ze.sha256={} ze.size={} ze.target=/dev/vda console=tty0 console=ttyS0",
-        meta.image, meta.sha256, meta.image_size
+        "Command line: BOOT_IMAGE=/boot/vmlinuz ze.source=iso ze.media-id={media_id} ze.image={} ze.sha256={} ze.bmap-sha256={} ze.size={} ze.target=/dev/vda console=tty0 console=ttyS0",
+        meta.image, meta.sha256, meta.bmap_sha256, meta.image_size
     );
     assert!(
         meta.kernel_cmdline
@@ -587,7 +616,10 @@ fn a7_o3_the_iso_boots_the_installer_kernel_with_its_media_id() {
         let mut vm = Qemu::boot(name, &args);
         vm.expect(&cmdline);
         vm.expect(&format!("ISO-TEST: media-id {media_id} found on {device}"));
-        vm.expect(&format!("ISO-TEST: {}.gz is {gz_len} bytes", meta.image));
+        vm.expect(&format!(
+            "ISO-TEST: {}.data.gz is {gz_len} bytes",
+            meta.image
+        ));
         vm.expect("ISO-TEST: install.json names the media id");
         vm.expect_exit();
         println!(

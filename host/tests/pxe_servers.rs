@@ -23,18 +23,6 @@ use ze::wire::{
 const SERVER: &str = "192.0.2.1";
 const CANARY: &[u8] = b"CANARY-SECRET-NEVER-SERVED";
 
-fn prerequisites(test: &str, tools: &[&str]) -> bool {
-    let mut checks: Vec<(String, bool)> = vec![
-        ("root".into(), is_root()),
-        ("ip (iproute2)".into(), have("ip")),
-    ];
-    for t in tools {
-        checks.push(((*t).to_string(), have(t)));
-    }
-    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
-    require(test, &refs)
-}
-
 /// Roots with files to serve, a canary outside them, and symlinks in each
 /// root pointing at the canary.
 struct Site {

@@ -8,7 +8,8 @@
 //!
 //! Steps: GPT → boot loader → ESP (FAT32: boot loader, a kernel per slot,
 //! the slot selector) → roots A and B (squashfs) → `/perm` (ext4: zefs and
-//! the baked manifest) → verify the GPT and hash → rename → `build.json`.
+//! the baked manifest) → verify the GPT, hash and map → rename →
+//! `<image>.bmap` (the block map, [`crate::bmap`]) → `build.json`.
 
 use super::{
     config::{Appliance, TLS_CERT_FILE, TLS_KEY_FILE},
@@ -21,8 +22,10 @@ use super::{
     size::{ByteSize, human},
 };
 use crate::{
+    bmap::{self, BlockMap},
     build, fsutil,
     manifest::Manifest,
+    progress::Progress,
     timefmt,
     zefs::{UserRecord, Zefs, keys},
 };
@@ -32,13 +35,10 @@ use std::{
     io::Write,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 /// The external manifest beside the images.
 pub const MANIFEST_FILE: &str = "build.json";
-/// How often long steps report progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// zefs key of the TLS certificate.
 pub const TLS_CERT_KEY: &str = "tls/cert.pem";
 /// zefs key of the TLS private key.
@@ -74,6 +74,10 @@ pub struct Built {
     pub image: PathBuf,
     /// The external manifest (with sha256).
     pub manifest_path: PathBuf,
+    /// The block map beside the image.
+    pub bmap_path: PathBuf,
+    /// What it says.
+    pub bmap: BlockMap,
     /// Its content.
     pub manifest: Manifest,
     /// Bytes allocated on disk (the file is sparse).
@@ -177,51 +181,10 @@ impl Drop for Staging {
     }
 }
 
-/// Reports a long step at most once per [`PROGRESS_EVERY`].
-#[allow(missing_debug_implementations)]
-pub struct Progress<'a> {
-    log: &'a mut dyn Write,
-    what: String,
-    total: u64,
-    last: Instant,
-    started: Instant,
-}
-
-impl<'a> Progress<'a> {
-    /// Start reporting `what` over `total` bytes.
-    pub fn new(log: &'a mut dyn Write, what: &str, total: u64) -> Progress<'a> {
-        let now = Instant::now();
-        Progress {
-            log,
-            what: what.to_string(),
-            total,
-            last: now,
-            started: now,
-        }
-    }
-
-    /// `done` bytes are done.
-    pub fn update(&mut self, done: u64) {
-        if self.last.elapsed() >= PROGRESS_EVERY {
-            self.last = Instant::now();
-            let pct = done * 100 / self.total.max(1);
-            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            let _ = writeln!(
-                self.log,
-                "      {} {pct:3}% ({} of {}, {}/s)",
-                self.what,
-                human(done),
-                human(self.total),
-                human(rate as u64)
-            );
-        }
-    }
-}
-
 /// Hash `path` (all `len` bytes, holes included) with progress.
 pub fn sha256_file(path: &Path, len: u64, log: &mut dyn Write) -> anyhow::Result<String> {
     let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut progress = Progress::new(log, "hashing", len);
+    let mut progress = Progress::new(log, "      hashing", len);
     let mut done = 0u64;
     let (read, sum) = crate::digest::sha256_stream(&mut file, &mut |chunk| {
         done += chunk.len() as u64;
@@ -233,6 +196,17 @@ pub fn sha256_file(path: &Path, len: u64, log: &mut dyn Write) -> anyhow::Result
         bail!("{} changed size while it was hashed", path.display());
     }
     Ok(sum)
+}
+
+/// The block map of an image file, with progress.
+pub fn map_file(file: &File, path: &Path, log: &mut dyn Write) -> anyhow::Result<BlockMap> {
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let mut progress = Progress::new(log, "      mapping", len);
+    bmap::derive(file, &mut |done, _| progress.update(done))
+        .with_context(|| format!("cannot map the blocks of {}", path.display()))
 }
 
 /// Write the image. Progress goes to `log`.
@@ -395,6 +369,7 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         ze_version: version.to_string(),
         arch: Some(arch.to_string()),
         sha256: None,
+        bmap_sha256: None,
     };
     let baked = serde_json::to_vec_pretty(&manifest)?;
     let stage = scratch.path().join("perm");
@@ -421,7 +396,7 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
 
     writeln!(
         log,
-        "[6/7] verifying the partition table and hashing the image"
+        "[6/7] verifying the partition table, hashing the image and mapping its blocks"
     )?;
     file.sync_all()?;
     let back = Table::read_from(&mut &file, layout.table.disk_sectors)
@@ -430,6 +405,9 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         bail!("the partition table read back differs from the one written");
     }
     let sha256 = sha256_file(&staging_path, inputs.size, log)?;
+    let map = map_file(&file, &staging_path, log)?;
+    let bmap_name = format!("{name}{}", bmap::SUFFIX);
+    writeln!(log, "      block map {bmap_name}: {}", map.summary())?;
     let allocated = file.metadata()?.blocks() * 512;
     drop(file);
 
@@ -441,8 +419,17 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         )
     })?;
     staging.keep = true;
+    let bmap_path = inputs.dir.join(&bmap_name);
+    if let Err(e) = fsutil::write_atomic(&bmap_path, map.text(), 0o644) {
+        let _ = fs::remove_file(&final_path);
+        bail!(
+            "cannot write {}: {e}; the image was removed",
+            bmap_path.display()
+        );
+    }
     let external = Manifest {
         sha256: Some(sha256),
+        bmap_sha256: Some(map.sha256.clone()),
         ..manifest
     };
     let manifest_path = inputs.dir.join(MANIFEST_FILE);
@@ -450,15 +437,16 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
     text.push(b'\n');
     if let Err(e) = fsutil::write_atomic(&manifest_path, &text, 0o644) {
         let _ = fs::remove_file(&final_path);
+        let _ = fs::remove_file(&bmap_path);
         bail!(
-            "cannot write {}: {e}; the image was removed",
+            "cannot write {}: {e}; the image and its map were removed",
             manifest_path.display()
         );
     }
     fsutil::sync_dir(&inputs.dir)?;
     writeln!(
         log,
-        "[7/7] {} ({} nominal, {} allocated) and {}",
+        "[7/7] {} ({} nominal, {} allocated), {bmap_name} and {}",
         final_path.display(),
         ByteSize(inputs.size),
         human(allocated),
@@ -468,6 +456,8 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         image: final_path,
         manifest_path,
         manifest: external,
+        bmap_path,
+        bmap: map,
         allocated,
         layout,
     })

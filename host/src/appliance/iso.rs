@@ -1,4 +1,4 @@
-//! `ze appliance iso`: offline install media (checklist A7, O1–O5).
+//! `ze appliance iso`: offline install media (checklist A7, O1–O5, W7).
 //!
 //! A hybrid ISO: an ISO 9660 volume (Rock Ridge, Joliet) that boots by
 //! UEFI from a CD (El Torito, no emulation) and from a USB stick written
@@ -10,26 +10,36 @@
 //! /boot/initrd.img.gz          the installer initrd
 //! /boot/grub/grub.cfg          a copy of the boot configuration embedded in the loader
 //! /ze/media-id                 32 lowercase hex digits and a newline
-//! /ze/<image>.gz               the appliance image, gzip
+//! /ze/<image>.bmap             the image's block map (bmap 2.0, crate::bmap)
+//! /ze/<image>.data.gz          one gzip stream: the bytes of every range of
+//!                              the map, [start, end) of the image, in order
 //! /ze/<image>.sha256           "<sha256 of the uncompressed image>  <image>\n"
 //! /ze/install.json             the metadata below
 //! ```
 //!
-//! The boot loader finds the volume by its UUID (the volume's modification
-//! time, which ze sets) and boots
-//! `ze.source=iso ze.media-id=<id> ze.image=<image> ze.sha256=<hex> ze.size=<bytes> [ze.target=<disk>]`
-//! plus the console arguments. The installer must read `/ze/media-id` from
-//! a volume and match it against `ze.media-id` before trusting anything on
-//! it (`ze_installer::iso9660::media_id_matches`).
+//! Only the mapped data is carried: the rest of the image is zeros, which
+//! the installer writes itself. The boot loader finds the volume by its
+//! UUID (the volume's modification time, which ze sets) and boots
+//! `ze.source=iso ze.media-id=<id> ze.image=<image> ze.sha256=<hex> ze.bmap-sha256=<hex> ze.size=<bytes> [ze.target=<disk>]`
+//! plus the console arguments (`ze.size` is the map's `ImageSize`,
+//! `ze.bmap-sha256` the digest of `/ze/<image>.bmap`). The installer must
+//! read `/ze/media-id` from a volume and match it against `ze.media-id`
+//! before trusting anything on it (`ze_installer::iso9660::media_id_matches`).
 
 use super::{
     config::{Appliance, Arch},
     esp::{self, Content, FatFile},
     grub,
-    image::{MANIFEST_FILE, Progress},
+    image::{self, MANIFEST_FILE},
     size::human,
 };
-use crate::{build, manifest::Manifest, timefmt};
+use crate::{
+    bmap::{self, BlockMap, Walk},
+    build,
+    manifest::Manifest,
+    progress::Progress,
+    timefmt,
+};
 use anyhow::{Context, bail};
 use flate2::{Compression, write::GzEncoder};
 use serde::{Deserialize, Serialize};
@@ -46,9 +56,10 @@ use ze_installer::iso9660;
 pub const MEDIA_ID_PATH: &str = iso9660::MEDIA_ID_PATH;
 /// The metadata file.
 pub const METADATA_PATH: &str = "ze/install.json";
-/// gzip level for the image: zlib's default; an image is mostly zeros,
-/// which compress at any level.
+/// gzip level for the mapped data: zlib's default.
 pub const GZIP_LEVEL: u32 = 6;
+/// What follows the image's name in the data file's name.
+pub const DATA_SUFFIX: &str = ".data.gz";
 
 /// `/ze/install.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +71,14 @@ pub struct IsoMetadata {
     pub appliance: String,
     /// The image's file name (`ze.image=`).
     pub image: String,
-    /// Where the compressed image is on the volume.
-    pub image_path: String,
+    /// Where the block map is on the volume.
+    pub bmap_path: String,
+    /// Its sha256 (`ze.bmap-sha256=`).
+    pub bmap_sha256: String,
+    /// Where the mapped data, gzip'd, is on the volume.
+    pub data_path: String,
+    /// The bytes the map's ranges cover (the data inflated).
+    pub mapped_bytes: u64,
     /// The uncompressed image's size (`ze.size=`).
     pub image_size: u64,
     /// The uncompressed image's sha256 (`ze.sha256=`).
@@ -119,12 +136,13 @@ pub fn kernel_cmdline(
     media_id: &str,
     image: &str,
     sha256: &str,
+    bmap_sha256: &str,
     size: u64,
     target: Option<&str>,
     arch: Arch,
 ) -> String {
     let mut line = format!(
-        "ze.source=iso ze.media-id={media_id} ze.image={image} ze.sha256={sha256} ze.size={size}"
+        "ze.source=iso ze.media-id={media_id} ze.image={image} ze.sha256={sha256} ze.bmap-sha256={bmap_sha256} ze.size={size}"
     );
     if let Some(t) = target {
         line.push_str(&format!(" ze.target={t}"));
@@ -231,21 +249,54 @@ pub fn manifest_for(image: &Path) -> Option<Manifest> {
     (Some(m.image.as_str()) == image.file_name().and_then(|n| n.to_str())).then_some(m)
 }
 
-/// Gzip `image` into `out` while hashing it; returns (sha256, size).
-fn gzip_and_hash(image: &Path, out: &Path, log: &mut dyn Write) -> anyhow::Result<(String, u64)> {
+/// The image's block map, checked against its `build.json` when that
+/// names one (an image changed after its build is refused).
+pub fn map_image(
+    image: &Path,
+    manifest: Option<&Manifest>,
+    log: &mut dyn Write,
+) -> anyhow::Result<BlockMap> {
+    let file = File::open(image).with_context(|| format!("cannot read {}", image.display()))?;
+    let map = image::map_file(&file, image, log)?;
+    if let Some(expected) = manifest.and_then(|m| m.bmap_sha256.as_ref())
+        && *expected != map.sha256
+    {
+        bail!(
+            "{} does not match its build.json (block map sha256 {}, build.json says {expected}): it changed after it was built",
+            image.display(),
+            map.sha256
+        );
+    }
+    Ok(map)
+}
+
+/// Hash the whole image and gzip the bytes of `map`'s ranges, in order,
+/// into `out`, in one read; the walk also checks that the image still
+/// matches the map. Returns the image's sha256 and size.
+fn pack_mapped(
+    image: &Path,
+    map: &BlockMap,
+    out: &Path,
+    log: &mut dyn Write,
+) -> anyhow::Result<(String, u64)> {
     let mut src = File::open(image).with_context(|| format!("cannot read {}", image.display()))?;
     let total = src.metadata()?.len();
     let dst = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(dst), Compression::new(GZIP_LEVEL));
-    let mut progress = Progress::new(log, "compressing", total);
+    let parsed = map.parsed();
+    let mut walk = Walk::new(&parsed);
+    let mut progress = Progress::new(log, "      compressing", total);
     let mut done = 0u64;
     let (read, sum) = crate::digest::sha256_stream(&mut src, &mut |chunk| {
-        gz.write_all(chunk)?;
+        walk.feed(chunk, &mut |mapped| gz.write_all(mapped))
+            .map_err(std::io::Error::other)?;
         done += chunk.len() as u64;
         progress.update(done);
         Ok(())
     })
-    .with_context(|| format!("cannot gzip {} into {}", image.display(), out.display()))?;
+    .with_context(|| format!("cannot pack {} into {}", image.display(), out.display()))?;
+    walk.finish()
+        .with_context(|| format!("{} changed while it was packed", image.display()))?;
     let mut inner = gz.finish()?;
     inner.flush()?;
     inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -324,11 +375,14 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
 
     writeln!(
         log,
-        "[1/5] compressing {} into the ISO tree",
+        "[1/5] mapping {} and compressing its data into the ISO tree",
         inputs.image.display()
     )?;
-    let gz_rel = format!("ze/{image_name}.gz");
-    let (sha256, image_size) = gzip_and_hash(&inputs.image, &tree.join(&gz_rel), log)?;
+    let map = map_image(&inputs.image, inputs.manifest.as_ref(), log)?;
+    let bmap_rel = format!("ze/{image_name}{}", bmap::SUFFIX);
+    fs::write(tree.join(&bmap_rel), map.text())?;
+    let data_rel = format!("ze/{image_name}{DATA_SUFFIX}");
+    let (sha256, image_size) = pack_mapped(&inputs.image, &map, &tree.join(&data_rel), log)?;
     if let Some(m) = &inputs.manifest
         && let Some(expected) = &m.sha256
         && *expected != sha256
@@ -338,18 +392,19 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
             inputs.image.display()
         );
     }
-    let gz_size = fs::metadata(tree.join(&gz_rel))?.len();
+    let data_size = fs::metadata(tree.join(&data_rel))?.len();
     writeln!(
         log,
-        "      {} → {} (sha256 {sha256})",
-        human(image_size),
-        human(gz_size)
+        "      block map: {}; the data gzip'd: {} (image sha256 {sha256})",
+        map.summary(),
+        human(data_size)
     )?;
 
     let cmdline = kernel_cmdline(
         &media_id,
         &image_name,
         &sha256,
+        &map.sha256,
         image_size,
         inputs.target.as_deref(),
         arch,
@@ -358,7 +413,10 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         media_id: media_id.clone(),
         appliance: inputs.name.clone(),
         image: image_name.clone(),
-        image_path: gz_rel.clone(),
+        bmap_path: bmap_rel.clone(),
+        bmap_sha256: map.sha256.clone(),
+        data_path: data_rel.clone(),
+        mapped_bytes: map.mapped_bytes,
         image_size,
         sha256: sha256.clone(),
         built: inputs.manifest.as_ref().map(|m| m.built.clone()),
@@ -465,7 +523,8 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
         "[5/5] verifying the ISO with the installer's ISO 9660 reader"
     )?;
     let sizes = [
-        (gz_rel.as_str(), gz_size),
+        (bmap_rel.as_str(), map.text().len() as u64),
+        (data_rel.as_str(), data_size),
         (&grub::ISO_KERNEL[1..], fs::metadata(&inputs.kernel)?.len()),
         (&grub::ISO_INITRD[1..], fs::metadata(&inputs.initrd)?.len()),
         (METADATA_PATH, meta_text.len() as u64),
@@ -487,21 +546,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a7_kernel_cmdline_with_and_without_target() {
+    fn a7_w7_kernel_cmdline_with_and_without_target() {
         let id = "0123456789abcdef0123456789abcdef";
         let line = kernel_cmdline(
             id,
             "ze-20260617-160000.img",
             "ab",
+            "cd",
             384 << 20,
             None,
             Arch::Amd64,
         );
         assert_eq!(
             line,
-            "ze.source=iso ze.media-id=0123456789abcdef0123456789abcdef ze.image=ze-20260617-160000.img ze.sha256=ab ze.size=402653184 console=tty0 console=ttyS0"
+            "ze.source=iso ze.media-id=0123456789abcdef0123456789abcdef ze.image=ze-20260617-160000.img ze.sha256=ab ze.bmap-sha256=cd ze.size=402653184 console=tty0 console=ttyS0"
         );
-        let line = kernel_cmdline(id, "x.img", "ab", 1, Some("/dev/vda"), Arch::Arm64);
+        let line = kernel_cmdline(id, "x.img", "ab", "cd", 1, Some("/dev/vda"), Arch::Arm64);
         assert!(
             line.contains(" ze.target=/dev/vda console=tty0 console=ttyS0 console=ttyAMA0"),
             "{line}"
@@ -552,7 +612,10 @@ mod tests {
             media_id: "0123456789abcdef0123456789abcdef".into(),
             appliance: "prod".into(),
             image: "ze-20260617-160000.img".into(),
-            image_path: "ze/ze-20260617-160000.img.gz".into(),
+            bmap_path: "ze/ze-20260617-160000.img.bmap".into(),
+            bmap_sha256: "cd".into(),
+            data_path: "ze/ze-20260617-160000.img.data.gz".into(),
+            mapped_bytes: 3_457_024,
             image_size: 402_653_184,
             sha256: "ab".into(),
             built: Some("20260617-160000".into()),
@@ -565,7 +628,10 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         for key in [
             "\"media-id\"",
-            "\"image-path\"",
+            "\"bmap-path\"",
+            "\"bmap-sha256\"",
+            "\"data-path\"",
+            "\"mapped-bytes\"",
             "\"image-size\"",
             "\"kernel-cmdline\"",
         ] {

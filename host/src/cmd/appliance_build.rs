@@ -1,4 +1,4 @@
-//! `ze appliance build <name>` (checklist A1, A2, A9).
+//! `ze appliance build <name>` (checklist A1, A2, A9, W1).
 
 use crate::{
     appliance::{
@@ -222,6 +222,13 @@ pub fn run(args: &ApplianceBuild) -> anyhow::Result<()> {
         out,
         "sha256:     {}",
         built.manifest.sha256.as_deref().unwrap_or("")
+    )?;
+    writeln!(out, "block map:  {}", built.bmap_path.display())?;
+    writeln!(
+        out,
+        "            {}, sha256 {}",
+        built.bmap.summary(),
+        built.bmap.sha256
     )?;
     writeln!(
         out,

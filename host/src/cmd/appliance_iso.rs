@@ -1,4 +1,4 @@
-//! `ze appliance iso <name>` (checklist A7, A8).
+//! `ze appliance iso <name>` (checklist A7, A8, W7).
 
 use crate::{
     appliance::{
@@ -49,6 +49,18 @@ pub fn run(args: &ApplianceIso) -> anyhow::Result<()> {
             .map_err(|e| problems.push(format!("image: {e:#}")))
             .ok(),
     };
+    // What the ISO will carry, for --check and --dry-run: the image's
+    // block map, which must agree with its build.json. (A build maps it
+    // itself.)
+    let manifest = image.as_deref().and_then(iso::manifest_for);
+    let map = match &image {
+        Some(i) if args.check || args.dry_run => {
+            iso::map_image(i, manifest.as_ref(), &mut std::io::sink())
+                .map_err(|e| problems.push(format!("image: {e:#}")))
+                .ok()
+        }
+        _ => None,
+    };
     problems.extend(grub::missing(arch));
     if !tools::XORRISO.present() {
         problems.push(tools::XORRISO.missing_line());
@@ -64,6 +76,13 @@ pub fn run(args: &ApplianceIso) -> anyhow::Result<()> {
         }
         if let Some(i) = &image {
             writeln!(out, "  image:      {}", i.display())?;
+        }
+        if let Some(m) = &map {
+            writeln!(
+                out,
+                "  block map:  {}; the ISO carries only the mapped data",
+                m.summary()
+            )?;
         }
         writeln!(
             out,
@@ -111,7 +130,6 @@ pub fn run(args: &ApplianceIso) -> anyhow::Result<()> {
         writeln!(out, "dry run: nothing was built")?;
         return Ok(());
     }
-    let manifest = iso::manifest_for(&image);
     let inputs = iso::Inputs {
         name: args.name.clone(),
         appliance,

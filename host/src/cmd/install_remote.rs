@@ -277,6 +277,7 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
                     Node::leaf("image-dir", &[&image_dir]),
                     Node::leaf("image", &[&s.image_name]),
                     Node::leaf("boot-dir", &[&path(s.boot_dir())]),
+                    Node::leaf("state-dir", &[&path(s.state_dir())]),
                     Node::leaf("ssh-username", &[username]),
                     Node::leaf("ssh-password-hash", &[password_hash]),
                 ],
@@ -691,6 +692,13 @@ mod tests {
             Some("http://192.0.2.1/install/boot/boot.ipxe")
         );
         assert_eq!(pxe.all("bootfile").count(), 4);
+        // The imageserver keeps derived block maps beside the leases.
+        let state = d.path().join("pxe/state").display().to_string();
+        assert_eq!(dhcp.value("state-dir"), Some(state.as_str()));
+        assert_eq!(
+            doc.get("imageserver").unwrap().value("state-dir"),
+            Some(state.as_str())
+        );
         let daemon = Daemon::from_text(&text, PLUGINS).unwrap();
         assert_eq!(
             daemon.plugin_names(),

@@ -51,6 +51,20 @@ pub fn require(test: &str, checks: &[(&str, bool)]) -> bool {
     false
 }
 
+/// [`require`] root, `ip` and each of `tools` on PATH: what a test that
+/// builds namespaces and runs clients in them needs.
+pub fn prerequisites(test: &str, tools: &[&str]) -> bool {
+    let mut checks: Vec<(String, bool)> = vec![
+        ("root".into(), is_root()),
+        ("ip (iproute2)".into(), have("ip")),
+    ];
+    for t in tools {
+        checks.push(((*t).to_string(), have(t)));
+    }
+    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
+    require(test, &refs)
+}
+
 /// Whether we are root.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

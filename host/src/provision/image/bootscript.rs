@@ -8,7 +8,7 @@
 //! :ze_arm64
 //! set ze_console console=tty0 console=ttyS0 console=ttyAMA0
 //! :ze_boot
-//! kernel http://192.0.2.1/install/boot/vmlinuz initrd=initrd.img.gz ip=dhcp ze.server=192.0.2.1 ze.image=ze-….img ze.sha256=… ${ze_console}
+//! kernel http://192.0.2.1/install/boot/vmlinuz initrd=initrd.img.gz ip=dhcp ze.server=192.0.2.1 ze.image=ze-….img ze.sha256=… ze.bmap-sha256=… ${ze_console}
 //! initrd http://192.0.2.1/install/boot/initrd.img.gz
 //! boot
 //! ```
@@ -16,7 +16,10 @@
 //! `initrd=initrd.img.gz` on the kernel line is what makes Debian's iPXE
 //! (2019) hand the initrd to the kernel's EFI stub on UEFI. x86 clients
 //! get `console=tty0 console=ttyS0`; arm64 also `console=ttyAMA0`, which
-//! must stay off x86 command lines.
+//! must stay off x86 command lines. `ze.sha256` is the digest of the
+//! whole image (the full-stream download); `ze.bmap-sha256` that of
+//! `/install/image/<image>.bmap`, the block map the installer trusts only
+//! when it matches (checklist W2).
 
 use std::net::Ipv4Addr;
 
@@ -36,6 +39,8 @@ pub struct BootScript<'a> {
     pub image: &'a str,
     /// The image's sha256, hex (`ze.sha256`).
     pub sha256: Option<&'a str>,
+    /// Its block map's sha256, hex (`ze.bmap-sha256`).
+    pub bmap_sha256: Option<&'a str>,
 }
 
 impl BootScript<'_> {
@@ -53,6 +58,9 @@ impl BootScript<'_> {
         cmdline.push_str(&format!(" ze.image={}", self.image));
         if let Some(sum) = self.sha256 {
             cmdline.push_str(&format!(" ze.sha256={sum}"));
+        }
+        if let Some(sum) = self.bmap_sha256 {
+            cmdline.push_str(&format!(" ze.bmap-sha256={sum}"));
         }
         format!(
             "#!ipxe\n\
@@ -85,17 +93,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn r7_r8_script_names_server_image_digest_and_consoles() {
+    fn r7_r8_w2_script_names_server_image_digests_and_consoles() {
         let s = BootScript {
             server: Ipv4Addr::new(192, 0, 2, 1),
             port: 80,
             image: "ze-20260617-160000.img",
             sha256: Some("ab12"),
+            bmap_sha256: Some("cd34"),
         }
         .render();
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
-            "kernel http://192.0.2.1/install/boot/vmlinuz initrd=initrd.img.gz ip=dhcp ze.server=192.0.2.1 ze.image=ze-20260617-160000.img ze.sha256=ab12 ${ze_console}\n"
+            "kernel http://192.0.2.1/install/boot/vmlinuz initrd=initrd.img.gz ip=dhcp ze.server=192.0.2.1 ze.image=ze-20260617-160000.img ze.sha256=ab12 ze.bmap-sha256=cd34 ${ze_console}\n"
         ));
         assert!(s.contains("initrd http://192.0.2.1/install/boot/initrd.img.gz\n"));
         assert!(!s.contains("ze.port"), "no ze.port on port 80");
@@ -109,6 +118,7 @@ mod tests {
             port: 8080,
             image: "a.img",
             sha256: None,
+            bmap_sha256: None,
         }
         .render();
         assert!(s.contains("kernel http://198.51.100.7:8080/install/boot/vmlinuz initrd=initrd.img.gz ip=dhcp ze.server=198.51.100.7 ze.port=8080 ze.image=a.img ${ze_console}\n"));

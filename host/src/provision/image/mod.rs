@@ -7,6 +7,7 @@
 //!     image-dir /home/op/.config/ze/appliances/prod;   # where the images are
 //!     image ze-20260617-160000.img;   # optional: default the lexicographically last .img
 //!     boot-dir /srv/pxe/boot;         # vmlinuz, initrd.img.gz, optional static boot.ipxe
+//!     state-dir /srv/pxe/state;       # optional: where derived block maps are kept
 //!     ssh-username admin;             # with ssh-password-hash: /install/database.zefs
 //!     ssh-password-hash "$2b$10$…";
 //!     interface br0;                  # optional: bind to this interface
@@ -18,7 +19,9 @@
 //! ```
 //!
 //! Routes: `/install/image/<name>` (`.img` files of image-dir only; just
-//! the configured one when `image` is set), `/install/boot/<file>` (files
+//! the configured one when `image` is set), `/install/image/<image>.bmap`
+//! (the block map of the image `ze.image` names: see [`imagemap`]),
+//! `/install/boot/<file>` (files
 //! of boot-dir), `/install/boot/boot.ipxe` (the file if boot-dir has one,
 //! else generated per request), `/install/database.zefs` (built at start
 //! from the credentials; the password is only ever a bcrypt hash here).
@@ -28,10 +31,12 @@
 //!
 //! The rooms: [`site`] (what is served and how a path resolves),
 //! [`conn`] (connections, keep-alive, ranges, sendfile), [`bootscript`]
-//! (the generated `boot.ipxe`).
+//! (the generated `boot.ipxe`), [`imagemap`] (the image's block map:
+//! given, cached or derived).
 
 pub mod bootscript;
 pub mod conn;
+pub mod imagemap;
 pub mod site;
 
 pub use site::{DATABASE_NAME, ImageInfo, NAME, build_database, latest_image};
@@ -44,6 +49,7 @@ use crate::{
 };
 use anyhow::Context as _;
 use conn::ImageService;
+use imagemap::MapSource;
 use site::Site;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
@@ -69,6 +75,7 @@ pub struct ImageConfig {
     pub image_dir: PathBuf,
     pub image: Option<String>,
     pub boot_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
     pub ssh_username: Option<String>,
     pub ssh_password_hash: Option<String>,
     pub interface: Option<String>,
@@ -153,6 +160,7 @@ pub fn read_config(block: &Block<'_>) -> Result<ImageConfig, ConfigError> {
         image_dir,
         image,
         boot_dir,
+        state_dir: block.abs_path("state-dir")?,
         ssh_username,
         ssh_password_hash,
         interface: block.str("interface")?.map(str::to_string),
@@ -181,7 +189,21 @@ fn log_image(info: &ImageInfo) {
         built = info.built.as_deref().unwrap_or("unknown"),
         "ze-version" = info.ze_version.as_deref().unwrap_or("unknown"),
         sha256 = info.sha256.as_str(),
+        bmap = info.map.sha256.as_str(),
+        mapped = info.map.mapped_bytes,
         "image to install"
+    );
+    let (source, file) = match &info.map.source {
+        MapSource::ImageDir(p) => ("image-dir", Some(p)),
+        MapSource::Cached(p) => ("cached", Some(p)),
+        MapSource::Derived(p) => ("derived", p.as_ref()),
+    };
+    tracing::info!(
+        target: NAME,
+        source,
+        file = %file.map_or_else(|| "-".into(), |p| p.display().to_string()),
+        ranges = info.map.range_count,
+        "block map"
     );
 }
 
@@ -198,6 +220,7 @@ impl Plugin for ImagePlugin {
             image_root,
             boot_root,
             configured_image: c.image.clone(),
+            state_dir: c.state_dir.clone(),
             database,
             port: c.port,
             idle: c.idle,

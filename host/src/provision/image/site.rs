@@ -1,9 +1,14 @@
 //! What the imageserver serves: the image and boot roots, what is known
-//! about the image to install (hashed once per name, length and mtime),
-//! the credential database, and how a request path resolves to a body.
+//! about the image to install (hashed and mapped once per name, length
+//! and mtime), the credential database, and how a request path resolves
+//! to a body.
 
-use super::bootscript::{self, BootScript};
+use super::{
+    bootscript::{self, BootScript},
+    imagemap::{self, ServedMap},
+};
 use crate::{
+    bmap,
     manifest::Manifest,
     provision::servefs::{OpenError, Root},
     wire::http,
@@ -13,7 +18,7 @@ use std::{
     fs::File,
     io,
     net::Ipv4Addr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -32,6 +37,8 @@ pub struct ImageInfo {
     pub sha256: String,
     pub built: Option<String>,
     pub ze_version: Option<String>,
+    /// Its block map (`/install/image/<name>.bmap`).
+    pub map: Arc<ServedMap>,
 }
 
 /// The lexicographically last `.img` file (plain name, regular file) in `dir`.
@@ -68,6 +75,8 @@ pub(crate) struct Site {
     pub image_root: Root,
     pub boot_root: Root,
     pub configured_image: Option<String>,
+    /// Where derived block maps are kept.
+    pub state_dir: Option<PathBuf>,
     pub database: Option<Arc<Vec<u8>>>,
     pub port: u16,
     pub idle: Duration,
@@ -92,8 +101,18 @@ impl Site {
         {
             return Ok(info.clone());
         }
-        let (_, sha256) = crate::digest::sha256_stream(&mut file, &mut |_| Ok(()))
-            .with_context(|| format!("cannot read image {name}"))?;
+        let beside = imagemap::beside(&self.image_root, name, meta.len())?;
+        let sha256 = imagemap::hash_image(&mut file, name, meta.len(), beside.as_ref())?;
+        let map = match beside {
+            Some(b) => imagemap::served_beside(b),
+            None => imagemap::cached_or_derived(
+                self.state_dir.as_deref(),
+                &file,
+                name,
+                modified,
+                &sha256,
+            )?,
+        };
         let manifest_path = self.image_root.path().join("build.json");
         let manifest = match std::fs::read_to_string(&manifest_path) {
             Ok(text) => match Manifest::parse(&text) {
@@ -125,6 +144,7 @@ impl Site {
             sha256,
             built: manifest.as_ref().map(|m| m.built.clone()),
             ze_version: manifest.as_ref().map(|m| m.ze_version.clone()),
+            map: Arc::new(map),
         };
         *self.image_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.clone());
         Ok(info)
@@ -187,6 +207,19 @@ pub(crate) fn resolve(site: &Site, target: &str, local: Ipv4Addr) -> Resolved {
     };
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     match parts.as_slice() {
+        ["install", "image", name] if name.ends_with(bmap::SUFFIX) => {
+            match current_map(site, &name[..name.len() - bmap::SUFFIX.len()]) {
+                Ok(Some(map)) => Resolved::Body {
+                    body: Body::Bytes(map.text.clone()),
+                    content_type: "application/xml",
+                },
+                Ok(None) => Resolved::Error(404, "not found\n".into()),
+                Err(e) => {
+                    tracing::warn!(target: NAME, "cannot serve the block map: {e:#}");
+                    Resolved::Error(500, format!("cannot serve the block map: {e:#}\n"))
+                }
+            }
+        }
         ["install", "image", name] => {
             let allowed = match &site.configured_image {
                 Some(c) => c == name,
@@ -235,6 +268,14 @@ pub(crate) fn resolve(site: &Site, target: &str, local: Ipv4Addr) -> Resolved {
     }
 }
 
+/// The map of `image` when it is the image the server offers.
+fn current_map(site: &Site, image: &str) -> anyhow::Result<Option<Arc<ServedMap>>> {
+    if site.current_image()? != image {
+        return Ok(None);
+    }
+    Ok(Some(site.image_info(image)?.map))
+}
+
 fn generated_script(site: &Site, local: Ipv4Addr) -> anyhow::Result<String> {
     let name = site.current_image()?;
     let info = site.image_info(&name)?;
@@ -243,6 +284,7 @@ fn generated_script(site: &Site, local: Ipv4Addr) -> anyhow::Result<String> {
         port: site.port,
         image: &info.name,
         sha256: Some(&info.sha256),
+        bmap_sha256: Some(&info.map.sha256),
     }
     .render())
 }

@@ -685,8 +685,9 @@ pub fn write<W: Write>(
         .clone()
         .map(|r| r.end(block_size, image_size) - r.start(block_size))
         .sum();
-    let tenths = (u128::from(mapped) * 1000)
-        .checked_div(u128::from(blocks))
+    // Tenths of a percent, rounded as bmaptool's "%.1f" does.
+    let tenths = (u128::from(mapped) * 2000 + u128::from(blocks))
+        .checked_div(2 * u128::from(blocks))
         .unwrap_or(0);
     out.write_str(concat!(
         "<?xml version=\"1.0\" ?>\n",
@@ -843,6 +844,10 @@ mod tests {
         let text = core::str::from_utf8(&b).unwrap();
         assert!(text.contains("<!-- Image size in bytes: 4.0 MiB -->"));
         assert!(text.contains("<!-- Count of mapped blocks: 1.1 MiB or 27.4% -->"));
+        // bmaptool rounds the percentage: 844 of 98304 blocks is 0.9%.
+        let many: Vec<(u64, u64)> = vec![(0, 843)];
+        let t = String::from_utf8(ours(&many, 402_653_184)).unwrap();
+        assert!(t.contains(" or 0.9% -->"), "{t}");
         // No ranges at all is a valid (empty) image map.
         assert_eq!(Bmap::parse(&ours(&[], 8192)).unwrap().mapped_bytes, 0);
     }

@@ -37,7 +37,7 @@ APT_PACKAGES := \
 	squashfs-tools openssl bmap-tools
 
 .PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
-	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \
+	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware bench-map \
 	bench-appliance bench-iso fuzz ze-pxe bench-pxe
 
 all: build
@@ -121,6 +121,13 @@ ze-install-iso-qemu-test: initrd kernel
 bench-iso: initrd kernel
 	$(CARGO) run --locked -p ze-qemu -- iso-bench
 
+## bench-map: the block-map install against the whole stream (a PXE
+## install of the default 2 GiB image in QEMU, time and wire bytes) and
+## the installer's map transfer against bmaptool copy on the host
+bench-map: initrd kernel build
+	ZE_INSTALL_IMAGE_SIZE=$${ZE_INSTALL_IMAGE_SIZE:-2G} ZE_BIN=$(CURDIR)/$(ZE) \
+	  $(CARGO) run --release --locked -p ze-qemu -- map-bench
+
 ## bench-firmware: installer initrd size, start-up and download pipeline,
 ## each against busybox-static + a shell script measured in the same run
 bench-firmware: initrd
@@ -133,7 +140,7 @@ appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 
 ## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
-bench: bench-firmware bench-appliance bench-iso bench-pxe
+bench: bench-firmware bench-appliance bench-iso bench-pxe bench-map
 
 ## bench-appliance: ze appliance build of a 2 GiB image against the shell
 ## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)

@@ -113,18 +113,31 @@ fn startup_once(ctx: &suite::Ctx, initrd: &Path, dir: &Path) -> anyhow::Result<f
     Ok((tb - ta).as_secs_f64())
 }
 
-/// The firmware pipeline on the host: returns seconds for `path`.
+/// The firmware pipeline on the host: returns seconds for `image`.
+fn ours_once(port: u16, image: &str, out: &Path, len: u64) -> anyhow::Result<f64> {
+    firmware_into_file(port, image, out, len, "")
+}
+
+/// The installer's own image transfer (`run::http_install::write_image`
+/// over `LinuxOs` sockets, `extra` added to its command line) from
+/// `127.0.0.1:port` into the file `out` of `len` bytes; returns seconds.
 // The closure's error is the installer's `Fatal` (a few hundred bytes,
 // returned once; the firmware has no heap to box it on).
 #[allow(clippy::result_large_err)]
-fn ours_once(port: u16, image: &str, out: &Path, len: u64) -> anyhow::Result<f64> {
+pub fn firmware_into_file(
+    port: u16,
+    image: &str,
+    out: &Path,
+    len: u64,
+    extra: &str,
+) -> anyhow::Result<f64> {
     use ze_hal::linux::LinuxOs;
     use ze_installer::{bmap::MAX_BMAP, cmdline::Config, install, run};
     let f = std::fs::File::create(out)?;
     f.set_len(len)?;
     drop(f);
     let cfg = Config::parse(&format!(
-        "ze.server=127.0.0.1 ze.port={port} ze.image={image}"
+        "ze.server=127.0.0.1 ze.port={port} ze.image={image} {extra}"
     ))
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut os = LinuxOs::new();

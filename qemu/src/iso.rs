@@ -745,17 +745,21 @@ fn o1_o3_o4_o5_cd_install_then_first_boot(ctx: &Ctx, dir: &Path) -> anyhow::Resu
                 "[ze-install] installer media: /dev/sr0 (ISO 9660, media id {})",
                 m.media_id
             ),
+            "[ze-install] block map: ",
+            &format!(
+                " matches ze.bmap-sha256\n[ze-install] image: /ze/{}.data.gz on /dev/sr0 (",
+                m.image
+            ),
+            &format!(" bytes gzip'd, {} bytes mapped)", m.mapped_bytes),
             &format!(
                 "[ze-install] target disk /dev/vda ({} bytes)",
                 ctx.disk_size
             ),
-            &format!("[ze-install] image: /ze/{}.gz on /dev/sr0 (", m.image),
-            &format!("/{} bytes (100%)", m.image_size),
-            &format!(
-                "[ze-install] image written: {} bytes, sha256 {}",
-                m.image_size, m.sha256
-            ),
+            "[ze-install] zeroing the ",
+            &format!("[ze-install] image written: {} bytes in ", m.mapped_bytes),
+            " ranges, each sha256 verified; ",
             "[ze-install] /perm/ze/database.zefs comes with the image (ISO install: no database download)",
+            "[ze-install] /dev/vda: partition table and boot code written last; the disk is complete",
             "[ze-install] install complete; powering off: remove the installer media before the next boot",
             "reboot: Power down",
         ],

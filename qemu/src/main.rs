@@ -5,6 +5,8 @@
 //!   `make ze-install-iso-qemu-test` (`iso.rs`);
 //! - `ze-qemu iso-bench`: the ISO install against the HTTP install of the
 //!   same appliance image;
+//! - `ze-qemu map-bench`: the block-map install against the whole stream,
+//!   in QEMU and on the host against `bmaptool copy`;
 //! - `ze-qemu image`: build a test GPT image with ext4 as partition 4;
 //! - `ze-qemu serve`: serve an image and a database like the harness does;
 //! - `ze-qemu demo`: one install, shown live, with a summary.
@@ -15,6 +17,7 @@ mod image;
 mod iso;
 mod login;
 mod map;
+mod mapbench;
 mod network;
 mod provision;
 mod server;
@@ -41,6 +44,7 @@ enum Cmd {
     Bench(Bench),
     IsoTest(IsoTest),
     IsoBench(IsoBench),
+    MapBench(MapBench),
     ApplianceTest(ApplianceTest),
 }
 
@@ -81,6 +85,18 @@ struct IsoTest {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "iso-bench")]
 struct IsoBench {
+    /// the initrd (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// runs of each (default 5; medians are reported)
+    #[argh(option, default = "5")]
+    runs: usize,
+}
+
+/// measure the block-map install against the whole stream (QEMU) and against bmaptool copy (host)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "map-bench")]
+struct MapBench {
     /// the initrd (default: build/initrd/initrd.img.gz)
     #[argh(option)]
     initrd: Option<PathBuf>,
@@ -298,6 +314,19 @@ fn iso_bench(b: IsoBench) -> anyhow::Result<bool> {
     r.map(|()| true)
 }
 
+fn map_bench(b: MapBench) -> anyhow::Result<bool> {
+    let work = work_dir("map-bench");
+    kvm_note();
+    let r = iso::Ctx::prepare(b.initrd, work.clone(), false)
+        .and_then(|ctx| mapbench::bench(&ctx, b.runs.max(1)));
+    if keep() || r.is_err() {
+        eprintln!("map-bench: work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    r.map(|()| true)
+}
+
 fn serve(s: Serve) -> anyhow::Result<bool> {
     let srv = server::Server::start()?;
     let name = s
@@ -335,6 +364,7 @@ fn main() -> ExitCode {
         Cmd::Demo(d) => demo::run(d.initrd),
         Cmd::IsoTest(t) => iso_test(t),
         Cmd::IsoBench(b) => iso_bench(b),
+        Cmd::MapBench(b) => map_bench(b),
         Cmd::ApplianceTest(t) => appliance_test(t),
         Cmd::Bench(b) => suite::root().and_then(|root| {
             let initrd = b

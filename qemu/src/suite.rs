@@ -344,12 +344,12 @@ pub fn ended_ok(e: &Ended, what: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A progress line: bytes, percent, MB/s, ETA.
+/// A progress line: bytes and percent (the whole stream) or MiB of the
+/// map, then MB/s and ETA.
 pub fn has_progress_line(serial: &str) -> bool {
     serial.lines().any(|l| {
         l.starts_with("[ze-install] image: ")
-            && l.contains(" bytes (")
-            && l.contains("%), ")
+            && ((l.contains(" bytes (") && l.contains("%), ")) || l.contains(" MiB of the map ("))
             && l.contains(" MB/s, ETA ")
     })
 }

@@ -1028,7 +1028,7 @@ fn times(
 
 /// `ze-qemu iso-bench`: the ISO install against the HTTP install of the
 /// same image, `runs` times each, alternating; prints medians and ratios.
-pub fn bench(ctx: &Ctx, runs: usize) -> anyhow::Result<()> {
+pub fn bench(ctx: &Ctx, runs: usize, iso_only: bool) -> anyhow::Result<()> {
     let image_bytes = fs::read(&ctx.image)?;
     let zefs = debugfs_cat_partition(
         &ctx.image,
@@ -1050,6 +1050,10 @@ pub fn bench(ctx: &Ctx, runs: usize) -> anyhow::Result<()> {
             t.installer, t.write, t.machine
         );
         iso.push(t);
+        if iso_only {
+            let _ = fs::remove_dir_all(&dir);
+            continue;
+        }
         let disk = blank(&dir, "http-disk.img", ctx.disk_size)?;
         let vm = Vm {
             arch: "amd64".into(),
@@ -1085,6 +1089,14 @@ pub fn bench(ctx: &Ctx, runs: usize) -> anyhow::Result<()> {
         "# ISO install vs HTTP install of the same image ({} bytes, {}; ISO {} bytes), {runs} runs each, medians",
         ctx.meta.image_size, ctx.meta.image, gz
     );
+    if iso_only {
+        println!(
+            "ISO installer: first [ze-install] line to `install complete`: {:.1} s; image transport + write {:.1} s",
+            med(&iso, |t| t.installer),
+            med(&iso, |t| t.write)
+        );
+        return Ok(());
+    }
     for (what, f) in [
         (
             "installer: first [ze-install] line to `install complete`",

@@ -91,6 +91,9 @@ struct IsoBench {
     /// runs of each (default 5; medians are reported)
     #[argh(option, default = "5")]
     runs: usize,
+    /// only the ISO installs (no HTTP install to compare with)
+    #[argh(switch)]
+    iso_only: bool,
 }
 
 /// measure the block-map install against the whole stream (QEMU) and against bmaptool copy (host)
@@ -305,7 +308,7 @@ fn iso_bench(b: IsoBench) -> anyhow::Result<bool> {
     let work = work_dir("iso-bench");
     kvm_note();
     let r = iso::Ctx::prepare(b.initrd, work.clone(), false)
-        .and_then(|ctx| iso::bench(&ctx, b.runs.max(1)));
+        .and_then(|ctx| iso::bench(&ctx, b.runs.max(1), b.iso_only));
     if keep() || r.is_err() {
         eprintln!("iso-bench: work directory kept: {}", work.display());
     } else {

@@ -11,6 +11,8 @@
 //!
 //! - [`machines`]: one record per machine (image, disk, host name, install
 //!   once/always/never) and what its next network boot gets;
+//! - [`status`]: the one status table of every machine, fed by the three
+//!   servers and the installer's reports, saved under the state directory;
 //! - [`mac`]: the MAC address that names a machine;
 //! - [`shared`]: one instance per directory in a process.
 
@@ -20,4 +22,5 @@ pub mod mac;
 pub mod machines;
 pub mod servefs;
 pub mod shared;
+pub mod status;
 pub mod tftp;

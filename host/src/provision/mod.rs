@@ -13,6 +13,8 @@
 //!   once/always/never) and what its next network boot gets;
 //! - [`status`]: the one status table of every machine, fed by the three
 //!   servers and the installer's reports, saved under the state directory;
+//! - [`views`]: that table for a terminal, as JSON, as a web page and as
+//!   Prometheus metrics, and the handlers the imageserver mounts;
 //! - [`mac`]: the MAC address that names a machine;
 //! - [`shared`]: one instance per directory in a process.
 
@@ -24,3 +26,4 @@ pub mod servefs;
 pub mod shared;
 pub mod status;
 pub mod tftp;
+pub mod views;

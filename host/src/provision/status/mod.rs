@@ -143,6 +143,9 @@ pub enum Refused {
         known: Ipv4Addr,
         from: Ipv4Addr,
     },
+    /// A `network` report naming another address than it came from.
+    #[error("network: ip {ip} is not the address the report came from ({from})")]
+    NotItsAddress { ip: Ipv4Addr, from: Ipv4Addr },
     /// Not a machine the table follows (a plain DHCP client it never saw boot).
     #[error("not a machine being provisioned")]
     NotFollowed,
@@ -251,8 +254,7 @@ impl Fleet {
 
     /// Record the installer's `report` for `mac`, sent from `from`: taken
     /// only from the address the machine is known at, except `network`,
-    /// which moves it (its `ip` must be `from`, checked by the parser's
-    /// caller).
+    /// whose `ip` must be `from` and which moves it there.
     pub fn report_at(
         &self,
         mac: Mac,
@@ -260,16 +262,22 @@ impl Fleet {
         from: Ipv4Addr,
         now: u64,
     ) -> Result<(), Refused> {
-        {
-            let table = self.table();
-            if let Some(known) = table.machines.get(&mac).and_then(|m| m.ip)
-                && known != from
-                && !matches!(report, Report::Network { .. })
-            {
-                drop(table);
-                Counters::add(&self.counters.rejected_reports, 1);
-                return Err(Refused::Forged { mac, known, from });
+        let refused = match &report {
+            Report::Network { ip, .. } if *ip != from => {
+                Some(Refused::NotItsAddress { ip: *ip, from })
             }
+            Report::Network { .. } => None,
+            _ => self
+                .table()
+                .machines
+                .get(&mac)
+                .and_then(|m| m.ip)
+                .filter(|known| *known != from)
+                .map(|known| Refused::Forged { mac, known, from }),
+        };
+        if let Some(why) = refused {
+            Counters::add(&self.counters.rejected_reports, 1);
+            return Err(why);
         }
         self.event_at(mac, Event::Report(report), now)?;
         self.table().set_ip(mac, from);
@@ -560,6 +568,21 @@ pub(crate) mod tests {
         );
         assert_eq!(f.machine(m).unwrap().stage, Stage::Dhcp);
         assert_eq!(Counters::get(&f.counters().rejected_reports), 1);
+        assert_eq!(
+            f.report_at(
+                m,
+                Report::Network {
+                    iface: "eth1".into(),
+                    ip,
+                    prefix: 24
+                },
+                other,
+                3
+            )
+            .unwrap_err()
+            .to_string(),
+            "network: ip 192.0.2.4 is not the address the report came from (192.0.2.66)"
+        );
         // The installer's network report moves it.
         f.report_at(
             m,

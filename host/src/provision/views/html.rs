@@ -51,19 +51,20 @@ body { margin: 0; }
 header { background: #1d2430; color: #fff; padding: 14px 24px; display: flex; align-items: baseline; gap: 24px; }
 header h1 { font-size: 20px; margin: 0; letter-spacing: .5px; }
 #summary { margin: 0; color: #c8d1dc; }
-main { padding: 16px 24px; }
+main { padding: 16px 24px; overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; background: #fff; box-shadow: 0 1px 3px rgba(0,0,0,.12); }
 th, td { text-align: left; padding: 8px 12px; border-bottom: 1px solid #e4e8ee; white-space: nowrap; }
 th { font-size: 12px; text-transform: uppercase; color: #5b6676; background: #fafbfc; }
 td.mac, td.ip { font-family: ui-monospace, monospace; font-size: 13px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.error { white-space: normal; color: #a4262c; font-family: ui-monospace, monospace; font-size: 12px; max-width: 36em; }
+td.host { white-space: normal; overflow-wrap: anywhere; }
+td.error { white-space: normal; overflow-wrap: anywhere; min-width: 16em; color: #a4262c; font-family: ui-monospace, monospace; font-size: 12px; }
 .stage { display: inline-block; min-width: 64px; text-align: center; padding: 2px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; }
 .boot .stage { background: #e3ecfb; color: #1c4f9c; }
 .work .stage { background: #fff1d6; color: #8a5300; }
 .done .stage { background: #dff3e4; color: #1e6b34; }
 .fail .stage { background: #fbe0e1; color: #a4262c; }
-.bar { display: inline-block; vertical-align: middle; width: 180px; height: 10px; background: #e4e8ee; border-radius: 5px; overflow: hidden; }
+.bar { display: inline-block; vertical-align: middle; width: 140px; height: 10px; background: #e4e8ee; border-radius: 5px; overflow: hidden; }
 .bar span { display: block; height: 100%; background: #d38b00; }
 .done .bar span { background: #2f9a4f; }
 .pct { display: inline-block; width: 44px; text-align: right; font-size: 13px; font-variant-numeric: tabular-nums; }

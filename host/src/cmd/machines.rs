@@ -171,7 +171,7 @@ fn describe(m: &Machine, from: &Path) -> String {
 }
 
 /// Print what an edit did (or would do).
-fn report(done: &Edited, mac: Mac, dry_run: bool) {
+fn print_edit(done: &Edited, mac: Mac, dry_run: bool) {
     let verb = |now: &str, then: &str| {
         if dry_run {
             then.to_string()
@@ -246,7 +246,7 @@ pub fn add(a: &MachinesAdd) -> anyhow::Result<()> {
         _ => Edit::Write(new),
     }
     })?;
-    report(&done, mac, a.dry_run);
+    print_edit(&done, mac, a.dry_run);
     Ok(())
 }
 
@@ -276,7 +276,7 @@ pub fn reinstall(a: &MachinesReinstall) -> anyhow::Result<()> {
         ),
         _ => {}
     }
-    report(&done, mac, a.dry_run);
+    print_edit(&done, mac, a.dry_run);
     Ok(())
 }
 
@@ -288,6 +288,6 @@ pub fn remove(a: &MachinesRemove) -> anyhow::Result<()> {
         None => Edit::Refuse("no record to remove".into()),
         Some(_) => Edit::Remove,
     })?;
-    report(&done, mac, a.dry_run);
+    print_edit(&done, mac, a.dry_run);
     Ok(())
 }

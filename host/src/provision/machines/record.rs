@@ -17,7 +17,7 @@
 use crate::{
     config::{
         brace::{self, Document, Node},
-        schema::{Block, ConfigError},
+        schema::{Block, ConfigError, leaf_args},
     },
     credentials,
     provision::{image::bootscript::is_plain_name, mac::Mac},
@@ -184,8 +184,7 @@ fn checked<'a>(
     let Some(node) = block.one(name)? else {
         return Ok(None);
     };
-    let value =
-        crate::config::schema::leaf_args(node, &block.child_key(name), 1, "one value")?[0].as_str();
+    let value = leaf_args(node, &block.child_key(name), 1, "one value")?[0].as_str();
     check(value).map_err(|why| block.error(node.pos, name, why))?;
     Ok(Some(value))
 }
@@ -214,8 +213,7 @@ pub fn parse(text: &str) -> Result<Record, ConfigError> {
         None => Install::default(),
         Some(node) => {
             let key = block.child_key("install");
-            let word =
-                &crate::config::schema::leaf_args(node, &key, 1, "once, always or never")?[0];
+            let word = &leaf_args(node, &key, 1, "once, always or never")?[0];
             word.parse()
                 .map_err(|why: String| ConfigError::new(node.pos, key, why))?
         }
@@ -226,7 +224,7 @@ pub fn parse(text: &str) -> Result<Record, ConfigError> {
         (None, None) => None,
         (Some(u), Some(node)) => {
             let key = block.child_key("ssh-password-hash");
-            let h = &crate::config::schema::leaf_args(node, &key, 1, "one bcrypt hash")?[0];
+            let h = &leaf_args(node, &key, 1, "one bcrypt hash")?[0];
             check_ssh(u, h).map_err(|why| ConfigError::new(node.pos, key, why))?;
             Some(Ssh {
                 username: u.into(),
@@ -253,7 +251,7 @@ pub fn parse(text: &str) -> Result<Record, ConfigError> {
                 None => return Err(b.error(b.pos(), "at", "missing: when it was installed")),
                 Some(node) => {
                     let key = b.child_key("at");
-                    let text = &crate::config::schema::leaf_args(node, &key, 1, "one time")?[0];
+                    let text = &leaf_args(node, &key, 1, "one time")?[0];
                     timefmt::parse_rfc3339(text).ok_or_else(|| {
                         ConfigError::new(
                             node.pos,

@@ -72,7 +72,8 @@ pub fn render(rows: &[Machine], now: u64) -> String {
             })
             .collect(),
     };
-    serde_json::to_string(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    serde_json::to_string(&status)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
 
 /// The handler of `GET /install/status`.

@@ -19,17 +19,20 @@ struct Column {
     title: &'static str,
     min: usize,
     max: usize,
-    /// Dropped first when the terminal is too narrow: lower goes first.
+    /// Dropped when the terminal is too narrow, lower first; [`ALWAYS`] never.
     keep: u8,
     right: bool,
 }
+
+/// A column that is never dropped.
+const ALWAYS: u8 = u8::MAX;
 
 const COLUMNS: [Column; 7] = [
     Column {
         title: "MAC",
         min: 17,
         max: 17,
-        keep: 9,
+        keep: ALWAYS,
         right: false,
     },
     Column {
@@ -50,14 +53,14 @@ const COLUMNS: [Column; 7] = [
         title: "STAGE",
         min: 8,
         max: 8,
-        keep: 9,
+        keep: ALWAYS,
         right: false,
     },
     Column {
         title: "PROGRESS",
         min: 12,
         max: 40,
-        keep: 9,
+        keep: ALWAYS,
         right: false,
     },
     Column {
@@ -117,7 +120,7 @@ pub fn render_rows(rows: &[Machine], width: usize, now: u64) -> String {
         let Some(pos) = shown
             .iter()
             .enumerate()
-            .filter(|(_, i)| COLUMNS[**i].keep < 9)
+            .filter(|(_, i)| COLUMNS[**i].keep != ALWAYS)
             .min_by_key(|(_, i)| COLUMNS[**i].keep)
             .map(|(p, _)| p)
         else {

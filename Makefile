@@ -34,7 +34,8 @@ APT_PACKAGES := \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
 	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat \
-	squashfs-tools openssl bmap-tools
+	squashfs-tools openssl bmap-tools \
+	chromium python3-prometheus-client
 
 .PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware bench-map \

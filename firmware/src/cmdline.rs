@@ -296,7 +296,10 @@ fn valid_image_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
 }
 
-fn valid_target(path: &str) -> bool {
+/// Whether `path` is a `ze.target` value the installer accepts: the
+/// validator of the kernel command line, public so that the host checks
+/// machine records (`target`) with the same rule.
+pub fn valid_target(path: &str) -> bool {
     let Some(name) = path.strip_prefix("/dev/") else {
         return false;
     };

@@ -25,6 +25,7 @@ pub enum Command {
     Appliance(Appliance),
     Start(Start),
     Cli(Cli),
+    Machines(Machines),
 }
 
 /// install ze on this host (binary, systemd service)
@@ -442,4 +443,139 @@ pub struct Cli {
     /// one command to run, e.g. `show version`
     #[argh(positional, greedy)]
     pub command: Vec<String>,
+}
+
+/// manage the machine records of `ze install remote`: per-machine image, disk, host name, install once|always|never
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "machines",
+    note = "Records are <machines-dir>/<mac with dashes>.conf (default <pxe-dir>/machines); the status comes from <pxe-dir>/state/fleet.json. A running server reads changed records within a second. See docs/fleet.md."
+)]
+pub struct Machines {
+    #[argh(subcommand)]
+    pub what: MachinesWhat,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum MachinesWhat {
+    List(MachinesList),
+    Show(MachinesShow),
+    Add(MachinesAdd),
+    Reinstall(MachinesReinstall),
+    Remove(MachinesRemove),
+}
+
+/// list every machine record, with its status
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "list",
+    note = "Bad records are listed on standard error with file:line:column and what is wrong, and the exit status is 1: the servers ignore them."
+)]
+pub struct MachinesList {
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// the records directory (default: <pxe-dir>/machines)
+    #[argh(option)]
+    pub machines: Option<PathBuf>,
+}
+
+/// print one machine's record and its status
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+pub struct MachinesShow {
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// the records directory (default: <pxe-dir>/machines)
+    #[argh(option)]
+    pub machines: Option<PathBuf>,
+    /// the machine's MAC, e.g. 52:54:00:12:34:56 or 52-54-00-12-34-56
+    #[argh(positional)]
+    pub mac: String,
+}
+
+/// write a machine's record
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "add",
+    note = "Refuses to replace an existing record without --force; --force replaces it whole, the installed mark included. The password is stored only as a bcrypt hash (cost 10)."
+)]
+pub struct MachinesAdd {
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// the records directory (default: <pxe-dir>/machines)
+    #[argh(option)]
+    pub machines: Option<PathBuf>,
+    /// the image to install: a plain file name of the image directory
+    #[argh(option)]
+    pub image: String,
+    /// the whole disk to write (ze.target), e.g. /dev/vda
+    #[argh(option)]
+    pub target: Option<String>,
+    /// the machine's host name (RFC 1123)
+    #[argh(option)]
+    pub hostname: Option<String>,
+    /// once, always (default) or never
+    #[argh(option, default = "crate::provision::machines::Install::Always")]
+    pub install: crate::provision::machines::Install,
+    /// this machine's admin user instead of the command line's
+    #[argh(option)]
+    pub ssh_username: Option<String>,
+    /// its password (bcrypt-hashed; never written in plaintext)
+    #[argh(option)]
+    pub ssh_password: Option<String>,
+    /// read that password from the first line of standard input
+    #[argh(switch)]
+    pub ssh_password_stdin: bool,
+    /// replace an existing record
+    #[argh(switch)]
+    pub force: bool,
+    /// print the record that would be written, and write nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the machine's MAC, e.g. 52:54:00:12:34:56 or 52-54-00-12-34-56
+    #[argh(positional)]
+    pub mac: String,
+}
+
+/// clear a machine's installed mark: its next network boot installs again
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reinstall")]
+pub struct MachinesReinstall {
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// the records directory (default: <pxe-dir>/machines)
+    #[argh(option)]
+    pub machines: Option<PathBuf>,
+    /// print what would change, and change nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the machine's MAC, e.g. 52:54:00:12:34:56 or 52-54-00-12-34-56
+    #[argh(positional)]
+    pub mac: String,
+}
+
+/// remove a machine's record: it follows the command line again
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+pub struct MachinesRemove {
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// the records directory (default: <pxe-dir>/machines)
+    #[argh(option)]
+    pub machines: Option<PathBuf>,
+    /// print what would be removed, and remove nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the machine's MAC, e.g. 52:54:00:12:34:56 or 52-54-00-12-34-56
+    #[argh(positional)]
+    pub mac: String,
 }

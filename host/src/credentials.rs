@@ -49,6 +49,14 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     bcrypt::hash(password, BCRYPT_COST).context("bcrypt failed")
 }
 
+/// Whether `hash` has the form of a bcrypt hash (`$2b$10$…`, 60
+/// characters), as configs and machine records must carry it.
+pub fn is_bcrypt_hash(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+        && hash.len() == 60
+        && hash.is_ascii()
+}
+
 /// Whether `password` matches the bcrypt `hash`.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     bcrypt::verify(password, hash).unwrap_or(false)
@@ -146,6 +154,9 @@ mod tests {
         assert!(hash.starts_with("$2b$10$"), "{hash}");
         assert!(!hash.contains("secret"));
         assert!(verify_password("secret", &hash));
+        assert!(is_bcrypt_hash(&hash));
+        assert!(!is_bcrypt_hash("secret"));
+        assert!(!is_bcrypt_hash(&format!("{hash}x")));
         assert!(!verify_password("Secret", &hash));
         assert!(hash_password("").is_err());
         assert!(hash_password(&"x".repeat(73)).is_err());

@@ -3,7 +3,7 @@
 use argh::FromArgs;
 use std::process::ExitCode;
 use ze::{
-    cli::{ApplianceWhat, Command, InstallWhat, UninstallWhat, Ze},
+    cli::{ApplianceWhat, Command, InstallWhat, MachinesWhat, UninstallWhat, Ze},
     cmd,
     context::Context,
 };
@@ -96,6 +96,13 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         Command::Version(_) => cmd::version::run(&ctx),
         Command::Start(a) => cmd::start::run(&ctx, &a),
         Command::Cli(a) => cmd::cli::run(&a),
+        Command::Machines(m) => match m.what {
+            MachinesWhat::List(a) => cmd::machines::list(&a),
+            MachinesWhat::Show(a) => cmd::machines::show(&a),
+            MachinesWhat::Add(a) => cmd::machines::add(&a),
+            MachinesWhat::Reinstall(a) => cmd::machines::reinstall(&a),
+            MachinesWhat::Remove(a) => cmd::machines::remove(&a),
+        },
         Command::Appliance(a) => match a.what {
             ApplianceWhat::Kernel(k) => cmd::appliance_kernel::run(&k),
             ApplianceWhat::Initrd(a) => cmd::appliance_initrd::run(&a),

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod init;
 pub mod install_local;
 pub mod install_remote;
+pub mod machines;
 pub mod start;
 pub mod systemd;
 pub mod uninstall_local;

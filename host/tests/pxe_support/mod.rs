@@ -1,8 +1,12 @@
 //! Fixtures for the provisioning-server tests: network namespaces, the
 //! daemon as a child process with its log captured, prerequisites that
 //! fail in CI and skip locally, and a tiny initrd whose `/init` prints a
-//! marker and powers off.
+//! marker and powers off. DHCP clients are in [`dhcp`], QEMU guests in
+//! [`qemu`].
 #![allow(dead_code)]
+
+pub mod dhcp;
+pub mod qemu;
 
 use std::{
     fs,

@@ -240,8 +240,10 @@ impl DhcpServer {
                     (ours(req.options.server_id()), req.options.requested_ip())
                 {
                     event.ip = Some(ip);
-                    self.pool.decline(&key, ip, now);
-                    event.note = Some("address declined: held out of the pool");
+                    event.note = Some(match self.pool.decline(&key, ip, now) {
+                        Ok(()) => "address declined: held out of the pool",
+                        Err(refused) => refused.reason(),
+                    });
                 } else {
                     event.note = Some("not for this server");
                 }
@@ -631,11 +633,31 @@ mod tests {
             reply_of(&s.handle(1901, &request(1, MessageType::Discover))).yiaddr,
             a
         );
-        // DECLINE: the address is held out, the client gets another.
+        // DECLINE from another client: ignored, the owner keeps it.
+        let mut dec = request(9, MessageType::Decline);
+        dec.options.set(opt::SERVER_ID, ip("192.0.2.1").octets());
+        dec.options.set(opt::REQUESTED_IP, a.octets());
+        let o = s.handle(1902, &dec);
+        assert!(o.reply.is_none());
+        assert_eq!(
+            o.event.unwrap().note,
+            Some("DECLINE ignored: the client neither holds nor was offered this address")
+        );
+        assert_eq!(
+            reply_of(&s.handle(1902, &request(1, MessageType::Discover))).yiaddr,
+            a
+        );
+        // DECLINE from the client offered it: the address is held out, the
+        // client gets another.
         let mut dec = request(1, MessageType::Decline);
         dec.options.set(opt::SERVER_ID, ip("192.0.2.1").octets());
         dec.options.set(opt::REQUESTED_IP, a.octets());
-        assert!(s.handle(1902, &dec).reply.is_none());
+        let o = s.handle(1902, &dec);
+        assert!(o.reply.is_none());
+        assert_eq!(
+            o.event.unwrap().note,
+            Some("address declined: held out of the pool")
+        );
         let b = reply_of(&s.handle(1903, &request(1, MessageType::Discover))).yiaddr;
         assert_ne!(a, b);
         // INFORM: ACK without yiaddr or lease time, to ciaddr.

@@ -1,12 +1,17 @@
 //! `ze install remote`: provision targets over PXE from this host
 //! (spec: "Remote Provisioning (PXE)", checklist R1–R18).
 //!
-//! Validate every flag, work out the server address and the pool, stage
+//! Validate every flag, work out the server address and the pools, stage
 //! the boot files into `<pxe-dir>`, generate the brace config, then run
 //! `ze -` as a child with the config on its standard input and forward
 //! SIGINT/SIGTERM/SIGHUP to it. An address this command added to the
 //! interface is removed when it exits. `--dry-run` prints the steps and
 //! the config and changes nothing.
+//!
+//! `--proxy-dhcp` (checklist N1) runs the DHCP server as proxyDHCP beside
+//! the site's own: no pool, and no address is ever added to the interface
+//! (it must already have one in `--network`). `--relay-network` (N2) adds
+//! subnets behind DHCP relays.
 
 use crate::{
     cli::InstallRemote,
@@ -41,6 +46,17 @@ pub const BOOTFILES: [(u16, &str); 4] = [
     (9, "ipxe.efi"),
 ];
 
+/// A subnet behind a DHCP relay, from `--relay-network CIDR[,router=IP]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayNetwork {
+    /// The network (host bits cleared).
+    pub net: Ipv4Net,
+    /// Full mode: option 3 for its clients, and kept out of its pool.
+    pub router: Option<Ipv4Addr>,
+    /// Full mode: the addresses handed out there.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
+}
+
 /// Everything `ze install remote` decided before acting.
 #[derive(Debug)]
 pub struct Setup {
@@ -49,7 +65,12 @@ pub struct Setup {
     pub server: Ipv4Addr,
     /// The address to add to the interface (none when it has one).
     pub add_address: Option<IfAddr>,
-    pub pool: (Ipv4Addr, Ipv4Addr),
+    /// proxyDHCP: no pools, the site's DHCP server hands out addresses.
+    pub proxy: bool,
+    /// The pool on `network`; none in proxy mode.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Subnets behind relays.
+    pub relays: Vec<RelayNetwork>,
     pub pxe_dir: PathBuf,
     pub image: PathBuf,
     pub image_name: String,
@@ -68,6 +89,25 @@ impl Setup {
     }
     pub fn boot_script_url(&self) -> String {
         format!("http://{}/install/boot/boot.ipxe", self.server)
+    }
+
+    /// What the DHCP server does, for the messages: `DHCP pool a-b` or
+    /// `proxyDHCP for PXE clients on <network>`, and the relayed subnets.
+    pub fn dhcp_summary(&self) -> String {
+        let mut text = match self.pool {
+            Some((a, b)) => format!("DHCP pool {a}-{b}"),
+            None => format!(
+                "proxyDHCP for PXE clients on {} (addresses from the network's own DHCP server)",
+                self.network.trunc()
+            ),
+        };
+        for r in &self.relays {
+            match r.pool {
+                Some((a, b)) => text.push_str(&format!(", relayed {} pool {a}-{b}", r.net)),
+                None => text.push_str(&format!(", relayed {}", r.net)),
+            }
+        }
+        text
     }
 }
 
@@ -120,6 +160,100 @@ pub fn server_address(
     Ok((a, Some(add(a))))
 }
 
+/// The server address with `--proxy-dhcp`: the site's network has its
+/// addresses already, so none is added — `--address` must be on the
+/// interface, else its first IPv4 address in `network` is used.
+pub fn proxy_server_address(
+    args_address: Option<Ipv4Addr>,
+    network: &Ipv4Net,
+    interface: &str,
+    existing: &[IfAddr],
+) -> anyhow::Result<Ipv4Addr> {
+    let in_network: Vec<Ipv4Addr> = existing
+        .iter()
+        .map(|e| e.addr)
+        .filter(|&a| network.contains(a))
+        .collect();
+    match args_address {
+        Some(a) if in_network.contains(&a) => Ok(a),
+        Some(a) => bail!(
+            "--address {a} is not an address of {interface} in {}: with --proxy-dhcp ze adds no address to the site's network; put {a} on {interface} first, or leave --address out",
+            network.trunc()
+        ),
+        None => in_network.first().copied().with_context(|| {
+            format!(
+                "--proxy-dhcp: {interface} has no IPv4 address in {}: on a network with its own DHCP server the interface needs its address first (from that server or static); ze adds none",
+                network.trunc()
+            )
+        }),
+    }
+}
+
+/// Read the `--relay-network` values: `CIDR[,router=IP]`, /8 to /30, not
+/// overlapping `network` or each other. In full mode the router defaults
+/// to the first host and the pool is every other host; with
+/// `--proxy-dhcp` there is neither, and `router=` is refused.
+pub fn relay_networks(
+    values: &[String],
+    network: &Ipv4Net,
+    proxy: bool,
+) -> anyhow::Result<Vec<RelayNetwork>> {
+    let mut out: Vec<RelayNetwork> = Vec::new();
+    for value in values {
+        let flag = format!("--relay-network {value}");
+        let mut parts = value.split(',');
+        let cidr = parts.next().unwrap_or_default();
+        let net: Ipv4Net = cidr.parse().map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        netaddr::check_provisioning_prefix(&net).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        let mut router = None;
+        for part in parts {
+            match part.split_once('=') {
+                Some(("router", ip)) => {
+                    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+                        anyhow::anyhow!("{flag}: router={ip} is not an IPv4 address")
+                    })?;
+                    router = Some(ip);
+                }
+                _ => bail!("{flag}: unknown part {part:?}: expected CIDR[,router=IP]"),
+            }
+        }
+        let net = net.trunc();
+        for other in std::iter::once(network.trunc()).chain(out.iter().map(|r| r.net)) {
+            if other.contains(net.network()) || net.contains(other.network()) {
+                bail!("{flag}: overlaps {other}: each relayed subnet must be its own network");
+            }
+        }
+        let relay = if proxy {
+            if router.is_some() {
+                bail!(
+                    "{flag}: router= is for full mode; with --proxy-dhcp the network's own DHCP server hands out routers"
+                );
+            }
+            RelayNetwork {
+                net,
+                router: None,
+                pool: None,
+            }
+        } else {
+            let router = match router {
+                Some(r) => r,
+                None => {
+                    netaddr::server_address_for(&net).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?
+                }
+            };
+            let pool = netaddr::provisioning_pool(&net, router)
+                .map_err(|e| anyhow::anyhow!("{flag}: router: {e}"))?;
+            RelayNetwork {
+                net,
+                router: Some(router),
+                pool: Some(pool),
+            }
+        };
+        out.push(relay);
+    }
+    Ok(out)
+}
+
 /// Validate the flags and build the plan. `existing` is the interface's
 /// IPv4 addresses; `cwd` resolves relative paths.
 pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow::Result<Setup> {
@@ -131,8 +265,17 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
         .map_err(|e| anyhow::anyhow!("--network {network}: {e}"))?;
     credentials::validate_username(&args.ssh_username).context("--ssh-username")?;
     credentials::validate_password(&args.ssh_password).context("--ssh-password")?;
-    let (server, add_address) = server_address(args.address, &network, &args.interface, existing)?;
-    let pool = netaddr::provisioning_pool(&network, server)?;
+    let (server, add_address) = if args.proxy_dhcp {
+        let a = proxy_server_address(args.address, &network, &args.interface, existing)?;
+        (a, None)
+    } else {
+        server_address(args.address, &network, &args.interface, existing)?
+    };
+    let pool = match args.proxy_dhcp {
+        true => None,
+        false => Some(netaddr::provisioning_pool(&network, server)?),
+    };
+    let relays = relay_networks(&args.relay_network, &network, args.proxy_dhcp)?;
 
     let image = absolute(cwd, &args.image);
     regular_file(&image, "--image")?;
@@ -211,7 +354,9 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
         network,
         server,
         add_address,
+        proxy: args.proxy_dhcp,
         pool,
+        relays,
         pxe_dir,
         image_name,
         image,
@@ -234,31 +379,34 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
         pxe.push(Node::leaf("bootfile", &[&arch.to_string(), file]));
     }
     pxe.push(Node::leaf("boot-script-url", &[&s.boot_script_url()]));
+    let pool = |p: (Ipv4Addr, Ipv4Addr)| Node::leaf("pool", &[&p.0.to_string(), &p.1.to_string()]);
+    let mut dhcp = vec![Node::leaf("interface", &[&s.interface])];
+    if s.proxy {
+        dhcp.push(Node::leaf("mode", &["proxy"]));
+    }
+    dhcp.push(Node::leaf("address", &[&server]));
+    dhcp.push(Node::leaf("state-dir", &[&path(s.state_dir())]));
+    dhcp.push(Node::block(
+        "shared-network",
+        &[if s.proxy { "site" } else { "provisioning" }],
+        vec![Node::block(
+            "subnet",
+            &[&s.network.trunc().to_string()],
+            s.pool.map(pool).into_iter().collect(),
+        )],
+    ));
+    for r in &s.relays {
+        let mut children: Vec<Node> = r.pool.map(pool).into_iter().collect();
+        if let Some(router) = r.router {
+            children.push(Node::leaf("router", &[&router.to_string()]));
+        }
+        dhcp.push(Node::block("subnet", &[&r.net.to_string()], children));
+    }
+    dhcp.push(Node::block("pxe", &[], pxe));
     let doc = Document {
         nodes: vec![
             Node::block("daemon", &[], vec![Node::leaf("log", &["info"])]),
-            Node::block(
-                "dhcpserver",
-                &[],
-                vec![
-                    Node::leaf("interface", &[&s.interface]),
-                    Node::leaf("address", &[&server]),
-                    Node::leaf("state-dir", &[&path(s.state_dir())]),
-                    Node::block(
-                        "shared-network",
-                        &["provisioning"],
-                        vec![Node::block(
-                            "subnet",
-                            &[&s.network.trunc().to_string()],
-                            vec![Node::leaf(
-                                "pool",
-                                &[&s.pool.0.to_string(), &s.pool.1.to_string()],
-                            )],
-                        )],
-                    ),
-                    Node::block("pxe", &[], pxe),
-                ],
-            ),
+            Node::block("dhcpserver", &[], dhcp),
             Node::block(
                 "tftpserver",
                 &[],
@@ -284,10 +432,11 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
         ],
     };
     format!(
-        "# generated by ze install remote: {} on {} ({})\n{}",
+        "# generated by ze install remote: {} on {} ({}){}\n{}",
         s.network.trunc(),
         s.interface,
         s.server,
+        if s.proxy { ", proxyDHCP" } else { "" },
         write(&doc)
     )
 }
@@ -348,8 +497,8 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
         }
         writeln!(
             out,
-            "would run `ze -` with this config on standard input (DHCP pool {}-{}):\n",
-            setup.pool.0, setup.pool.1
+            "would run `ze -` with this config on standard input ({}):\n",
+            setup.dhcp_summary()
         )?;
         out.write_all(config.as_bytes())?;
         writeln!(out, "\ndry run: nothing was changed")?;
@@ -386,11 +535,10 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "serving on {} ({}): DHCP pool {}-{}, TFTP {}, HTTP http://{}/install/",
+        "serving on {} ({}): {}, TFTP {}, HTTP http://{}/install/",
         args.interface,
         setup.server,
-        setup.pool.0,
-        setup.pool.1,
+        setup.dhcp_summary(),
         setup.tftp_dir().display(),
         setup.server
     )?;
@@ -477,6 +625,8 @@ mod tests {
         InstallRemote {
             interface: "br0".into(),
             network: "192.0.2.0/24".into(),
+            proxy_dhcp: false,
+            relay_network: vec![],
             image: dir.join("img/ze-20260617-160000.img"),
             ssh_username: "admin".into(),
             ssh_password: "s3cret-pass".into(),
@@ -695,6 +845,172 @@ mod tests {
         assert_eq!(
             daemon.plugin_names(),
             ["dhcpserver", "tftpserver", "imageserver"]
+        );
+    }
+
+    #[test]
+    fn n1_proxy_dhcp_uses_the_interfaces_site_address_and_adds_none() {
+        let net: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+        let on = [addr("10.9.9.9", 8), addr("192.0.2.77", 24)];
+        assert_eq!(
+            proxy_server_address(None, &net, "eth0", &on).unwrap(),
+            "192.0.2.77".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(
+            proxy_server_address(Some("192.0.2.77".parse().unwrap()), &net, "eth0", &on).unwrap(),
+            "192.0.2.77".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(
+            proxy_server_address(None, &net, "eth0", &[addr("10.9.9.9", 8)])
+                .unwrap_err()
+                .to_string(),
+            "--proxy-dhcp: eth0 has no IPv4 address in 192.0.2.0/24: on a network with its own DHCP server the interface needs its address first (from that server or static); ze adds none"
+        );
+        assert_eq!(
+            proxy_server_address(Some("192.0.2.5".parse().unwrap()), &net, "eth0", &on)
+                .unwrap_err()
+                .to_string(),
+            "--address 192.0.2.5 is not an address of eth0 in 192.0.2.0/24: with --proxy-dhcp ze adds no address to the site's network; put 192.0.2.5 on eth0 first, or leave --address out"
+        );
+    }
+
+    #[test]
+    fn n2_relay_networks_parse_with_default_routers_and_refuse_overlaps() {
+        let net: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+        let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let r = relay_networks(
+            &v(&["198.51.100.0/25", "198.51.100.128/25,router=198.51.100.254"]),
+            &net,
+            false,
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(r[0].router, Some(ip("198.51.100.1")));
+        assert_eq!(r[0].pool, Some((ip("198.51.100.2"), ip("198.51.100.126"))));
+        assert_eq!(r[1].router, Some(ip("198.51.100.254")));
+        assert_eq!(
+            r[1].pool,
+            Some((ip("198.51.100.129"), ip("198.51.100.253")))
+        );
+        let proxied = relay_networks(&v(&["198.51.100.7/24"]), &net, true).unwrap();
+        assert_eq!(
+            proxied,
+            [RelayNetwork {
+                net: "198.51.100.0/24".parse().unwrap(),
+                router: None,
+                pool: None
+            }]
+        );
+        for (list, proxy, want) in [
+            (
+                &["198.51.100.0"][..],
+                false,
+                "--relay-network 198.51.100.0: \"198.51.100.0\" is not a network in CIDR form such as 192.0.2.0/24",
+            ),
+            (
+                &["198.51.100.0/31"][..],
+                false,
+                "--relay-network 198.51.100.0/31: prefix /31 is not supported: use /8 to /30",
+            ),
+            (
+                &["198.51.100.0/24,gw=1.2.3.4"][..],
+                false,
+                "--relay-network 198.51.100.0/24,gw=1.2.3.4: unknown part \"gw=1.2.3.4\": expected CIDR[,router=IP]",
+            ),
+            (
+                &["198.51.100.0/24,router=x"][..],
+                false,
+                "--relay-network 198.51.100.0/24,router=x: router=x is not an IPv4 address",
+            ),
+            (
+                &["198.51.100.0/24,router=192.0.2.1"][..],
+                false,
+                "--relay-network 198.51.100.0/24,router=192.0.2.1: router: server address 192.0.2.1 is not a host of 198.51.100.0/24",
+            ),
+            (
+                &["192.0.2.128/25"][..],
+                false,
+                "--relay-network 192.0.2.128/25: overlaps 192.0.2.0/24: each relayed subnet must be its own network",
+            ),
+            (
+                &["198.51.100.0/24", "198.51.100.64/26"][..],
+                false,
+                "--relay-network 198.51.100.64/26: overlaps 198.51.100.0/24: each relayed subnet must be its own network",
+            ),
+            (
+                &["198.51.100.0/24,router=198.51.100.1"][..],
+                true,
+                "--relay-network 198.51.100.0/24,router=198.51.100.1: router= is for full mode; with --proxy-dhcp the network's own DHCP server hands out routers",
+            ),
+        ] {
+            assert_eq!(
+                relay_networks(&v(list), &net, proxy)
+                    .unwrap_err()
+                    .to_string(),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn n1_n2_generated_proxy_and_relay_configs_run_through_the_daemon_parser() {
+        let d = tree();
+        let mut a = args(d.path());
+        a.kernel = Some(d.path().join("vmlinuz-src"));
+        a.initrd = Some(d.path().join("initrd-src"));
+        a.relay_network = vec!["198.51.100.0/24".into()];
+        let full = prepare(&a, d.path(), &[]).unwrap();
+        assert_eq!(
+            full.dhcp_summary(),
+            "DHCP pool 192.0.2.2-192.0.2.254, relayed 198.51.100.0/24 pool 198.51.100.2-198.51.100.254"
+        );
+        let hash = credentials::hash_password(&a.ssh_password).unwrap();
+        let text = generate_config(&full, "admin", &hash);
+        assert!(
+            text.contains("    subnet 198.51.100.0/24 {\n        pool 198.51.100.2 198.51.100.254;\n        router 198.51.100.1;\n    }\n"),
+            "{text}"
+        );
+        Daemon::from_text(&text, PLUGINS).unwrap();
+
+        a.proxy_dhcp = true;
+        let existing = [addr("192.0.2.40", 24)];
+        let proxy = prepare(&a, d.path(), &existing).unwrap();
+        assert_eq!(
+            (proxy.server, proxy.add_address, proxy.pool),
+            ("192.0.2.40".parse().unwrap(), None, None)
+        );
+        assert_eq!(
+            proxy.dhcp_summary(),
+            "proxyDHCP for PXE clients on 192.0.2.0/24 (addresses from the network's own DHCP server), relayed 198.51.100.0/24"
+        );
+        let text = generate_config(&proxy, "admin", &hash);
+        assert!(
+            text.starts_with(
+                "# generated by ze install remote: 192.0.2.0/24 on br0 (192.0.2.40), proxyDHCP\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("    mode proxy;\n"), "{text}");
+        assert!(
+            text.contains("        subnet 192.0.2.0/24 {\n        }\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    subnet 198.51.100.0/24 {\n    }\n"),
+            "{text}"
+        );
+        assert!(!text.contains("pool "), "{text}");
+        let daemon = Daemon::from_text(&text, PLUGINS).unwrap();
+        assert_eq!(
+            daemon.plugin_names(),
+            ["dhcpserver", "tftpserver", "imageserver"]
+        );
+        // Without an address on the site's network, nothing starts.
+        assert!(
+            prepare(&a, d.path(), &[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("--proxy-dhcp: br0 has no IPv4 address")
         );
     }
 }

@@ -20,7 +20,7 @@ APT_PACKAGES := \
 	qemu-system-x86 qemu-utils ovmf ipxe ipxe-qemu \
 	xorriso grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
-	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
+	dnsmasq-base nginx-light kea-admin kea-dhcp4-server isc-dhcp-server isc-dhcp-relay procps \
 	linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat \
 	squashfs-tools openssl

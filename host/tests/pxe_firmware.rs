@@ -17,82 +17,40 @@ mod pxe_support;
 
 use pxe_support::{
     qemu::{BOOT_TIMEOUT, Firmware, Machine, assert_in_order, bridge_ns, prerequisites},
+    remote::{Artifacts, install_remote, stop_install_remote},
     *,
 };
 use std::{
     fs,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 const MAC: &str = "52:54:00:12:34:56";
 
 struct Fixture {
-    dir: tempfile::TempDir,
-    image: PathBuf,
+    artifacts: Artifacts,
     kernel_len: u64,
     initrd_len: u64,
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("images/ze-20260617-160000.img");
-    write(&image, &pattern(3 << 20, 1));
-    write(
-        &dir.path().join("images/build.json"),
-        br#"{"image":"ze-20260617-160000.img","built":"20260617-160000","appliance":"prod","ze-version":"0.1.0"}"#,
-    );
-    write(&dir.path().join("initrd.img"), &tiny_initrd());
-    let kernel_len = fs::metadata(test_kernel()).unwrap().len();
-    let initrd_len = fs::metadata(dir.path().join("initrd.img")).unwrap().len();
+    let artifacts = Artifacts::tiny(Some(&test_kernel()));
+    let kernel_len = fs::metadata(&artifacts.kernel).unwrap().len();
+    let initrd_len = fs::metadata(&artifacts.initrd).unwrap().len();
     Fixture {
-        dir,
-        image,
+        artifacts,
         kernel_len,
         initrd_len,
     }
 }
 
-fn install_remote(ns: &Netns, fx: &Fixture) -> Logged {
-    let mut cmd = ns.cmd(ze_bin().to_str().unwrap());
-    cmd.args([
-        "install",
-        "remote",
-        "--interface",
-        "br0",
-        "--network",
-        "192.0.2.0/24",
-        "--image",
-    ])
-    .arg(&fx.image)
-    .arg("--kernel")
-    .arg(test_kernel())
-    .arg("--initrd")
-    .arg(fx.dir.path().join("initrd.img"))
-    .arg("--pxe-dir")
-    .arg(fx.dir.path().join("pxe"))
-    .args(["--ssh-username", "admin", "--ssh-password", "provision-me"])
-    .env_remove("ZE_LOG")
-    .env_remove("ze.log");
-    let mut d = Logged::spawn(cmd);
-    d.wait_for("ze: started", Duration::from_secs(60));
-    d
+fn install(ns: &Netns, fx: &Fixture) -> Logged {
+    install_remote(ns, "br0", "192.0.2.0/24", &fx.artifacts, &[])
 }
 
 /// Stop `ze install remote` with SIGTERM; the address it added comes off.
-fn stop(ns: &Netns, mut servers: Logged) -> String {
-    servers.signal(rustix::process::Signal::TERM);
-    assert_eq!(
-        servers.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        servers.text()
-    );
-    let log = servers.text();
-    assert!(
-        log.contains("ze: shutting down: closing listeners, draining transfers signal=SIGTERM"),
-        "{log}"
-    );
+fn stop(ns: &Netns, servers: Logged) -> String {
+    let log = stop_install_remote(servers);
     assert!(
         log.contains("removed address 192.0.2.1/24 from br0"),
         "{log}"
@@ -110,8 +68,8 @@ fn t6_ovmf_network_boot_through_tftp_ipxe_and_http() {
     }
     let fx = fixture();
     let ns = bridge_ns("ovmf");
-    let servers = install_remote(&ns, &fx);
-    let mut vm = Machine::new(Firmware::Uefi, MAC).spawn(&ns, fx.dir.path(), "ovmf");
+    let servers = install(&ns, &fx);
+    let mut vm = Machine::new(Firmware::Uefi, MAC).spawn(&ns, fx.artifacts.dir.path(), "ovmf");
     vm.wait_for(INIT_MARKER, 0, &servers);
     let console = vm.console();
     drop(vm);
@@ -201,8 +159,8 @@ fn t6_seabios_ipxe_rom_boots_the_script_url() {
     }
     let fx = fixture();
     let ns = bridge_ns("bios");
-    let servers = install_remote(&ns, &fx);
-    let mut vm = Machine::new(Firmware::Bios, MAC).spawn(&ns, fx.dir.path(), "bios");
+    let servers = install(&ns, &fx);
+    let mut vm = Machine::new(Firmware::Bios, MAC).spawn(&ns, fx.artifacts.dir.path(), "bios");
     vm.wait_for(INIT_MARKER, 0, &servers);
     drop(vm);
     let log = stop(&ns, servers);

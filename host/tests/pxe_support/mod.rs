@@ -2,11 +2,14 @@
 //! daemon as a child process with its log captured, prerequisites that
 //! fail in CI and skip locally, and a tiny initrd whose `/init` prints a
 //! marker and powers off. DHCP clients are in [`dhcp`], QEMU guests in
-//! [`qemu`].
+//! [`qemu`], `ze install remote` runs in [`remote`], a site's network
+//! with its own DHCP server and relays in [`site`].
 #![allow(dead_code)]
 
 pub mod dhcp;
 pub mod qemu;
+pub mod remote;
+pub mod site;
 
 use std::{
     fs,

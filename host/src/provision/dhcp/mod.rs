@@ -267,22 +267,27 @@ impl DhcpService {
             Destination::Relay(ip) => SocketAddrV4::new(ip, relay::RELAY_PORT),
             Destination::Peer(addr) => addr,
         };
-        let socket = match (&self.pxe_socket, pxe_port) {
-            (Some(s), true) => s,
-            _ => &self.socket,
+        let Some(socket) = self.socket_for(pxe_port) else {
+            return;
         };
         if let Err(e) = socket.send_to(&reply.to_bytes(), dest) {
             tracing::warn!(target: NAME, to = %dest, "cannot send reply: {e}");
         }
     }
 
+    /// The port 67 socket, or the port 4011 one (proxy mode only).
+    fn socket_for(&self, pxe_port: bool) -> Option<&UdpSocket> {
+        match pxe_port {
+            false => Some(&self.socket),
+            true => self.pxe_socket.as_ref(),
+        }
+    }
+
     /// Take everything queued on one socket, up to a bound per wake-up.
     fn drain(&mut self, buf: &mut [u8], pxe_port: bool) {
         for _ in 0..256 {
-            let socket = match (&self.pxe_socket, pxe_port) {
-                (Some(s), true) => s,
-                (None, true) => return,
-                _ => &self.socket,
+            let Some(socket) = self.socket_for(pxe_port) else {
+                return;
             };
             match socket.recv_from(buf) {
                 Ok((n, from)) => self.handle_datagram(&buf[..n], from, pxe_port),

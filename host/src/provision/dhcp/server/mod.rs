@@ -200,11 +200,6 @@ impl DhcpServer {
         &self.settings
     }
 
-    /// The mode, with its subnets.
-    pub fn mode(&self) -> &Mode {
-        &self.mode
-    }
-
     /// Every subnet's network, the interface's first.
     pub fn networks(&self) -> Vec<Ipv4Net> {
         match &self.mode {

@@ -27,7 +27,7 @@ APT_PACKAGES := \
 
 .PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \
-	bench-appliance bench-iso fuzz ze-pxe bench-pxe
+	bench-appliance bench-iso fuzz ze-pxe bench-pxe bench-relay
 
 all: build
 
@@ -170,6 +170,11 @@ ze-pxe:
 	done
 	@echo "staged $(CURDIR)/$(PXE_DIR): boot/vmlinuz boot/initrd.img.gz tftp/ipxe.efi tftp/ipxe.pxe"
 
-## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea (root)
+## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea,
+## DHCP through relays vs kea (root)
 bench-pxe: deps build
 	bash bench/pxe.sh
+
+## bench-relay: only the DHCP-through-two-relays part of bench-pxe
+bench-relay: deps build
+	SKIP="tftp window http dhcp" bash bench/pxe.sh

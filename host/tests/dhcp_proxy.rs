@@ -28,22 +28,16 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn prerequisites(test: &str, site: Option<SiteServer>) -> bool {
-    let mut checks: Vec<(String, bool)> = vec![
-        ("root".into(), is_root()),
-        ("ip (iproute2)".into(), have("ip")),
-        ("ss (iproute2)".into(), have("ss")),
-        ("busybox (busybox-static)".into(), have("busybox")),
-        (
-            "/usr/lib/ipxe/ipxe.efi (ipxe)".into(),
+    let mut tools = vec![("busybox", "busybox-static")];
+    tools.extend(site.map(SiteServer::program));
+    require_tools(
+        test,
+        &tools,
+        &[(
+            "/usr/lib/ipxe/ipxe.efi (ipxe)",
             std::path::Path::new("/usr/lib/ipxe/ipxe.efi").is_file(),
-        ),
-    ];
-    if let Some(s) = site {
-        let (program, package) = s.program();
-        checks.push((format!("{program} ({package})"), s.installed()));
-    }
-    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
-    require(test, &refs)
+        )],
+    )
 }
 
 /// The LAN: the site's server (when given), ze with `--proxy-dhcp`, and a
@@ -99,16 +93,13 @@ fn pxe_boot(l: &Lan, xid: u32) -> Ipv4Addr {
     let got = replies(&sock, xid, Duration::from_secs(4), 2);
     let site_log = || l.site_server.as_ref().map(|s| s.text()).unwrap_or_default();
     let by = |server: &str| {
-        got.iter()
-            .find(|r| r.options.server_id() == Some(ip(server)))
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!(
-                    "no offer from {server}: {got:#?}\n--- ze ---\n{}\n--- site ---\n{}",
-                    l.ze.text(),
-                    site_log()
-                )
-            })
+        reply_from(&got, ip(server)).cloned().unwrap_or_else(|| {
+            panic!(
+                "no offer from {server}: {got:#?}\n--- ze ---\n{}\n--- site ---\n{}",
+                l.ze.text(),
+                site_log()
+            )
+        })
     };
     let site = by(SITE_SERVER);
     let proxy = by(ZE);

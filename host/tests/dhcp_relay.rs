@@ -14,7 +14,7 @@ mod pxe_support;
 use pxe_support::{
     dhcp::*,
     remote::{Artifacts, install_remote, stop_install_remote},
-    site::{RELAY_DOWN, Relay, RelayedSite, SITE_SERVER, ZE, doc_snippet},
+    site::{RELAY_DOWN, Relay, RelayedSite, SITE_SERVER, SiteServer, ZE},
     *,
 };
 use std::{
@@ -29,20 +29,16 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn prerequisites(test: &str, tools: &[(&str, &str)]) -> bool {
-    let mut checks: Vec<(String, bool)> = vec![
-        ("root".into(), is_root()),
-        ("ip, ss (iproute2)".into(), have("ip") && have("ss")),
-        ("sysctl (procps)".into(), have("sysctl")),
-        (
-            "/usr/lib/ipxe/ipxe.efi (ipxe)".into(),
+    let mut tools = tools.to_vec();
+    tools.push(("sysctl", "procps"));
+    require_tools(
+        test,
+        &tools,
+        &[(
+            "/usr/lib/ipxe/ipxe.efi (ipxe)",
             std::path::Path::new("/usr/lib/ipxe/ipxe.efi").is_file(),
-        ),
-    ];
-    for (program, package) in tools {
-        checks.push((format!("{program} ({package})"), have(program)));
-    }
-    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
-    require(test, &refs)
+        )],
+    )
 }
 
 /// udhcpc as a PXE client: option 60 `PXEClient:Arch:00007…`, option 93 = 7.
@@ -129,28 +125,12 @@ fn n1_n2_proxy_dhcp_through_dhcrelay_beside_the_sites_server() {
     let net = RelayedSite::new("rprx");
     let dir = tempfile::tempdir().unwrap();
     // The site's dnsmasq from the docs, with a range on the relayed subnet.
-    let conf = dir.path().join("site.conf");
-    fs::write(
-        &conf,
-        doc_snippet("site-dnsmasq").replace("interface=eth0", "interface=site0")
-            + "dhcp-range=198.51.100.100,198.51.100.199,255.255.255.0,1h\n",
-    )
-    .unwrap();
-    let mut cmd = net.site.cmd("dnsmasq");
-    cmd.arg("--keep-in-foreground")
-        .arg(format!("--conf-file={}", conf.display()))
-        .arg(format!(
-            "--dhcp-leasefile={}",
-            dir.path().join("leases").display()
-        ))
-        .args([
-            "--pid-file=",
-            "--user=root",
-            "--log-dhcp",
-            "--log-facility=-",
-        ]);
-    let site = Logged::spawn(cmd);
-    pxe_support::site::wait_udp_port(&net.site, 67, &site);
+    let site = SiteServer::Dnsmasq.start_with(
+        &net.site,
+        "site0",
+        dir.path(),
+        "dhcp-range=198.51.100.100,198.51.100.199,255.255.255.0,1h\n",
+    );
     let a = Artifacts::tiny(None);
     let ze = install_remote(
         &net.ze,
@@ -166,10 +146,7 @@ fn n1_n2_proxy_dhcp_through_dhcrelay_beside_the_sites_server() {
         .unwrap();
     let got = replies(&sock, 0xa002, Duration::from_secs(5), 2);
     let from = |server: &str| {
-        got.iter()
-            .find(|r| r.options.server_id() == Some(ip(server)))
-            .cloned()
-            .unwrap_or_else(|| {
+        reply_from(&got, ip(server)).cloned().unwrap_or_else(|| {
                 panic!(
                     "no offer from {server}: {got:#?}\n--- ze ---\n{}\n--- site ---\n{}\n--- relay ---\n{}",
                     ze.text(),

@@ -46,28 +46,25 @@ fn all_prerequisites(test: &str, firmware: Firmware, tools: &[(&str, &str)]) -> 
         return false;
     }
     let initrd = installer_initrd();
-    let mut checks: Vec<(String, bool)> = vec![
-        (
-            format!("installer initrd {} (`make initrd`)", initrd.display()),
-            initrd.is_file(),
-        ),
-        (
-            "OVMF (ovmf)".into(),
-            Path::new(pxe_support::qemu::OVMF_CODE).is_file(),
-        ),
-        ("ss (iproute2)".into(), have("ss")),
-    ];
-    for (program, package) in tools {
-        checks.push((format!("{program} ({package})"), have(program)));
-    }
-    for (program, package) in [
+    let mut tools = tools.to_vec();
+    tools.extend([
         ("mke2fs", "e2fsprogs"),
         ("grub-mkstandalone", "grub-common grub-efi-amd64-bin"),
-    ] {
-        checks.push((format!("{program} ({package})"), have(program)));
-    }
-    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
-    require(test, &refs)
+    ]);
+    require_tools(
+        test,
+        &tools,
+        &[
+            (
+                &format!("installer initrd {} (`make initrd`)", initrd.display()),
+                initrd.is_file(),
+            ),
+            (
+                "OVMF (ovmf)",
+                Path::new(pxe_support::qemu::OVMF_CODE).is_file(),
+            ),
+        ],
+    )
 }
 
 /// The appliance image, built once for every test in this file.

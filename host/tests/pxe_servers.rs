@@ -24,15 +24,8 @@ const SERVER: &str = "192.0.2.1";
 const CANARY: &[u8] = b"CANARY-SECRET-NEVER-SERVED";
 
 fn prerequisites(test: &str, tools: &[&str]) -> bool {
-    let mut checks: Vec<(String, bool)> = vec![
-        ("root".into(), is_root()),
-        ("ip (iproute2)".into(), have("ip")),
-    ];
-    for t in tools {
-        checks.push(((*t).to_string(), have(t)));
-    }
-    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
-    require(test, &refs)
+    let tools: Vec<(&str, &str)> = tools.iter().map(|t| (*t, *t)).collect();
+    require_tools(test, &tools, &[])
 }
 
 /// Roots with files to serve, a canary outside them, and symlinks in each

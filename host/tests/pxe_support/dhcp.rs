@@ -99,6 +99,13 @@ pub fn replies(sock: &UdpSocket, xid: u32, timeout: Duration, max: usize) -> Vec
     out
 }
 
+/// The reply among `replies` whose option 54 names `server`.
+pub fn reply_from(replies: &[Repr], server: Ipv4Addr) -> Option<&Repr> {
+    replies
+        .iter()
+        .find(|r| r.options.server_id() == Some(server))
+}
+
 /// Broadcast a DISCOVER and require an OFFER.
 pub fn assert_offer(sock: &UdpSocket, mac: [u8; 6], xid: u32) -> Repr {
     let offer = exchange(sock, &discover(mac, xid), Duration::from_secs(5)).expect("an OFFER");

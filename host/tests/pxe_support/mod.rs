@@ -58,6 +58,21 @@ pub fn require(test: &str, checks: &[(&str, bool)]) -> bool {
     false
 }
 
+/// [`require`] root, `ip` and `ss` (iproute2), each `(program, package)`
+/// of `tools` on PATH, and the `other` named checks.
+pub fn require_tools(test: &str, tools: &[(&str, &str)], other: &[(&str, bool)]) -> bool {
+    let mut checks: Vec<(String, bool)> = vec![
+        ("root".into(), is_root()),
+        ("ip, ss (iproute2)".into(), have("ip") && have("ss")),
+    ];
+    for (program, package) in tools {
+        checks.push((format!("{program} ({package})"), have(program)));
+    }
+    checks.extend(other.iter().map(|(n, ok)| (n.to_string(), *ok)));
+    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
+    require(test, &refs)
+}
+
 /// Whether we are root.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -96,6 +96,16 @@ impl SiteServer {
     /// Start it in `ns` on `ifname` from its documented config, with its
     /// state in `dir`; returns once it listens on port 67.
     pub fn start(self, ns: &Netns, ifname: &str, dir: &Path) -> Logged {
+        self.start_with(ns, ifname, dir, "")
+    }
+
+    /// [`SiteServer::start`] with `extra` lines after the documented
+    /// config (dhcpd and dnsmasq, whose configs are lists of statements).
+    pub fn start_with(self, ns: &Netns, ifname: &str, dir: &Path, extra: &str) -> Logged {
+        assert!(
+            extra.is_empty() || self != SiteServer::Kea,
+            "Kea's JSON takes no extra lines"
+        );
         fs::create_dir_all(dir).unwrap();
         let d = dir.display().to_string();
         let conf = dir.join("site.conf");
@@ -113,7 +123,7 @@ impl SiteServer {
                 c
             }
             SiteServer::Dhcpd => {
-                fs::write(&conf, doc_snippet("site-dhcpd")).unwrap();
+                fs::write(&conf, doc_snippet("site-dhcpd") + extra).unwrap();
                 let leases = dir.join("dhcpd.leases");
                 fs::write(&leases, "").unwrap();
                 let mut c = ns.cmd("dhcpd");
@@ -128,7 +138,8 @@ impl SiteServer {
             }
             SiteServer::Dnsmasq => {
                 let text = doc_snippet("site-dnsmasq")
-                    .replace("interface=eth0", &format!("interface={ifname}"));
+                    .replace("interface=eth0", &format!("interface={ifname}"))
+                    + extra;
                 fs::write(&conf, text).unwrap();
                 let mut c = ns.cmd("dnsmasq");
                 c.arg("--keep-in-foreground")

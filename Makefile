@@ -31,7 +31,7 @@ APT_PACKAGES := \
 	qemu-system-x86 qemu-utils ovmf ipxe ipxe-qemu \
 	xorriso grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
-	dnsmasq-base nginx-light kea-admin kea-dhcp4-server \
+	dnsmasq-base nginx-light kea-admin kea-dhcp4-server isc-dhcp-server isc-dhcp-relay procps \
 	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
 	iproute2 systemd openssh-client sshpass socat \
 	squashfs-tools openssl bmap-tools \
@@ -39,7 +39,7 @@ APT_PACKAGES := \
 
 .PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware bench-map \
-	bench-appliance bench-iso fuzz ze-pxe bench-pxe
+	bench-appliance bench-iso fuzz ze-pxe bench-pxe bench-relay
 
 all: build
 
@@ -193,6 +193,11 @@ ze-pxe:
 	done
 	@echo "staged $(CURDIR)/$(PXE_DIR): boot/vmlinuz boot/initrd.img.gz tftp/ipxe.efi tftp/ipxe.pxe"
 
-## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea (root)
+## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea,
+## DHCP through relays vs kea (root)
 bench-pxe: deps build
 	bash bench/pxe.sh
+
+## bench-relay: only the DHCP-through-two-relays part of bench-pxe
+bench-relay: deps build
+	SKIP="tftp window http dhcp" bash bench/pxe.sh

@@ -7,6 +7,9 @@
 #   HTTP  1 GiB, curl -o /dev/null: ze vs nginx with sendfile (loopback)
 #   DHCP  perfdhcp -4 full DORA across a veth pair: ze vs kea-dhcp4
 #         (memfile): the highest rate with < 2.5 % drops
+#   relay the same through two relays (two perfdhcp, each a relay agent
+#         with its own giaddr) into two relayed subnets: ze vs kea-dhcp4
+#         with the same subnets, pools and routers (make bench-relay)
 #
 # Each server runs in a network namespace this script creates and removes.
 # Runs are interleaved (ze, peer, ze, peer, …) so machine noise hits both;
@@ -16,7 +19,7 @@
 # Environment: RUNS (default 5), ZE (default the static release ze of
 # make build, target/static/x86_64-unknown-linux-gnu/release/ze),
 # BENCH_DIR (default build/bench), DHCP_SECONDS (default 5), SKIP (a list
-# of tftp, window, http, dhcp to skip).
+# of tftp, window, http, dhcp, relay to skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +38,8 @@ for tool in curl in.tftpd dnsmasq nginx kea-dhcp4 perfdhcp ip taskset; do
   command -v "$tool" >/dev/null || { echo "bench/pxe.sh: $tool is missing: run \`make deps\`" >&2; exit 1; }
 done
 [ -x "$ZE" ] || { echo "bench/pxe.sh: $ZE is missing: run \`make build\`" >&2; exit 1; }
-cargo build --release --locked -q -p ze --example tftp_get
+skip() { [[ " $SKIP " == *" $1 "* ]]; }
+skip window || cargo build --release --locked -q -p ze --example tftp_get
 
 PIDS=()
 NSS=()
@@ -47,7 +51,6 @@ cleanup() {
 trap cleanup EXIT
 
 newns() { ip netns add "$1"; ip -n "$1" link set lo up; NSS+=("$1"); }
-skip() { [[ " $SKIP " == *" $1 "* ]]; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b/1048576}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a/b : 0)}'; }
@@ -195,11 +198,14 @@ EOF
 }
 
 # ------------------------------------------------------------------ DHCP
-# One perfdhcp run at $rate against the server in $sns; prints
+# One perfdhcp run from namespace $cns at $rate, from local address or
+# interface $local (perfdhcp makes it the giaddr) to $server, with $clients
+# distinct clients and perfdhcp's further arguments after them; prints
 # "<rate achieved> <drop percent>".
 perfdhcp_run() {
-  local cns=$1 rate=$2
-  ip netns exec "$cns" perfdhcp -4 -l pc0 -r "$rate" -R 1000000 -p "$DHCP_SECONDS" 198.18.0.1 2>&1 |
+  local cns=$1 rate=$2 local=$3 server=$4 clients=$5
+  shift 5
+  ip netns exec "$cns" perfdhcp -4 -l "$local" -r "$rate" -R "$clients" -p "$DHCP_SECONDS" "$@" "$server" 2>&1 |
     awk '
       /^sent packets:/ {sent[n]=$3}
       /^received packets:/ {recv[n]=$3; n++}
@@ -247,7 +253,7 @@ EOF
         fi
         PIDS+=($pid)
         wait_port $sns u 67
-        read -r r d < <(perfdhcp_run $cns "$rate")
+        read -r r d < <(perfdhcp_run $cns "$rate" pc0 198.18.0.1 1000000)
         kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
         drops+=("$d"); got+=("$r")
       done
@@ -269,9 +275,101 @@ EOF
   row ""
 }
 
+# ----------------------------------------------------------------- relay
+# Two relay agents, 198.51.100.1 and 198.51.100.129 (each a perfdhcp bound
+# to that address, so it is the giaddr and gets the replies), in front of
+# two relayed subnets; the server (192.0.2.1) routes them back through the
+# client namespace. Each relay offers half of the rate, with 100 clients
+# of its own (each /25 pool holds 125).
+bench_relay() {
+  local dir=$BENCH_DIR/relay sns=$TAG-rs cns=$TAG-rc
+  rm -rf "$dir"; mkdir -p "$dir/ze" "$dir/kea"
+  newns $sns; newns $cns
+  ip link add ps0 netns $sns type veth peer name pc0 netns $cns
+  ip -n $sns addr add 192.0.2.1/24 dev ps0; ip -n $sns link set ps0 up
+  ip -n $cns addr add 192.0.2.2/24 dev pc0
+  ip -n $cns addr add 198.51.100.1/25 dev pc0; ip -n $cns addr add 198.51.100.129/25 dev pc0
+  ip -n $cns link set pc0 up
+  ip -n $sns route add 198.51.100.0/24 via 192.0.2.2
+  cat > "$BENCH_DIR/relay.conf" <<EOF
+daemon { log warn; }
+dhcpserver { interface ps0; address 192.0.2.1; lease-time 3600; state-dir $dir/ze;
+  shared-network b { subnet 192.0.2.0/24 { pool 192.0.2.100 192.0.2.200; } }
+  subnet 198.51.100.0/25 { pool 198.51.100.2 198.51.100.126; router 198.51.100.1; }
+  subnet 198.51.100.128/25 { pool 198.51.100.130 198.51.100.254; router 198.51.100.129; }
+}
+EOF
+  cat > "$dir/kea/kea-dhcp4.conf" <<EOF
+{ "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "ps0" ] },
+    "lease-database": { "type": "memfile", "name": "$dir/kea/leases.csv", "lfc-interval": 0 },
+    "valid-lifetime": 3600,
+    "subnet4": [
+      { "id": 1, "subnet": "192.0.2.0/24", "pools": [ { "pool": "192.0.2.100 - 192.0.2.200" } ] },
+      { "id": 2, "subnet": "198.51.100.0/25", "pools": [ { "pool": "198.51.100.2 - 198.51.100.126" } ],
+        "option-data": [ { "name": "routers", "data": "198.51.100.1" } ] },
+      { "id": 3, "subnet": "198.51.100.128/25", "pools": [ { "pool": "198.51.100.130 - 198.51.100.254" } ],
+        "option-data": [ { "name": "routers", "data": "198.51.100.129" } ] }
+    ],
+    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN", "output_options": [ { "output": "$dir/kea/kea.log" } ] } ]
+} }
+EOF
+  # Interleaved: at each rate, run i of ze, then run i of kea, so load
+  # from elsewhere on the machine hits both; a server stops climbing at
+  # the first rate it fails.
+  local rates=${DHCP_RATES:-"1000 2000 3000 4000 5000 6000 8000 10000 12000 16000"}
+  declare -A best=([ze]=0 [kea]=0) achieved=() climbing=([ze]=1 [kea]=1) drops=() got=()
+  for rate in $rates; do
+    local half=$((rate / 2)) server
+    for server in ze kea; do drops[$server]=""; got[$server]=""; done
+    for i in $(seq "$RUNS"); do
+      for server in ze kea; do
+        [ "${climbing[$server]}" = 1 ] || continue
+        rm -f "$dir/ze"/*.leases "$dir/kea"/leases.csv*
+        if [ $server = ze ]; then
+          ip netns exec $sns "$ZE" "$BENCH_DIR/relay.conf" & local pid=$!
+        else
+          KEA_PIDFILE_DIR=$dir/kea KEA_LOCKFILE_DIR=$dir/kea ip netns exec $sns kea-dhcp4 -c "$dir/kea/kea-dhcp4.conf" >/dev/null 2>&1 & local pid=$!
+        fi
+        PIDS+=($pid)
+        wait_port $sns u 67
+        perfdhcp_run $cns "$half" 198.51.100.1 192.0.2.1 100 -b mac=00:0c:01:00:00:00 > "$dir/a" &
+        local pa=$!
+        perfdhcp_run $cns "$half" 198.51.100.129 192.0.2.1 100 -b mac=00:0c:02:00:00:00 > "$dir/b" &
+        local pb=$!
+        wait $pa $pb || true  # perfdhcp exits non-zero when it saw drops
+        kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+        local ra da rb db
+        read -r ra da < "$dir/a"; read -r rb db < "$dir/b"
+        drops[$server]+="$(awk -v a="$da" -v b="$db" 'BEGIN {print (a > b ? a : b)}') "
+        got[$server]+="$((ra + rb)) "
+      done
+    done
+    for server in ze kea; do
+      [ "${climbing[$server]}" = 1 ] || continue
+      local md mr
+      md=$(tr ' ' '\n' <<< "${drops[$server]}" | grep . | median)
+      mr=$(tr ' ' '\n' <<< "${got[$server]}" | grep . | median)
+      echo "  relay $server rate $rate: median $mr DORA/s, drops ${md}% (runs: ${drops[$server]})" >&2
+      if awk -v d="$md" 'BEGIN {exit !(d < 2.5)}'; then best[$server]=$rate; achieved[$server]=$mr; else climbing[$server]=0; fi
+    done
+    [ "${climbing[ze]}${climbing[kea]}" != 00 ] || break
+  done
+  row "### DHCP through two relays: perfdhcp -4 full DORA into two relayed subnets, highest rate with < 2.5 % drops"
+  row ""
+  row "| server | highest offered rate (DORA/s, both relays) with < 2.5 % drops | completed DORA/s at that rate |"
+  row "|---|---|---|"
+  row "| ze dhcpserver (two relayed \`subnet\` blocks, lease file) | ${best[ze]} | ${achieved[ze]:-0} |"
+  row "| kea-dhcp4 $(kea-dhcp4 -v 2>/dev/null) (the same subnets, memfile) | ${best[kea]} | ${achieved[kea]:-0} |"
+  row ""
+  row "ze / kea: **$(ratio "${best[ze]}" "${best[kea]}")x** (target >= 1.0x). Ladder: $rates. Commands, at once (half the rate each): \`perfdhcp -4 -l 198.51.100.1 -r <rate/2> -R 100 -p $DHCP_SECONDS -b mac=00:0c:01:00:00:00 192.0.2.1\` and \`perfdhcp -4 -l 198.51.100.129 -r <rate/2> -R 100 -p $DHCP_SECONDS -b mac=00:0c:02:00:00:00 192.0.2.1\`"
+  row ""
+}
+
 host_info
 skip tftp || bench_tftp
 skip window || bench_window
 skip http || bench_http
 skip dhcp || bench_dhcp
+skip relay || bench_relay
 echo "results: $OUT" >&2

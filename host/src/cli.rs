@@ -41,7 +41,7 @@ pub struct Install {
 pub enum InstallWhat {
     Local(InstallLocal),
     Systemd(InstallSystemd),
-    Remote(InstallRemote),
+    Remote(Box<InstallRemote>),
 }
 
 /// copy the running ze binary to <prefix>/bin/ze and create the config directory
@@ -93,15 +93,21 @@ pub struct InstallSystemd {
     note = "The server address is the interface's first IPv4 address; if it has none, the address from --network is added (the first host for a network address such as 192.168.1.0/24) and removed on exit.",
     note = "Boot files are served from <pxe-dir>/boot (vmlinuz, initrd.img.gz) and <pxe-dir>/tftp (ipxe.efi, ipxe.pxe, staged from --ipxe-dir when missing). Leases are kept in <pxe-dir>/state.",
     note = "The password is stored only as a bcrypt hash (cost 10). Logs are at info level; set ze.log or ZE_LOG (and ze.log.<plugin>) to change it. SIGINT/SIGTERM stop the servers. See docs/install-remote.md.",
-    note = "Run only on an isolated provisioning network with no other DHCP server."
+    note = "Without --proxy-dhcp, run only on an isolated provisioning network with no other DHCP server; on a network that has one, pass --proxy-dhcp (the site's server keeps handing out addresses). Subnets behind DHCP relays: --relay-network."
 )]
 pub struct InstallRemote {
     /// network interface to serve on (all three servers bind to it)
     #[argh(option)]
     pub interface: String,
-    /// provisioning subnet in CIDR form, /8 to /30 (e.g. 192.168.50.0/24)
+    /// provisioning subnet in CIDR form, /8 to /30 (e.g. 192.168.50.0/24); with --proxy-dhcp, the site's subnet the interface is on
     #[argh(option)]
     pub network: String,
+    /// proxyDHCP: hand out no addresses (the network's own DHCP server does) and only tell PXE clients what to boot
+    #[argh(switch)]
+    pub proxy_dhcp: bool,
+    /// a subnet behind a DHCP relay, CIDR[,router=IP] (repeatable; router defaults to the first host and is full mode only)
+    #[argh(option)]
+    pub relay_network: Vec<String>,
     /// disk image to install (served at /install/image/<file name>)
     #[argh(option)]
     pub image: PathBuf,

@@ -10,13 +10,13 @@ use crate::{
     provision::{
         dhcp::{
             pool::LeasePool,
-            server::{DhcpServer, PxeSettings, ServerSettings},
+            server::{DhcpServer, Mode, PxeSettings, ServerSettings, Subnet},
         },
         tftp::transfer::{self, Limits},
     },
     wire::{dhcp, http, tftp},
 };
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// DHCP: the wire parser, the emitter, and the server's decisions.
 pub fn dhcp(data: &[u8]) {
@@ -30,33 +30,52 @@ pub fn dhcp(data: &[u8]) {
     let mut bootfiles = std::collections::BTreeMap::new();
     bootfiles.insert(0, "ipxe.pxe".to_string());
     bootfiles.insert(7, "ipxe.efi".to_string());
-    let mut server = DhcpServer::new(
-        ServerSettings {
-            address: Ipv4Addr::new(192, 0, 2, 1),
-            netmask: Ipv4Addr::new(255, 255, 255, 0),
-            broadcast: Ipv4Addr::new(192, 0, 2, 255),
-            routers: vec![],
-            dns_servers: vec![],
-            domain: None,
-            lease_secs: 60,
-            pxe: Some(PxeSettings {
-                next_server: None,
-                bootfiles,
-                boot_script_url: Some("http://192.0.2.1/install/boot/boot.ipxe".into()),
-            }),
-        },
-        LeasePool::new(
-            Ipv4Addr::new(192, 0, 2, 2),
-            Ipv4Addr::new(192, 0, 2, 20),
+    let settings = ServerSettings {
+        address: Ipv4Addr::new(192, 0, 2, 1),
+        lease_secs: 60,
+        pxe: Some(PxeSettings {
+            next_server: None,
+            bootfiles,
+            boot_script_url: Some("http://192.0.2.1/install/boot/boot.ipxe".into()),
+        }),
+    };
+    let subnet = |net: &str, first: [u8; 4], last: [u8; 4]| Subnet {
+        net: net.parse().expect("a network"),
+        routers: vec![],
+        dns_servers: vec![],
+        domain: None,
+        pool: LeasePool::new(
+            Ipv4Addr::from(first),
+            Ipv4Addr::from(last),
             &[Ipv4Addr::new(192, 0, 2, 1)],
             16,
         ),
-    );
-    for now in [0, 30, 120] {
-        let outcome = server.handle(now, &repr);
-        if let Some((reply, _)) = outcome.reply {
-            let b = reply.to_bytes();
-            assert!(dhcp::Repr::parse_bytes(&b).is_ok(), "a reply must parse");
+    };
+    let full = Mode::Full(vec![
+        subnet("192.0.2.0/24", [192, 0, 2, 2], [192, 0, 2, 20]),
+        subnet("198.51.100.0/24", [198, 51, 100, 2], [198, 51, 100, 20]),
+    ]);
+    let proxy = Mode::Proxy(vec!["192.0.2.0/24".parse().expect("a network")]);
+    // From a client, and from a relay (port 67).
+    let sources = [
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 254), 67),
+    ];
+    for mode in [full, proxy] {
+        let mut server = DhcpServer::new(settings.clone(), mode);
+        for now in [0, 30, 120] {
+            for from in sources {
+                let outcomes = [
+                    server.handle(now, &repr, from),
+                    server.handle_pxe_port(&repr, from),
+                ];
+                for outcome in outcomes {
+                    if let Some((reply, _)) = outcome.reply {
+                        let b = reply.to_bytes();
+                        assert!(dhcp::Repr::parse_bytes(&b).is_ok(), "a reply must parse");
+                    }
+                }
+            }
         }
     }
 }

@@ -15,199 +15,42 @@
 
 mod pxe_support;
 
-use pxe_support::*;
+use pxe_support::{
+    qemu::{BOOT_TIMEOUT, Firmware, Machine, assert_in_order, bridge_ns, prerequisites},
+    remote::{Artifacts, install_remote, stop_install_remote},
+    *,
+};
 use std::{
     fs,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 const MAC: &str = "52:54:00:12:34:56";
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-/// Upper bound for one network boot under TCG on a busy 2-core machine.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn prerequisites(test: &str, uefi: bool) -> bool {
-    let kernel = test_kernel();
-    require(
-        test,
-        &[
-            ("root", is_root()),
-            (
-                "qemu-system-x86_64 (qemu-system-x86)",
-                have("qemu-system-x86_64"),
-            ),
-            (
-                "/usr/lib/ipxe/ipxe.efi and ipxe.pxe (ipxe)",
-                Path::new("/usr/lib/ipxe/ipxe.efi").is_file()
-                    && Path::new("/usr/lib/ipxe/ipxe.pxe").is_file(),
-            ),
-            (
-                "OVMF (ovmf)",
-                !uefi || (Path::new(OVMF_CODE).is_file() && Path::new(OVMF_VARS).is_file()),
-            ),
-            (
-                "QEMU's iPXE ROM (ipxe-qemu)",
-                uefi || Path::new("/usr/lib/ipxe/qemu/pxe-virtio.rom").is_file(),
-            ),
-            (
-                &format!(
-                    "kernel {} (`make kernel`, or set ZE_TEST_KERNEL)",
-                    kernel.display()
-                ),
-                kernel.is_file(),
-            ),
-        ],
-    )
-}
-
-/// A namespace with bridge `br0` (no address: `ze install remote` adds
-/// it) and `tap0` in the bridge.
-fn bridge_ns(tag: &str) -> Netns {
-    let ns = Netns::new(tag);
-    ns.ip(&["link", "add", "br0", "type", "bridge"]);
-    ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    ns.ip(&["link", "set", "tap0", "master", "br0"]);
-    ns.ip(&["link", "set", "tap0", "up"]);
-    ns.ip(&["link", "set", "br0", "up"]);
-    ns
-}
 
 struct Fixture {
-    dir: tempfile::TempDir,
-    image: PathBuf,
+    artifacts: Artifacts,
     kernel_len: u64,
     initrd_len: u64,
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("images/ze-20260617-160000.img");
-    write(&image, &pattern(3 << 20, 1));
-    write(
-        &dir.path().join("images/build.json"),
-        br#"{"image":"ze-20260617-160000.img","built":"20260617-160000","appliance":"prod","ze-version":"0.1.0"}"#,
-    );
-    write(&dir.path().join("initrd.img"), &tiny_initrd());
-    let kernel_len = fs::metadata(test_kernel()).unwrap().len();
-    let initrd_len = fs::metadata(dir.path().join("initrd.img")).unwrap().len();
+    let artifacts = Artifacts::tiny(Some(&test_kernel()));
+    let kernel_len = fs::metadata(&artifacts.kernel).unwrap().len();
+    let initrd_len = fs::metadata(&artifacts.initrd).unwrap().len();
     Fixture {
-        dir,
-        image,
+        artifacts,
         kernel_len,
         initrd_len,
     }
 }
 
-fn install_remote(ns: &Netns, fx: &Fixture) -> Logged {
-    let mut cmd = ns.cmd(ze_bin().to_str().unwrap());
-    cmd.args([
-        "install",
-        "remote",
-        "--interface",
-        "br0",
-        "--network",
-        "192.0.2.0/24",
-        "--image",
-    ])
-    .arg(&fx.image)
-    .arg("--kernel")
-    .arg(test_kernel())
-    .arg("--initrd")
-    .arg(fx.dir.path().join("initrd.img"))
-    .arg("--pxe-dir")
-    .arg(fx.dir.path().join("pxe"))
-    .args(["--ssh-username", "admin", "--ssh-password", "provision-me"])
-    .env_remove("ZE_LOG")
-    .env_remove("ze.log");
-    let mut d = Logged::spawn(cmd);
-    d.wait_for("ze: started", Duration::from_secs(60));
-    d
-}
-
-fn qemu(ns: &Netns, dir: &Path, uefi: bool, rom: bool) -> Logged {
-    let serial = dir.join("serial.log");
-    let mut cmd = ns.cmd("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "512",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-boot",
-        "n",
-    ])
-    .arg("-serial")
-    .arg(format!("file:{}", serial.display()))
-    .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
-    let nic = if rom {
-        format!("virtio-net-pci,netdev=n0,mac={MAC}")
-    } else {
-        format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=")
-    };
-    cmd.args(["-device", &nic]);
-    if uefi {
-        let vars = dir.join("OVMF_VARS.fd");
-        fs::copy(OVMF_VARS, &vars).unwrap();
-        cmd.arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
-    }
-    Logged::spawn(cmd)
-}
-
-fn serial(dir: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(dir.join("serial.log")).unwrap_or_default()).replace('\0', "")
-}
-
-/// Wait until the guest's serial console shows `needle`, or QEMU exits.
-fn wait_serial(vm: &mut Logged, dir: &Path, needle: &str, servers: &Logged) {
-    let start = Instant::now();
-    while start.elapsed() < BOOT_TIMEOUT {
-        if serial(dir).contains(needle) {
-            return;
-        }
-        if let Ok(Some(_)) = vm.child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!(
-        "the guest did not print {needle:?} within {BOOT_TIMEOUT:?}\n--- serial ---\n{}\n--- servers ---\n{}\n--- qemu ---\n{}",
-        serial(dir),
-        servers.text(),
-        vm.text()
-    );
-}
-
-fn assert_in_order(log: &str, lines: &[&str]) {
-    let mut at = 0;
-    for want in lines {
-        match log[at..].find(want) {
-            Some(i) => at += i + want.len(),
-            None => panic!("log lacks {want:?} (in order) — log:\n{log}"),
-        }
-    }
+fn install(ns: &Netns, fx: &Fixture) -> Logged {
+    install_remote(ns, "br0", "192.0.2.0/24", &fx.artifacts, &[])
 }
 
 /// Stop `ze install remote` with SIGTERM; the address it added comes off.
-fn stop(ns: &Netns, mut servers: Logged) -> String {
-    servers.signal(rustix::process::Signal::TERM);
-    assert_eq!(
-        servers.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        servers.text()
-    );
-    let log = servers.text();
-    assert!(
-        log.contains("ze: shutting down: closing listeners, draining transfers signal=SIGTERM"),
-        "{log}"
-    );
+fn stop(ns: &Netns, servers: Logged) -> String {
+    let log = stop_install_remote(servers);
     assert!(
         log.contains("removed address 192.0.2.1/24 from br0"),
         "{log}"
@@ -220,15 +63,15 @@ fn stop(ns: &Netns, mut servers: Logged) -> String {
 
 #[test]
 fn t6_ovmf_network_boot_through_tftp_ipxe_and_http() {
-    if !prerequisites("t6_ovmf_network_boot", true) {
+    if !prerequisites("t6_ovmf_network_boot", Firmware::Uefi) {
         return;
     }
     let fx = fixture();
     let ns = bridge_ns("ovmf");
-    let servers = install_remote(&ns, &fx);
-    let mut vm = qemu(&ns, fx.dir.path(), true, false);
-    wait_serial(&mut vm, fx.dir.path(), INIT_MARKER, &servers);
-    let console = serial(fx.dir.path());
+    let servers = install(&ns, &fx);
+    let mut vm = Machine::new(Firmware::Uefi, MAC).spawn(&ns, fx.artifacts.dir.path(), "ovmf");
+    vm.wait_for(INIT_MARKER, 0, &servers);
+    let console = vm.console();
     drop(vm);
     let log = stop(&ns, servers);
     eprintln!("--- server log (OVMF boot) ---\n{log}--- end ---");
@@ -311,14 +154,14 @@ fn t6_ovmf_network_boot_through_tftp_ipxe_and_http() {
 
 #[test]
 fn t6_seabios_ipxe_rom_boots_the_script_url() {
-    if !prerequisites("t6_seabios_ipxe_rom", false) {
+    if !prerequisites("t6_seabios_ipxe_rom", Firmware::Bios) {
         return;
     }
     let fx = fixture();
     let ns = bridge_ns("bios");
-    let servers = install_remote(&ns, &fx);
-    let mut vm = qemu(&ns, fx.dir.path(), false, true);
-    wait_serial(&mut vm, fx.dir.path(), INIT_MARKER, &servers);
+    let servers = install(&ns, &fx);
+    let mut vm = Machine::new(Firmware::Bios, MAC).spawn(&ns, fx.artifacts.dir.path(), "bios");
+    vm.wait_for(INIT_MARKER, 0, &servers);
     drop(vm);
     let log = stop(&ns, servers);
     eprintln!("--- server log (SeaBIOS + iPXE ROM) ---\n{log}--- end ---");
@@ -341,7 +184,7 @@ fn t6_seabios_ipxe_rom_boots_the_script_url() {
 
 #[test]
 fn t6_seabios_loads_ipxe_pxe_over_tftp_without_a_script_url() {
-    if !prerequisites("t6_seabios_ipxe_pxe", false) {
+    if !prerequisites("t6_seabios_ipxe_pxe", Firmware::Bios) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -359,7 +202,7 @@ fn t6_seabios_loads_ipxe_pxe_over_tftp_without_a_script_url() {
         tftp.display()
     );
     let mut servers = start_daemon(&ns, &config);
-    let mut vm = qemu(&ns, dir.path(), false, true);
+    let mut vm = Machine::new(Firmware::Bios, MAC).spawn(&ns, dir.path(), "biospxe");
     // The ROM fetches ipxe.pxe and runs it; the chainloaded iPXE asks DHCP
     // again and fetches ipxe.pxe a second time.
     let start = Instant::now();
@@ -370,10 +213,9 @@ fn t6_seabios_loads_ipxe_pxe_over_tftp_without_a_script_url() {
             .count()
             < 2
     {
-        if let Ok(Some(_)) = vm.child.try_wait() {
+        if vm.wait_exit(Duration::from_millis(250)) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
     }
     drop(vm);
     servers.signal(rustix::process::Signal::TERM);

@@ -7,7 +7,7 @@
 
 mod pxe_support;
 
-use pxe_support::*;
+use pxe_support::{dhcp::*, *};
 use std::{
     fs,
     io::{Read, Write},
@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 use ze::wire::{
-    dhcp::{self, MessageType, Op, Options, Repr, opt},
+    dhcp::{self, MessageType, Repr, opt},
     tftp,
 };
 
@@ -87,65 +87,6 @@ fn setup(tag: &str, site: &Site, extra_dhcp: &str) -> (VethPair, Logged) {
 }
 
 // ---------------------------------------------------------------- DHCP
-
-fn discover(mac: [u8; 6], xid: u32) -> Repr {
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&mac);
-    let mut options = Options::new();
-    options.set(opt::MESSAGE_TYPE, [MessageType::Discover.code()]);
-    options.set(opt::CLIENT_ARCH, [0, 7]);
-    options.set(
-        opt::VENDOR_CLASS_ID,
-        b"PXEClient:Arch:00007:UNDI:003000".to_vec(),
-    );
-    Repr {
-        op: Op::Request,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid,
-        secs: 0,
-        flags: dhcp::FLAG_BROADCAST,
-        ciaddr: "0.0.0.0".parse().unwrap(),
-        yiaddr: "0.0.0.0".parse().unwrap(),
-        siaddr: "0.0.0.0".parse().unwrap(),
-        giaddr: "0.0.0.0".parse().unwrap(),
-        chaddr,
-        sname: vec![],
-        file: vec![],
-        options,
-    }
-}
-
-fn dhcp_client(ns: &Netns) -> UdpSocket {
-    let s = udp_in(ns, "0.0.0.0:68", Some("zc0"));
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    s
-}
-
-/// Send `req` and wait up to `timeout` for the reply with its xid.
-fn exchange(sock: &UdpSocket, req: &Repr, timeout: Duration) -> Option<Repr> {
-    sock.send_to(&req.to_bytes(), "255.255.255.255:67").unwrap();
-    let start = Instant::now();
-    let mut buf = [0u8; 2048];
-    while start.elapsed() < timeout {
-        if let Ok(n) = sock.recv(&mut buf)
-            && let Ok(r) = Repr::parse_bytes(&buf[..n])
-            && r.xid == req.xid
-            && r.op == Op::Reply
-        {
-            return Some(r);
-        }
-    }
-    None
-}
-
-fn assert_offer(sock: &UdpSocket, mac: [u8; 6], xid: u32) -> Repr {
-    let offer = exchange(sock, &discover(mac, xid), Duration::from_secs(5)).expect("an OFFER");
-    assert_eq!(offer.message_type(), Some(MessageType::Offer));
-    offer
-}
 
 #[test]
 fn bad_inputs_dhcp_option_length_lies_overload_and_missing_end() {
@@ -336,55 +277,14 @@ fn r4_r17_udhcpc_gets_a_lease_renews_it_and_keeps_it_across_a_restart() {
         .config(&format!("state-dir {};", state.display()))
         .replace("lease-time 600;", "lease-time 10;");
     let mut d = start_daemon(&pair.server, &config);
-    let events = site.path("events");
-    let script = site.path("udhcpc.sh");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$1 $ip $lease $serverid\" >> {}\ncase \"$1\" in\n  deconfig) ip -4 addr flush dev \"$interface\" ;;\n  bound|renew) ip -4 addr replace \"$ip/$mask\" dev \"$interface\" ;;\nesac\n",
-            events.display()
-        ),
-    )
-    .unwrap();
-    sh("chmod", &["755", script.to_str().unwrap()]);
     pair.client
         .ip(&["link", "set", "zc0", "address", "02:00:00:00:00:42"]);
-    let mut client = pair.client.cmd("busybox");
-    client.args([
-        "udhcpc",
-        "-f",
-        "-i",
-        "zc0",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        script.to_str().unwrap(),
-    ]);
-    let mut c = Logged::spawn(client);
+    let c = Udhcpc::start(&pair.client, "zc0", &site.path("udhcpc"), &[]);
     // T1 is half the lease: the renewal comes after about 5 s.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(25)
-        && !fs::read_to_string(&events)
-            .unwrap_or_default()
-            .contains("renew")
-    {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    c.signal(rustix::process::Signal::TERM);
-    c.wait_exit(Duration::from_secs(5));
-    let ev = fs::read_to_string(&events).unwrap_or_default();
-    assert!(
-        ev.contains("bound 192.0.2.10 10 192.0.2.1"),
-        "{ev}\n{}",
-        c.text()
-    );
-    assert!(
-        ev.contains("renew 192.0.2.10 10 192.0.2.1"),
-        "{ev}\n{}",
-        c.text()
-    );
+    c.wait_event("renew", Duration::from_secs(25));
+    let (ev, out) = c.stop();
+    assert!(ev.contains("bound 192.0.2.10 10 192.0.2.1"), "{ev}\n{out}");
+    assert!(ev.contains("renew 192.0.2.10 10 192.0.2.1"), "{ev}\n{out}");
     let log = d.text();
     assert!(log.contains("dhcpserver: lease request=DISCOVER reply=OFFER mac=02:00:00:00:00:42 ip=192.0.2.10 bootfile=-"), "{log}");
     assert!(

@@ -1,12 +1,17 @@
 //! `ze install remote`: provision targets over PXE from this host
 //! (spec: "Remote Provisioning (PXE)", checklist R1–R18).
 //!
-//! Validate every flag, work out the server address and the pool, stage
+//! Validate every flag, work out the server address and the pools, stage
 //! the boot files into `<pxe-dir>`, generate the brace config, then run
 //! `ze -` as a child with the config on its standard input and forward
 //! SIGINT/SIGTERM/SIGHUP to it. An address this command added to the
 //! interface is removed when it exits. `--dry-run` prints the steps and
 //! the config and changes nothing.
+//!
+//! `--proxy-dhcp` (checklist N1) runs the DHCP server as proxyDHCP beside
+//! the site's own: no pool, and no address is ever added to the interface
+//! (it must already have one in `--network`). `--relay-network` (N2) adds
+//! subnets behind DHCP relays.
 
 use crate::{
     cli::InstallRemote,
@@ -19,6 +24,7 @@ use crate::{
     sysroot::{Sysroot, normalize},
 };
 use anyhow::{Context as _, bail};
+pub use coexist::{RelayNetwork, proxy_server_address, relay_networks};
 use std::{
     io::Write,
     net::Ipv4Addr,
@@ -27,6 +33,8 @@ use std::{
     process::{Command, Stdio},
     sync::{Arc, Mutex},
 };
+
+mod coexist;
 
 /// iPXE binaries handed out by the DHCP server: they must be staged.
 pub const REQUIRED_IPXE: [&str; 2] = ["ipxe.efi", "ipxe.pxe"];
@@ -49,7 +57,12 @@ pub struct Setup {
     pub server: Ipv4Addr,
     /// The address to add to the interface (none when it has one).
     pub add_address: Option<IfAddr>,
-    pub pool: (Ipv4Addr, Ipv4Addr),
+    /// proxyDHCP: no pools, the site's DHCP server hands out addresses.
+    pub proxy: bool,
+    /// The pool on `network`; none in proxy mode.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Subnets behind relays.
+    pub relays: Vec<RelayNetwork>,
     pub pxe_dir: PathBuf,
     pub image: PathBuf,
     pub image_name: String,
@@ -68,6 +81,25 @@ impl Setup {
     }
     pub fn boot_script_url(&self) -> String {
         format!("http://{}/install/boot/boot.ipxe", self.server)
+    }
+
+    /// What the DHCP server does, for the messages: `DHCP pool a-b` or
+    /// `proxyDHCP for PXE clients on <network>`, and the relayed subnets.
+    pub fn dhcp_summary(&self) -> String {
+        let mut text = match self.pool {
+            Some((a, b)) => format!("DHCP pool {a}-{b}"),
+            None => format!(
+                "proxyDHCP for PXE clients on {} (addresses from the network's own DHCP server)",
+                self.network.trunc()
+            ),
+        };
+        for r in &self.relays {
+            match r.pool {
+                Some((a, b)) => text.push_str(&format!(", relayed {} pool {a}-{b}", r.net)),
+                None => text.push_str(&format!(", relayed {}", r.net)),
+            }
+        }
+        text
     }
 }
 
@@ -131,8 +163,17 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
         .map_err(|e| anyhow::anyhow!("--network {network}: {e}"))?;
     credentials::validate_username(&args.ssh_username).context("--ssh-username")?;
     credentials::validate_password(&args.ssh_password).context("--ssh-password")?;
-    let (server, add_address) = server_address(args.address, &network, &args.interface, existing)?;
-    let pool = netaddr::provisioning_pool(&network, server)?;
+    let (server, add_address) = if args.proxy_dhcp {
+        let a = proxy_server_address(args.address, &network, &args.interface, existing)?;
+        (a, None)
+    } else {
+        server_address(args.address, &network, &args.interface, existing)?
+    };
+    let pool = match args.proxy_dhcp {
+        true => None,
+        false => Some(netaddr::provisioning_pool(&network, server)?),
+    };
+    let relays = relay_networks(&args.relay_network, &network, args.proxy_dhcp)?;
 
     let image = absolute(cwd, &args.image);
     regular_file(&image, "--image")?;
@@ -211,7 +252,9 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
         network,
         server,
         add_address,
+        proxy: args.proxy_dhcp,
         pool,
+        relays,
         pxe_dir,
         image_name,
         image,
@@ -234,31 +277,34 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
         pxe.push(Node::leaf("bootfile", &[&arch.to_string(), file]));
     }
     pxe.push(Node::leaf("boot-script-url", &[&s.boot_script_url()]));
+    let pool = |p: (Ipv4Addr, Ipv4Addr)| Node::leaf("pool", &[&p.0.to_string(), &p.1.to_string()]);
+    let mut dhcp = vec![Node::leaf("interface", &[&s.interface])];
+    if s.proxy {
+        dhcp.push(Node::leaf("mode", &["proxy"]));
+    }
+    dhcp.push(Node::leaf("address", &[&server]));
+    dhcp.push(Node::leaf("state-dir", &[&path(s.state_dir())]));
+    dhcp.push(Node::block(
+        "shared-network",
+        &[if s.proxy { "site" } else { "provisioning" }],
+        vec![Node::block(
+            "subnet",
+            &[&s.network.trunc().to_string()],
+            s.pool.map(pool).into_iter().collect(),
+        )],
+    ));
+    for r in &s.relays {
+        let mut children: Vec<Node> = r.pool.map(pool).into_iter().collect();
+        if let Some(router) = r.router {
+            children.push(Node::leaf("router", &[&router.to_string()]));
+        }
+        dhcp.push(Node::block("subnet", &[&r.net.to_string()], children));
+    }
+    dhcp.push(Node::block("pxe", &[], pxe));
     let doc = Document {
         nodes: vec![
             Node::block("daemon", &[], vec![Node::leaf("log", &["info"])]),
-            Node::block(
-                "dhcpserver",
-                &[],
-                vec![
-                    Node::leaf("interface", &[&s.interface]),
-                    Node::leaf("address", &[&server]),
-                    Node::leaf("state-dir", &[&path(s.state_dir())]),
-                    Node::block(
-                        "shared-network",
-                        &["provisioning"],
-                        vec![Node::block(
-                            "subnet",
-                            &[&s.network.trunc().to_string()],
-                            vec![Node::leaf(
-                                "pool",
-                                &[&s.pool.0.to_string(), &s.pool.1.to_string()],
-                            )],
-                        )],
-                    ),
-                    Node::block("pxe", &[], pxe),
-                ],
-            ),
+            Node::block("dhcpserver", &[], dhcp),
             Node::block(
                 "tftpserver",
                 &[],
@@ -285,10 +331,11 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
         ],
     };
     format!(
-        "# generated by ze install remote: {} on {} ({})\n{}",
+        "# generated by ze install remote: {} on {} ({}){}\n{}",
         s.network.trunc(),
         s.interface,
         s.server,
+        if s.proxy { ", proxyDHCP" } else { "" },
         write(&doc)
     )
 }
@@ -349,8 +396,8 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
         }
         writeln!(
             out,
-            "would run `ze -` with this config on standard input (DHCP pool {}-{}):\n",
-            setup.pool.0, setup.pool.1
+            "would run `ze -` with this config on standard input ({}):\n",
+            setup.dhcp_summary()
         )?;
         out.write_all(config.as_bytes())?;
         writeln!(out, "\ndry run: nothing was changed")?;
@@ -387,11 +434,10 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "serving on {} ({}): DHCP pool {}-{}, TFTP {}, HTTP http://{}/install/",
+        "serving on {} ({}): {}, TFTP {}, HTTP http://{}/install/",
         args.interface,
         setup.server,
-        setup.pool.0,
-        setup.pool.1,
+        setup.dhcp_summary(),
         setup.tftp_dir().display(),
         setup.server
     )?;
@@ -478,6 +524,8 @@ mod tests {
         InstallRemote {
             interface: "br0".into(),
             network: "192.0.2.0/24".into(),
+            proxy_dhcp: false,
+            relay_network: vec![],
             image: dir.join("img/ze-20260617-160000.img"),
             ssh_username: "admin".into(),
             ssh_password: "s3cret-pass".into(),
@@ -703,6 +751,68 @@ mod tests {
         assert_eq!(
             daemon.plugin_names(),
             ["dhcpserver", "tftpserver", "imageserver"]
+        );
+    }
+
+    #[test]
+    fn n1_n2_r13_generated_proxy_and_relay_configs_run_through_the_daemon_parser() {
+        let d = tree();
+        let mut a = args(d.path());
+        a.kernel = Some(d.path().join("vmlinuz-src"));
+        a.initrd = Some(d.path().join("initrd-src"));
+        a.relay_network = vec!["198.51.100.0/24".into()];
+        let full = prepare(&a, d.path(), &[]).unwrap();
+        assert_eq!(
+            full.dhcp_summary(),
+            "DHCP pool 192.0.2.2-192.0.2.254, relayed 198.51.100.0/24 pool 198.51.100.2-198.51.100.254"
+        );
+        let hash = credentials::hash_password(&a.ssh_password).unwrap();
+        let text = generate_config(&full, "admin", &hash);
+        assert!(
+            text.contains("    subnet 198.51.100.0/24 {\n        pool 198.51.100.2 198.51.100.254;\n        router 198.51.100.1;\n    }\n"),
+            "{text}"
+        );
+        Daemon::from_text(&text, PLUGINS).unwrap();
+
+        a.proxy_dhcp = true;
+        let existing = [addr("192.0.2.40", 24)];
+        let proxy = prepare(&a, d.path(), &existing).unwrap();
+        assert_eq!(
+            (proxy.server, proxy.add_address, proxy.pool),
+            ("192.0.2.40".parse().unwrap(), None, None)
+        );
+        assert_eq!(
+            proxy.dhcp_summary(),
+            "proxyDHCP for PXE clients on 192.0.2.0/24 (addresses from the network's own DHCP server), relayed 198.51.100.0/24"
+        );
+        let text = generate_config(&proxy, "admin", &hash);
+        assert!(
+            text.starts_with(
+                "# generated by ze install remote: 192.0.2.0/24 on br0 (192.0.2.40), proxyDHCP\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("    mode proxy;\n"), "{text}");
+        assert!(
+            text.contains("        subnet 192.0.2.0/24 {\n        }\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    subnet 198.51.100.0/24 {\n    }\n"),
+            "{text}"
+        );
+        assert!(!text.contains("pool "), "{text}");
+        let daemon = Daemon::from_text(&text, PLUGINS).unwrap();
+        assert_eq!(
+            daemon.plugin_names(),
+            ["dhcpserver", "tftpserver", "imageserver"]
+        );
+        // Without an address on the site's network, nothing starts.
+        assert!(
+            prepare(&a, d.path(), &[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("--proxy-dhcp: br0 has no IPv4 address")
         );
     }
 }

@@ -107,6 +107,40 @@ impl Shutdown {
         wait_fds(fd, Some(self.fd()), timeout)
     }
 
+    /// Like [`Shutdown::wait`] for several descriptors: `Ready` when any of
+    /// them is readable (the caller reads each without blocking).
+    pub fn wait_any(&self, fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Wake> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let stop = self.fd();
+        loop {
+            let mut polled: Vec<PollFd<'_>> = fds
+                .iter()
+                .chain(std::iter::once(&stop))
+                .map(|fd| PollFd::new(fd, PollFlags::IN))
+                .collect();
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ts = left.map(timespec);
+            match poll(&mut polled, ts.as_ref()) {
+                Ok(0) => return Ok(Wake::Timeout),
+                Ok(_) => {
+                    let (stop, socks) = polled.split_last().expect("the shutdown fd is polled");
+                    let ready = PollFlags::IN | PollFlags::ERR | PollFlags::HUP;
+                    if socks.iter().any(|p| p.revents().intersects(ready)) {
+                        return Ok(Wake::Ready);
+                    }
+                    if !stop.revents().is_empty() {
+                        return Ok(Wake::Shutdown);
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if left == Some(Duration::ZERO) {
+                return Ok(Wake::Timeout);
+            }
+        }
+    }
+
     /// Sleep for `timeout` or until shutdown starts; true if it started.
     pub fn sleep(&self, timeout: Duration) -> bool {
         if self.is_triggered() {

@@ -1,6 +1,6 @@
 //! DHCP messages: RFC 2131 §2 (format), RFC 2132 (options), RFC 3396
-//! (options longer than 255 bytes), RFC 4578 (PXE client options 93, 94,
-//! 97).
+//! (options longer than 255 bytes), RFC 3046 (relay agent information,
+//! option 82), RFC 4578 (PXE client options 93, 94, 97).
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -96,6 +96,7 @@ pub mod opt {
     pub const TFTP_SERVER_NAME: u8 = 66;
     pub const BOOTFILE_NAME: u8 = 67;
     pub const USER_CLASS: u8 = 77;
+    pub const RELAY_AGENT_INFO: u8 = 82;
     pub const CLIENT_ARCH: u8 = 93;
     pub const CLIENT_NDI: u8 = 94;
     pub const CLIENT_UUID: u8 = 97;

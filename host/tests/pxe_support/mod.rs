@@ -1,8 +1,15 @@
 //! Fixtures for the provisioning-server tests: network namespaces, the
 //! daemon as a child process with its log captured, prerequisites that
 //! fail in CI and skip locally, and a tiny initrd whose `/init` prints a
-//! marker and powers off.
+//! marker and powers off. DHCP clients are in [`dhcp`], QEMU guests in
+//! [`qemu`], `ze install remote` runs in [`remote`], a site's network
+//! with its own DHCP server and relays in [`site`].
 #![allow(dead_code)]
+
+pub mod dhcp;
+pub mod qemu;
+pub mod remote;
+pub mod site;
 
 use std::{
     fs,
@@ -51,18 +58,25 @@ pub fn require(test: &str, checks: &[(&str, bool)]) -> bool {
     false
 }
 
-/// [`require`] root, `ip` and each of `tools` on PATH: what a test that
-/// builds namespaces and runs clients in them needs.
-pub fn prerequisites(test: &str, tools: &[&str]) -> bool {
+/// [`require`] root, `ip` and `ss` (iproute2), each `(program, package)`
+/// of `tools` on PATH, and the `other` named checks.
+pub fn require_tools(test: &str, tools: &[(&str, &str)], other: &[(&str, bool)]) -> bool {
     let mut checks: Vec<(String, bool)> = vec![
         ("root".into(), is_root()),
-        ("ip (iproute2)".into(), have("ip")),
+        ("ip, ss (iproute2)".into(), have("ip") && have("ss")),
     ];
-    for t in tools {
-        checks.push(((*t).to_string(), have(t)));
+    for (program, package) in tools {
+        checks.push((format!("{program} ({package})"), have(program)));
     }
+    checks.extend(other.iter().map(|(n, ok)| (n.to_string(), *ok)));
     let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
     require(test, &refs)
+}
+
+/// [`require_tools`] for `tools` whose Debian package has their name.
+pub fn prerequisites(test: &str, tools: &[&str]) -> bool {
+    let tools: Vec<(&str, &str)> = tools.iter().map(|t| (*t, *t)).collect();
+    require_tools(test, &tools, &[])
 }
 
 /// Whether we are root.

@@ -1,22 +1,27 @@
 //! The lease file: bound and released leases, so a target keeps its address
-//! across server restarts. One lease per line, replaced atomically:
+//! across server restarts. One lease per line, replaced atomically; the
+//! leases of every subnet share the file, each going back to the pool its
+//! address belongs to (a file written for one subnet loads unchanged):
 //!
 //! ```text
 //! # ze dhcpserver leases v1: <ip> <client key, hex> <expires, UNIX seconds> <bound|released>
 //! 192.0.2.2 01525400123456 1764100000 bound
 //! ```
 
-use super::pool::{ClientKey, Lease, LeasePool, LeaseState};
+use super::{
+    pool::{ClientKey, Lease, LeasePool, LeaseState},
+    server::DhcpServer,
+};
 use std::{fmt::Write as _, net::Ipv4Addr};
 
 /// The first line of every lease file.
 pub const HEADER: &str =
     "# ze dhcpserver leases v1: <ip> <client key, hex> <expires, UNIX seconds> <bound|released>";
 
-/// The lease file text for `pool` (offers are not written).
-pub fn render(pool: &LeasePool) -> String {
-    let mut rows: Vec<(&ClientKey, &Lease)> = pool
-        .leases()
+/// The lease file text for `pools` (offers are not written).
+pub fn render<'a>(pools: impl Iterator<Item = &'a LeasePool>) -> String {
+    let mut rows: Vec<(&ClientKey, &Lease)> = pools
+        .flat_map(LeasePool::leases)
         .filter(|(_, l)| l.state != LeaseState::Offered)
         .collect();
     rows.sort_by_key(|(_, l)| u32::from(l.ip));
@@ -34,6 +39,20 @@ pub fn render(pool: &LeasePool) -> String {
         let _ = writeln!(out, " {} {state}", lease.expires);
     }
     out
+}
+
+/// Give each lease to the pool of `server` its address belongs to;
+/// returns how many were taken (leases in no pool, or clashing with one
+/// already restored, are skipped).
+pub fn restore(server: &mut DhcpServer, leases: Vec<(ClientKey, Lease)>) -> usize {
+    leases
+        .into_iter()
+        .filter(|(key, lease)| {
+            server
+                .pool_for(lease.ip)
+                .is_some_and(|pool| pool.restore(key.clone(), *lease))
+        })
+        .count()
 }
 
 /// One lease file line that could not be read.
@@ -109,7 +128,7 @@ mod tests {
         pool.commit(b"b", b, 100, 60).unwrap();
         pool.release(b"b", b, 120);
         pool.offer(b"offered-only", None, 100).unwrap();
-        let text = render(&pool);
+        let text = render(std::iter::once(&pool));
         assert_eq!(
             text,
             format!("{HEADER}\n10.0.0.2 01525400010203 3700 bound\n10.0.0.3 62 120 released\n")
@@ -129,5 +148,63 @@ mod tests {
             assert!(back.restore(k, l));
         }
         assert_eq!(back.offer(b"b", None, 130), Some(b));
+    }
+
+    #[test]
+    fn n2_one_file_for_every_subnet_and_old_files_still_load() {
+        use crate::provision::dhcp::server::{Mode, ServerSettings, Subnet};
+        let subnet = |net: &str, first: &str, last: &str| Subnet {
+            net: net.parse().unwrap(),
+            routers: vec![],
+            dns_servers: vec![],
+            domain: None,
+            pool: LeasePool::new(first.parse().unwrap(), last.parse().unwrap(), &[], 16),
+        };
+        let server = || {
+            DhcpServer::new(
+                ServerSettings {
+                    address: "192.0.2.1".parse().unwrap(),
+                    lease_secs: 600,
+                    pxe: None,
+                },
+                Mode::Full(vec![
+                    subnet("192.0.2.0/24", "192.0.2.2", "192.0.2.9"),
+                    subnet("198.51.100.0/24", "198.51.100.10", "198.51.100.19"),
+                ]),
+            )
+        };
+        // A file a one-subnet server wrote (the v1 format, unchanged).
+        let old =
+            format!("{HEADER}\n192.0.2.2 01525400010203 3700 bound\n192.0.2.3 62 120 released\n");
+        let mut s = server();
+        let (leases, bad) = parse(&old);
+        assert!(bad.is_empty());
+        assert_eq!(restore(&mut s, leases), 2);
+        // The same client leases on the relayed subnet too; both lines are
+        // written, and go back to their own pools.
+        let key = [1, 0x52, 0x54, 0, 1, 2, 3];
+        let ip: Ipv4Addr = "198.51.100.10".parse().unwrap();
+        let pool = s.pool_for(ip).unwrap();
+        assert_eq!(pool.offer(&key, None, 100), Some(ip));
+        pool.commit(&key, ip, 100, 600).unwrap();
+        let text = render(s.pools());
+        assert_eq!(
+            text,
+            format!("{old}198.51.100.10 01525400010203 700 bound\n")
+        );
+        let mut back = server();
+        let (leases, _) = parse(&text);
+        // A line for an address in no subnet is skipped.
+        let mut leases = leases;
+        leases.push((
+            b"x".to_vec(),
+            Lease {
+                ip: "203.0.113.5".parse().unwrap(),
+                expires: 9,
+                state: LeaseState::Bound,
+            },
+        ));
+        assert_eq!(restore(&mut back, leases), 3);
+        assert_eq!(render(back.pools()), text);
     }
 }

@@ -78,6 +78,27 @@ impl Refusal {
     }
 }
 
+/// Why a DECLINE is not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineRefused {
+    /// The address is not in this server's pool.
+    NotInPool,
+    /// The client neither holds nor was offered the address.
+    NotTheClients,
+}
+
+impl DeclineRefused {
+    /// Text for the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            DeclineRefused::NotInPool => "DECLINE ignored: the address is not in the pool",
+            DeclineRefused::NotTheClients => {
+                "DECLINE ignored: the client neither holds nor was offered this address"
+            }
+        }
+    }
+}
+
 /// The pool: a range of addresses, the addresses never to hand out, and
 /// the lease table. Every lease is indexed by client, by address and by
 /// expiry, so each request costs O(log n) even when the table is full.
@@ -341,14 +362,22 @@ impl LeasePool {
     }
 
     /// DECLINE: `ip` is in use by someone we do not know of; keep it out of
-    /// the pool for [`DECLINE_HOLD_SECS`].
-    pub fn decline(&mut self, key: &[u8], ip: Ipv4Addr, now: u64) -> bool {
+    /// the pool for [`DECLINE_HOLD_SECS`]. Believed only from the client
+    /// that holds or was offered `ip` (as Kea does): a DECLINE from anyone
+    /// else is refused, so forged DECLINEs cannot empty the pool or NAK a
+    /// bound client's renewal.
+    pub fn decline(&mut self, key: &[u8], ip: Ipv4Addr, now: u64) -> Result<(), DeclineRefused> {
         if !self.in_pool(ip) {
-            return false;
+            return Err(DeclineRefused::NotInPool);
         }
-        if self.leases.get(key).is_some_and(|l| l.ip == ip) {
-            self.remove(key);
+        let own = self
+            .leases
+            .get(key)
+            .is_some_and(|l| l.ip == ip && l.state != LeaseState::Released);
+        if !own {
+            return Err(DeclineRefused::NotTheClients);
         }
+        self.remove(key);
         // Bounded like the lease table: drop holds that are over first.
         if self.declined.len() >= self.max_leases {
             self.declined.retain(|_, &mut until| until > now);
@@ -356,7 +385,7 @@ impl LeasePool {
         if self.declined.len() < self.max_leases {
             self.declined.insert(u32::from(ip), now + DECLINE_HOLD_SECS);
         }
-        true
+        Ok(())
     }
 
     /// Load a lease read back from the lease file. Leases outside the pool
@@ -457,9 +486,40 @@ mod tests {
         assert_eq!(p.commit(b"b", a, 95, 100), Ok(()));
         assert!(p.lease(b"a").is_none());
         // Declined addresses stay out for a while.
-        assert!(p.decline(b"b", a, 100));
+        assert_eq!(p.decline(b"b", a, 100), Ok(()));
         assert_eq!(p.commit(b"c", a, 101, 100), Err(Refusal::Declined));
         assert_eq!(p.commit(b"c", a, 100 + DECLINE_HOLD_SECS + 1, 100), Ok(()));
+    }
+
+    #[test]
+    fn decline_counts_only_from_the_holder_or_the_offeree() {
+        let mut p = pool();
+        let a = p.offer(b"a", None, 0).unwrap();
+        p.commit(b"a", a, 0, 100).unwrap();
+        let b = p.offer(b"b", None, 0).unwrap();
+        // Strangers: for a bound address, an offered one, a free one.
+        let free = ip("10.0.0.5");
+        for target in [a, b, free] {
+            assert_eq!(
+                p.decline(b"mallory", target, 10),
+                Err(DeclineRefused::NotTheClients)
+            );
+        }
+        assert_eq!(
+            p.decline(b"a", ip("10.0.0.3"), 10),
+            Err(DeclineRefused::NotInPool),
+            "the server's own address"
+        );
+        // The holder may still renew, the offeree still request.
+        assert_eq!(p.commit(b"a", a, 20, 100), Ok(()));
+        assert_eq!(p.commit(b"b", b, 20, 100), Ok(()));
+        // A client's DECLINE of another of its addresses counts for nothing.
+        assert_eq!(p.decline(b"a", b, 30), Err(DeclineRefused::NotTheClients));
+        // The holder's own DECLINE is believed; a released lease's is not.
+        assert_eq!(p.decline(b"a", a, 40), Ok(()));
+        assert_eq!(p.commit(b"a", a, 41, 100), Err(Refusal::Declined));
+        assert!(p.release(b"b", b, 50));
+        assert_eq!(p.decline(b"b", b, 51), Err(DeclineRefused::NotTheClients));
     }
 
     #[test]

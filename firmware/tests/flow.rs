@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::in_order;
+
 use std::{cell::RefCell, net::Ipv4Addr, rc::Rc};
 use ze_hal::{
     PowerAction,
@@ -100,16 +102,6 @@ fn boot(m: &mut Machine) -> PowerAction {
 
 fn disk(m: &Machine) -> Vec<u8> {
     m.os.st().disks["/dev/vda"].data.clone()
-}
-
-fn in_order(text: &str, patterns: &[&str]) {
-    let mut at = 0;
-    for p in patterns {
-        match text[at..].find(p) {
-            Some(i) => at += i + p.len(),
-            None => panic!("console lacks {p:?} after byte {at}:\n{text}"),
-        }
-    }
 }
 
 fn events(m: &Machine) -> Vec<String> {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::in_order;
+
 use sha2::{Digest, Sha256};
 use std::{net::Ipv4Addr, rc::Rc};
 use ze_hal::{
@@ -121,16 +123,6 @@ fn image_gets(m: &Machine) -> Vec<FakeRequest> {
         .filter(|r| r.path == IMAGE_PATH && r.method == "GET")
         .cloned()
         .collect()
-}
-
-fn in_order(text: &str, patterns: &[&str]) {
-    let mut at = 0;
-    for p in patterns {
-        match text[at..].find(p) {
-            Some(i) => at += i + p.len(),
-            None => panic!("console lacks {p:?} after byte {at}:\n{text}"),
-        }
-    }
 }
 
 fn map_of(m: &Machine) -> Bmap<'_> {

@@ -18,7 +18,7 @@ use crate::{
 };
 use anyhow::{Context, bail, ensure};
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -65,20 +65,7 @@ impl ImageServer {
         stdin.write_all(&[ze::cmd::daemon::END_OF_CONFIG])?;
         // Kept open: EOF would stop the server.
         std::mem::forget(stdin);
-        let log = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().context("stdout")?) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().context("stderr")?),
-        ] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
+        let log = crate::provision::collect_output(&mut child, false)?;
         let s = ImageServer { child, port, log };
         let start = Instant::now();
         while !s.log().contains("ze: started") {

@@ -165,25 +165,33 @@ impl InstallRemote<'_> {
             );
         }
         let mut child = cmd.spawn().context("cannot start ze install remote")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().context("stdout")?) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().context("stderr")?),
-        ] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if show {
-                        println!("  \x1b[36mserver |\x1b[0m {line}");
-                    }
-                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
+        let log = collect_output(&mut child, show)?;
         Ok(Server { child, log })
     }
+}
+
+/// Collect every line `child` prints on its standard output and error
+/// into one text, as the lines come (printed too, marked as the server's,
+/// when `show`).
+pub fn collect_output(child: &mut Child, show: bool) -> anyhow::Result<Arc<Mutex<String>>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().context("stdout")?) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().context("stderr")?),
+    ] {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if show {
+                    println!("  \x1b[36mserver |\x1b[0m {line}");
+                }
+                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    Ok(log)
 }
 
 impl Server {

@@ -169,3 +169,15 @@ pub fn bmap_of(image: &[u8]) -> Vec<u8> {
     assert!(bmap::seal(&mut bytes));
     bytes
 }
+
+/// The `patterns` appear in `text` in this order (the console lines of an
+/// install); panics naming the first one missing.
+pub fn in_order(text: &str, patterns: &[&str]) {
+    let mut at = 0;
+    for p in patterns {
+        match text[at..].find(p) {
+            Some(i) => at += i + p.len(),
+            None => panic!("console lacks {p:?} after byte {at}:\n{text}"),
+        }
+    }
+}

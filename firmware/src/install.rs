@@ -67,23 +67,6 @@ pub const IMAGE_URL: &str = "/install/image/";
 /// The longest path of a file on the installer media (`ze/<image>.gz`).
 pub const MEDIA_PATH: usize = MAX_IMAGE_NAME + 8;
 
-/// The stages, for log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Network configuration and the server probe.
-    Network,
-    /// Choosing and opening the disk.
-    Disk,
-    /// Downloading and writing the image.
-    Image,
-    /// Re-reading the partition table and mounting /perm.
-    Partitions,
-    /// Writing the database.
-    Database,
-    /// Unmount, sync.
-    Finish,
-}
-
 /// Why the install stopped.
 #[derive(Debug, Clone)]
 pub enum Fatal {

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod bmap;
+pub mod byid;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp;

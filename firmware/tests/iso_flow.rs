@@ -441,6 +441,79 @@ fn o2_ze_target_wins_over_ambiguity() {
     assert!(!touched(&m, "vda"));
 }
 
+/// Two fixed disks with udev-visible identities: an NVMe drive and a
+/// virtio disk, as sysfs shows them (`ze_hal::block` module docs).
+fn two_named_disks(m: &mut Machine) {
+    m.os.add_disk("nvme0n1", DISK, "/dev/nvme0n1p4");
+    m.os.sys_file(
+        "/sys/block/nvme0n1/device/model",
+        &format!("{:<40}\n", "Samsung SSD 970 EVO Plus 1TB"),
+    );
+    m.os.sys_file(
+        "/sys/block/nvme0n1/device/serial",
+        &format!("{:<20}\n", "S4EWNX0N123456"),
+    );
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    m.os.sys_file("/sys/block/vda/serial", "VIRT0SERIAL1");
+}
+
+#[test]
+fn h2_by_id_target_is_resolved_from_sysfs() {
+    let img = image();
+    let gz = gzip(&img);
+    let target = "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N123456";
+    let mut m = machine(&format!("{} ze.target={target}", checked(&img)), &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    two_named_disks(&mut m);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            &format!("[ze-install] ze.target={target} is /dev/nvme0n1"),
+            "[ze-install] target disk /dev/nvme0n1",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert!(disk(&m, "nvme0n1")[..img.len()] == img[..]);
+    assert!(!touched(&m, "vda"));
+}
+
+#[test]
+fn h2_serial_target_and_unknown_by_id_name() {
+    let img = image();
+    let gz = gzip(&img);
+    let mut m = machine(
+        &format!("{} ze.target=serial:VIRT0SERIAL1", checked(&img)),
+        &img,
+    );
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    two_named_disks(&mut m);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(&m.os.console_text(), &["[ze-install] target disk /dev/vda"]);
+    assert!(!touched(&m, "nvme0n1"));
+
+    // A name no disk has: every disk's names are listed, then the FATAL,
+    // and nothing is written; the menu stays open until told.
+    let target = "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N999999";
+    let mut m = machine(&format!("{} ze.target={target}", checked(&img)), &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    two_named_disks(&mut m);
+    power_off_from_menu(&m, 20_000);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] disk /dev/nvme0n1 (8.0 MiB) /dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N123456 serial:S4EWNX0N123456",
+            "[ze-install] disk /dev/vda (8.0 MiB) /dev/disk/by-id/virtio-VIRT0SERIAL1 serial:VIRT0SERIAL1",
+            &format!(
+                "[ze-install] FATAL: ze.target={target}: no disk has that name; the disks here are /dev/nvme0n1, /dev/vda (their by-id names and serials are listed above)"
+            ),
+            "[ze-install] recovery menu:",
+        ],
+    );
+    assert!(!touched(&m, "nvme0n1") && !touched(&m, "vda"));
+}
+
 #[test]
 fn o1_wrong_digest_leaves_the_first_mib_zero() {
     let img = image();

@@ -319,6 +319,21 @@ fn parse_ip_mode(value: &str) -> Option<KernelIp> {
     }
 }
 
+/// `ze.source` read on its own from a command line that may not parse as
+/// a whole, so a FATAL on installer media still gets the ISO recovery
+/// policy (checklist H4). The last `ze.source=` wins, as in
+/// [`Config::parse`]; anything but `iso` is [`Source::Http`].
+pub fn source_alone(cmdline: &str) -> Source {
+    match words(cmdline)
+        .filter_map(|w| w.strip_prefix("ze.source="))
+        .last()
+        .map(unquote)
+    {
+        Some("iso") => Source::Iso,
+        _ => Source::Http,
+    }
+}
+
 impl Config {
     /// Parse the text of `/proc/cmdline`.
     pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
@@ -623,6 +638,17 @@ mod tests {
         assert_eq!(c.target.as_deref(), Some("serial:S7DSNJ0X123456A"));
         let e = Config::parse("ze.server=192.0.2.1 ze.target=/dev/disk/by-uuid/x").unwrap_err();
         assert!(e.to_string().contains("only /dev/<disk>"), "{e}");
+    }
+
+    #[test]
+    fn h4_source_is_readable_on_its_own() {
+        let bad = "ze.source=iso ze.media-id=123 ze.port=0";
+        assert!(Config::parse(bad).is_err());
+        assert_eq!(source_alone(bad), Source::Iso);
+        assert_eq!(source_alone("ze.source=\"iso\" ze.size=x"), Source::Iso);
+        assert_eq!(source_alone("ze.source=iso ze.source=http"), Source::Http);
+        assert_eq!(source_alone("ze.source=isox"), Source::Http);
+        assert_eq!(source_alone("ze.port=0"), Source::Http);
     }
 
     #[test]

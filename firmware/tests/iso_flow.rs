@@ -515,6 +515,31 @@ fn h2_serial_target_and_unknown_by_id_name() {
 }
 
 #[test]
+fn h4_bad_command_line_on_iso_media_opens_the_menu_without_a_reboot() {
+    let img = image();
+    let gz = gzip(&img);
+    // ze.source=iso parses on its own; ze.size=0 fails the whole line.
+    let mut m = machine("ze.size=0", &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    // Nobody at the console for an hour: the menu is still open, then "4".
+    power_off_from_menu(&m, 3_600_000);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] FATAL: kernel command line: ze.size=\"0\": not a whole number in range",
+            "[ze-install] recovery menu:",
+            "[ze-install] powering off",
+        ],
+    );
+    assert!(!console.contains("rebooting"), "{console}");
+    assert!(m.os.st().now >= 3_600_000);
+    assert!(!touched(&m, "vda"));
+}
+
+#[test]
 fn o1_wrong_digest_leaves_the_first_mib_zero() {
     let img = image();
     let gz = gzip(&img);

@@ -86,11 +86,14 @@ pub fn boot<O: Os>(os: &mut O, bufs: &mut Buffers<'_>) -> PowerAction {
         Ok(cfg) => cfg,
         Err(e) => {
             fatal_line(os, &Fatal::Cmdline(e));
-            // The credential may still be readable on its own.
+            // The credential and the source may still be readable on their
+            // own: on installer media the menu stays open (no reboot loop
+            // back into the same bad command line).
             let auth = cmdline::words(cmdline)
                 .find_map(|w| w.strip_prefix("ze.shell-auth="))
                 .and_then(cmdline::parse_hex::<32>);
-            return recover::without_config(os, recovery::policy(Source::Http, auth), cmdline);
+            let source = cmdline::source_alone(cmdline);
+            return recover::without_config(os, recovery::policy(source, auth), cmdline);
         }
     };
     for key in &cfg.unknown {

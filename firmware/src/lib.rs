@@ -19,6 +19,7 @@ pub mod console;
 pub mod dhcp;
 pub mod dhcp_port;
 pub mod disk;
+pub mod efiboot;
 pub mod frame;
 pub mod fuzzing;
 pub mod gpt;

@@ -540,6 +540,52 @@ fn h4_bad_command_line_on_iso_media_opens_the_menu_without_a_reboot() {
 }
 
 #[test]
+fn h3_iso_install_puts_the_disk_first_in_boot_order() {
+    use common::{boot_order, device_option, efivar, uefi};
+    use ze_installer::efiboot;
+    let img = common::gpt_image(5 * MIB, 7);
+    let gz = gzip(&img);
+    let mut m = machine(&checked(&img), &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    // An earlier install left Boot0003 (in the order) and Boot0004.
+    let esp = ze_installer::gpt::partition(&img[..HEAD_LEN], 1).unwrap();
+    let ours = efiboot::load_option_file("ze appliance (vda)", &esp, efiboot::LOADER).unwrap();
+    uefi(
+        &mut m.os,
+        &[0, 3, 1],
+        &[
+            (0, device_option("UEFI QEMU DVD-ROM QM00005")),
+            (1, common::pxe_option()),
+            (3, ours.to_vec()),
+            (4, ours.to_vec()),
+        ],
+    );
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] /dev/vda: partition table and boot code written last; the disk is complete",
+            "[ze-install] boot entry: Boot0002 \"ze appliance (vda)\" = HD(1,GPT,a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1,0x800,0x800)/\\EFI\\BOOT\\BOOTX64.EFI",
+            "[ze-install] boot entry: removed Boot0003, left by an earlier install",
+            "[ze-install] boot entry: removed Boot0004, left by an earlier install",
+            "[ze-install] boot entry: BootOrder 0002,0000,0001 (was 0000,0003,0001)",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert_eq!(boot_order(&m.os), [2, 0, 1]);
+    let st = m.os.st();
+    assert_eq!(st.efivars[&efivar("Boot0002")], &ours[..]);
+    assert_eq!(st.efivars_removed, [efivar("Boot0003"), efivar("Boot0004")]);
+    let mount = "mount efivarfs efivarfs /sys/firmware/efi/efivars".to_string();
+    let at = |e: &str| st.events.iter().position(|x| x.starts_with(e)).unwrap();
+    assert!(
+        at("sync") < at(&mount),
+        "the disk is complete before NVRAM is touched"
+    );
+}
+
+#[test]
 fn o1_wrong_digest_leaves_the_first_mib_zero() {
     let img = image();
     let gz = gzip(&img);

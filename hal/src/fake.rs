@@ -359,6 +359,13 @@ pub struct FakeState {
     pub events: Vec<String>,
     /// The power action taken.
     pub power: Option<PowerAction>,
+    /// efivarfs files written, by path (attributes + data).
+    pub efivars: BTreeMap<String, Vec<u8>>,
+    /// efivarfs files removed, in order.
+    pub efivars_removed: Vec<String>,
+    /// The firmware refuses variable writes (EIO, as some do when their
+    /// NVRAM is full or locked).
+    pub efivar_refuse: bool,
 }
 
 impl core::fmt::Debug for FakeState {
@@ -396,6 +403,9 @@ impl Default for FakeState {
             mounts: Vec::new(),
             events: Vec::new(),
             power: None,
+            efivars: BTreeMap::new(),
+            efivars_removed: Vec::new(),
+            efivar_refuse: false,
         }
     }
 }
@@ -470,7 +480,12 @@ impl FakeOs {
 
     /// Replace a file of `/sys` or `/proc`.
     pub fn sys_file(&mut self, path: &str, content: &str) {
-        self.sys.file(path, content);
+        self.sys_bytes(path, content.as_bytes());
+    }
+
+    /// Replace a file of `/sys` with binary content (an efivarfs variable).
+    pub fn sys_bytes(&mut self, path: &str, content: &[u8]) {
+        self.sys.bytes(path, content);
         self.st().sys = self.sys.clone();
     }
 
@@ -975,6 +990,49 @@ impl Os for FakeOs {
         }
         st.events.push(format!("mount {device} {target}"));
         st.mounts.push((device.into(), target.into()));
+        Ok(())
+    }
+
+    fn mount_fs(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+    ) -> Result<(), Error> {
+        let mut st = self.st();
+        let is_device = source.starts_with("/dev/");
+        if is_device && !st.nodes.iter().any(|n| n == source) && !st.files.contains_key(source) {
+            return Err(Error::NotFound);
+        }
+        if st.mounts.iter().any(|(_, t)| t == target) {
+            return Err(Error::Os(16));
+        }
+        let ro = if read_only { " ro" } else { "" };
+        st.events
+            .push(format!("mount {fstype} {source} {target}{ro}"));
+        st.mounts.push((source.into(), target.into()));
+        Ok(())
+    }
+
+    fn efivar_write(&mut self, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        let mut st = self.st();
+        if st.efivar_refuse {
+            return Err(Error::Os(5));
+        }
+        st.events.push(format!("efivar-write {path}"));
+        st.efivars.insert(path.into(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn efivar_remove(&mut self, path: &str) -> Result<(), Error> {
+        let mut st = self.st();
+        if st.efivar_refuse {
+            return Err(Error::Os(5));
+        }
+        st.events.push(format!("efivar-remove {path}"));
+        st.efivars.remove(path);
+        st.efivars_removed.push(path.into());
         Ok(())
     }
 

@@ -578,6 +578,22 @@ impl LinuxOs {
     }
 }
 
+/// Clear the immutable flag (`chattr -i`, `FS_IOC_SETFLAGS`) of `path`
+/// if it exists and has it.
+fn clear_immutable(path: &str) -> Result<(), Error> {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    let fd = match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let flags = ioctl_getflags(&fd)?;
+    if flags.contains(IFlags::IMMUTABLE) {
+        ioctl_setflags(&fd, flags.difference(IFlags::IMMUTABLE))?;
+    }
+    Ok(())
+}
+
 fn ignore_exists(r: rustix::io::Result<()>) -> Result<(), Error> {
     match r {
         Ok(()) | Err(Errno::EXIST) => Ok(()),
@@ -825,6 +841,38 @@ impl Os for LinuxOs {
             rustix::mount::MountFlags::empty(),
             None,
         )?)
+    }
+
+    fn mount_fs(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+    ) -> Result<(), Error> {
+        let flags = if read_only {
+            rustix::mount::MountFlags::RDONLY
+        } else {
+            rustix::mount::MountFlags::empty()
+        };
+        Ok(rustix::mount::mount(source, target, fstype, flags, None)?)
+    }
+
+    fn efivar_write(&mut self, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        clear_immutable(path)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o644))?;
+        // efivarfs takes a variable in one write; a short one is an error.
+        let n = rustix::io::write(&fd, bytes)?;
+        if n != bytes.len() {
+            return Err(Error::Os(Errno::IO.raw_os_error()));
+        }
+        Ok(())
+    }
+
+    fn efivar_remove(&mut self, path: &str) -> Result<(), Error> {
+        clear_immutable(path)?;
+        self.remove(path)
     }
 
     fn unmount(&mut self, target: &str) -> Result<(), Error> {

@@ -47,6 +47,12 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
     write_image(os, cfg, device, bufs, |os, target, io| {
         perm_stage(os, target, server, port, &mut io[..])
     })?;
+    super::bootentry::register(
+        os,
+        &facts.name,
+        bufs.head,
+        crate::efiboot::Place::AfterNetwork,
+    );
     Ok(())
 }
 

@@ -429,6 +429,7 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         },
     )?;
     os.sync_all();
+    super::bootentry::register(os, &facts.name, head, crate::efiboot::Place::First);
     Ok(())
 }
 

@@ -10,15 +10,17 @@
 //!
 //! ```text
 //! mod (boot: cmdline → install → recovery → power)
-//!  ├─ http_install   network → target disk → image → database → arm
-//!  ├─ iso_install    media by id → target disk → image → arm
+//!  ├─ http_install   network → target disk → image → database → arm → boot entry
+//!  ├─ iso_install    media by id → target disk → image → arm → boot entry
 //!  │    ├─ image     the image's bytes: whole stream, or block-map ranges
 //!  │    ├─ target    the one guarded disk-write path (first MiB last)
+//!  │    ├─ bootentry the UEFI Boot#### entry and BootOrder (efivarfs)
 //!  │    ├─ download  HTTP transfers with resume, retries, keep-alive
 //!  │    └─ network   route trust, probes, per-interface DHCP
 //!  └─ recover        the recovery console and diagnostics
 //! ```
 
+pub mod bootentry;
 pub mod download;
 pub mod http_install;
 pub mod image;

@@ -585,6 +585,99 @@ fn h3_iso_install_puts_the_disk_first_in_boot_order() {
     );
 }
 
+/// Ventoy's layout on a removable USB disk `sdb`: partition 1 exFAT with
+/// `iso` (our ISO) and another ISO one level down, partition 2 a small FAT.
+fn ventoy_stick(m: &mut Machine, iso: Vec<u8>) {
+    m.os.add_device("sdb", vec![0x5a; 64 << 10], true, false);
+    m.os.sys_file("/sys/block/sdb/sdb1/partition", "1\n");
+    m.os.sys_file("/sys/block/sdb/sdb2/partition", "2\n");
+    m.os.sys_file("/run/ze-media/ventoy/ventoy.json", "{}");
+    let mut st = m.os.st();
+    for (node, fs) in [("/dev/sdb1", "exfat"), ("/dev/sdb2", "vfat")] {
+        st.nodes.push(node.into());
+        st.fstypes.insert(node.into(), fs.into());
+    }
+    for (path, data) in [
+        (
+            "/run/ze-media/isos/other.iso",
+            Iso::new()
+                .file("media-id", format!("{OTHER_ID}\n").as_bytes(), 1)
+                .build(),
+        ),
+        ("/run/ze-media/ze-prod.iso", iso),
+    ] {
+        st.disks.insert(
+            path.into(),
+            ze_hal::fake::FakeDiskState {
+                data,
+                ..Default::default()
+            },
+        );
+    }
+    drop(st);
+    m.os.sys_file("/run/ze-media/isos/other.iso", "");
+    m.os.sys_file("/run/ze-media/ze-prod.iso", "");
+}
+
+#[test]
+fn o6_ventoy_iso_file_on_exfat_is_the_media() {
+    let img = image();
+    let gz = gzip(&img);
+    let mut m = machine(&checked(&img), &img);
+    ventoy_stick(&mut m, Iso::ours(&img, &gz).build());
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] media: /dev/sdb: not an ISO 9660 volume",
+            "[ze-install] media: /dev/sdb1 (exfat): 2 ISO files",
+            "[ze-install] media: /run/ze-media/isos/other.iso: an ISO with media id fedcba9876543210fedcba9876543210",
+            &format!(
+                "[ze-install] installer media: /run/ze-media/ze-prod.iso on /dev/sdb1 (exfat; ISO 9660, media id {ID})"
+            ),
+            "[ze-install] image: /ze/ze-20260101-000000.img.gz on /run/ze-media/ze-prod.iso (",
+            "[ze-install] target disk /dev/vda",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert!(disk(&m, "vda")[..img.len()] == img[..]);
+    assert!(!touched(&m, "sdb"));
+    let ev = events(&m);
+    let at = |e: &str| {
+        ev.iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("{e} not in {ev:?}"))
+    };
+    assert!(at("mount exfat /dev/sdb1 /run/ze-media ro") < at("open /dev/vda"));
+    assert!(
+        at("sync") < at("unmount /run/ze-media"),
+        "unmounted after the install"
+    );
+    assert!(m.os.st().mounts.is_empty());
+
+    // The same stick as the only fixed-looking disk: it is the media, never
+    // a target, and a failed install still unmounts it.
+    let mut m = machine(
+        &format!("ze.sha256={} ze.size={}", "0".repeat(64), img.len()),
+        &img,
+    );
+    ventoy_stick(&mut m, Iso::ours(&img, &gz).build());
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    power_off_from_menu(&m, 60_000);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: image sha256 ",
+            "[ze-install] recovery menu:",
+        ],
+    );
+    assert!(events(&m).iter().any(|e| e == "unmount /run/ze-media"));
+    assert!(m.os.st().mounts.is_empty());
+    assert!(!touched(&m, "sdb"));
+}
+
 #[test]
 fn o1_wrong_digest_leaves_the_first_mib_zero() {
     let img = image();

@@ -359,6 +359,9 @@ pub struct FakeState {
     pub events: Vec<String>,
     /// The power action taken.
     pub power: Option<PowerAction>,
+    /// The filesystem on a device node (`/dev/sdb1` → `exfat`): mounting
+    /// it as another type fails with EINVAL, as the kernel does.
+    pub fstypes: BTreeMap<String, String>,
     /// efivarfs files written, by path (attributes + data).
     pub efivars: BTreeMap<String, Vec<u8>>,
     /// efivarfs files removed, in order.
@@ -403,6 +406,7 @@ impl Default for FakeState {
             mounts: Vec::new(),
             events: Vec::new(),
             power: None,
+            fstypes: BTreeMap::new(),
             efivars: BTreeMap::new(),
             efivars_removed: Vec::new(),
             efivar_refuse: false,
@@ -1007,6 +1011,9 @@ impl Os for FakeOs {
         }
         if st.mounts.iter().any(|(_, t)| t == target) {
             return Err(Error::Os(16));
+        }
+        if is_device && st.fstypes.get(source).is_some_and(|t| t != fstype) {
+            return Err(Error::Os(22));
         }
         let ro = if read_only { " ro" } else { "" };
         st.events

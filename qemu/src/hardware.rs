@@ -15,7 +15,8 @@
 //! - an HTTP install over an `e1000e` onto NVMe (with a SATA disk beside it:
 //!   `nvme0n1` comes first), `/perm` at `nvme0n1p4`;
 //! - an HTTP install onto an AHCI SATA disk alone: `/dev/sda`, `/perm` at
-//!   `sda4`.
+//!   `sda4`;
+//! - the ISO as a file on a Ventoy-style USB disk (`ventoy.rs`).
 //!
 //! The HTTP installs boot the installer kernel directly (`-kernel`), not
 //! through the PXE chain of `make demo`. Knobs: those of
@@ -247,6 +248,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "h1_h2_h3_usb_stick_iso_to_nvme_then_first_boot",
         run: h1_h2_h3_usb_stick_iso_to_nvme_then_first_boot,
+    },
+    Case {
+        name: "o6_ventoy_iso_file_on_exfat_usb_disk",
+        run: crate::ventoy::o6_ventoy_iso_file_on_exfat_usb_disk,
     },
     Case {
         name: "h1_http_install_over_e1000e_to_nvme",

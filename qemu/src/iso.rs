@@ -143,20 +143,29 @@ fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Read `/ze/install.json` from the ISO with the installer's own reader.
-pub fn iso_metadata(iso: &Path) -> anyhow::Result<IsoMetadata> {
+/// Read the file `path` (`ze/install.json`, `boot/vmlinuz`) from the ISO
+/// with the installer's own reader.
+pub fn iso_file(iso: &Path, path: &str) -> anyhow::Result<Vec<u8>> {
     use ze_installer::iso9660::{SliceSectors, Volume};
     let bytes = fs::read(iso)?;
     let mut src = SliceSectors(&bytes);
     let volume = Volume::open(&mut src).map_err(|e| anyhow::anyhow!("{}: {e:?}", iso.display()))?;
     let entry = volume
-        .lookup(&mut src, ze::appliance::iso::METADATA_PATH)
-        .map_err(|e| anyhow::anyhow!("{}: /ze/install.json: {e:?}", iso.display()))?;
+        .lookup(&mut src, path.trim_start_matches('/'))
+        .map_err(|e| anyhow::anyhow!("{}: /{path}: {e:?}", iso.display()))?;
     let mut buf = vec![0u8; entry.size() as usize];
     volume
         .read(&mut src, &entry, &mut buf)
         .map_err(|e| anyhow::anyhow!("{}: {e:?}", iso.display()))?;
-    Ok(serde_json::from_slice(&buf)?)
+    Ok(buf)
+}
+
+/// Read `/ze/install.json` from the ISO with the installer's own reader.
+pub fn iso_metadata(iso: &Path) -> anyhow::Result<IsoMetadata> {
+    Ok(serde_json::from_slice(&iso_file(
+        iso,
+        ze::appliance::iso::METADATA_PATH,
+    )?)?)
 }
 
 impl Ctx {

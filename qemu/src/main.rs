@@ -22,6 +22,7 @@ mod map;
 mod screen;
 mod server;
 mod suite;
+mod ventoy;
 mod vm;
 
 use argh::FromArgs;

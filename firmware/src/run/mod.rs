@@ -12,6 +12,7 @@
 //! mod (boot: cmdline → install → recovery → power)
 //!  ├─ http_install   network → target disk → image → database → arm → boot entry
 //!  ├─ iso_install    media by id → target disk → image → arm → boot entry
+//!  │    └─ isofile   the ISO as a file on a data partition (Ventoy)
 //!  │    ├─ image     the image's bytes: whole stream, or block-map ranges
 //!  │    ├─ target    the one guarded disk-write path (first MiB last)
 //!  │    ├─ bootentry the UEFI Boot#### entry and BootOrder (efivarfs)
@@ -25,6 +26,7 @@ pub mod download;
 pub mod http_install;
 pub mod image;
 pub mod iso_install;
+pub mod isofile;
 pub mod network;
 pub mod recover;
 pub mod target;

@@ -137,7 +137,7 @@ fn run_ze(ze: &Path, config: &Path, cwd: &Path, args: &[&str]) -> anyhow::Result
 }
 
 /// Whether `program` is on `PATH`.
-fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)

@@ -16,6 +16,7 @@
 //!   the disk as a removable USB disk on xHCI and a blank NVMe disk.
 
 use crate::{
+    bench::run,
     iso::{self, Ctx},
     suite,
     vm::{Bus, Drive, Vm},
@@ -48,19 +49,6 @@ echo "readme: ze ISO on a Ventoy-style disk" > /mnt/README.txt && \
 /busybox sync && /busybox umount /mnt && echo "ventoy-layout: copied"
 /busybox poweroff -f
 "#;
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    ensure!(
-        out.status.success(),
-        "{:?} failed: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// The busybox initrd running [`COPY_INIT`], packed with ze's own cpio
 /// writer (files only, so busybox sits in the root).
@@ -98,12 +86,7 @@ pub fn build_disk(ctx: &Ctx, dir: &Path) -> anyhow::Result<PathBuf> {
         ("sgdisk", "gdisk"),
     ] {
         ensure!(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {program}"))
-                .output()?
-                .status
-                .success(),
+            iso::on_path(program),
             "{program} is needed: apt-get install {package} (or `make deps`)"
         );
     }

@@ -1185,6 +1185,35 @@ mod tests {
     }
 
     #[test]
+    fn h3_efivar_write_and_remove_clear_the_immutable_flag() {
+        // efivarfs marks variables immutable; a regular file on the temp
+        // directory's filesystem takes the same flag (needs root:
+        // CAP_LINUX_IMMUTABLE).
+        use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+        let path = std::env::temp_dir().join(format!("ze-hal-efivar-{}", std::process::id()));
+        let p = path.to_str().unwrap();
+        std::fs::write(&path, [7, 0, 0, 0, 1]).unwrap();
+        let fd = rustix::fs::open(p, OFlags::RDONLY, Mode::empty()).unwrap();
+        let flags = ioctl_getflags(&fd).unwrap();
+        ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).expect("chattr +i (run as root)");
+        drop(fd);
+        assert!(std::fs::write(&path, [0]).is_err(), "immutable");
+        let mut os = LinuxOs::new();
+        os.efivar_write(p, &[7, 0, 0, 0, 5, 0, 1, 0]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), [7, 0, 0, 0, 5, 0, 1, 0]);
+        let fd = rustix::fs::open(p, OFlags::RDONLY, Mode::empty()).unwrap();
+        let flags = ioctl_getflags(&fd).unwrap();
+        ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).unwrap();
+        drop(fd);
+        os.efivar_remove(p).unwrap();
+        assert!(!path.exists());
+        // A missing variable is fine to remove, and is created by a write.
+        os.efivar_remove(p).unwrap();
+        os.efivar_write(p, &[7, 0, 0, 0]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn media_reads_a_regular_file_read_only() {
         let path = std::env::temp_dir().join(format!("ze-hal-media-{}", std::process::id()));
         let data: std::vec::Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();

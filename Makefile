@@ -29,7 +29,7 @@ ZE_DEV := target/debug/ze
 # missing ones (as root, or through sudo).
 APT_PACKAGES := \
 	qemu-system-x86 qemu-utils ovmf ipxe ipxe-qemu \
-	xorriso grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk fdisk \
+	xorriso grub-efi-amd64-bin grub-common mtools dosfstools exfatprogs e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server isc-dhcp-server isc-dhcp-relay procps \
 	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
@@ -38,7 +38,7 @@ APT_PACKAGES := \
 	chromium python3-prometheus-client
 
 .PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
-	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware bench-map \
+	ze-install-qemu-test ze-install-iso-qemu-test ze-install-hw-qemu-test appliance-qemu-test bench bench-firmware bench-map \
 	bench-appliance bench-iso fuzz ze-pxe bench-pxe bench-relay
 
 all: build
@@ -52,6 +52,7 @@ test: deps build-dev firmware kernels
 	$(CARGO) test --workspace --locked
 	$(MAKE) ze-install-qemu-test
 	$(MAKE) ze-install-iso-qemu-test
+	$(MAKE) ze-install-hw-qemu-test
 	$(MAKE) appliance-qemu-test
 	$(MAKE) lint
 
@@ -115,6 +116,13 @@ ze-install-qemu-test: initrd kernel
 ## image, boot it to ze's version lines; two disks without --target refused
 ze-install-iso-qemu-test: initrd kernel
 	$(CARGO) run --locked -p ze-qemu -- iso-test
+
+## ze-install-hw-qemu-test: the hardware-profile kernel in QEMU + OVMF (TCG):
+## the ISO on a USB stick (xHCI) installed onto NVMe by its by-id name, the
+## VGA console checked by screendump, the first boot with the same NVRAM
+## over e1000e with an SSH login; HTTP installs onto NVMe and AHCI SATA
+ze-install-hw-qemu-test: initrd kernels
+	$(CARGO) run --locked -p ze-qemu -- hw-test
 
 ## bench-iso: ISO install time in QEMU against the HTTP install of the same
 ## appliance image (medians of 5 runs each; the measured work runs in the

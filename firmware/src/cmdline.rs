@@ -11,7 +11,7 @@
 //! | `ze.server` | — | IPv4 address of the install server (HTTP mode) |
 //! | `ze.port` | 80 | its TCP port, 1–65535 |
 //! | `ze.image` | `ze.img` | image name under `/install/image/` |
-//! | `ze.target` | — | whole disk to write, e.g. `/dev/vda` |
+//! | `ze.target` | — | whole disk to write: `/dev/vda`, `/dev/disk/by-id/<name>` or `serial:<serial>` ([`crate::byid`]) |
 //! | `ze.wait` | 30 | server probe attempts (0 skips the probe) |
 //! | `ze.media-id` | — | 32 hex digits naming the installer ISO |
 //! | `ze.shell-auth` | — | sha256 (64 hex) of the recovery password |
@@ -25,8 +25,7 @@ use heapless::{String, Vec};
 
 /// The longest `ze.image` name.
 pub const MAX_IMAGE_NAME: usize = 128;
-/// The longest `ze.target` path.
-pub const MAX_TARGET: usize = 48;
+pub use crate::byid::MAX_TARGET;
 /// The longest value quoted back in an error.
 pub const MAX_QUOTED: usize = 64;
 /// The most unknown `ze.*` keys remembered for the warning.
@@ -132,8 +131,8 @@ pub enum Problem {
     NotAPort,
     /// Not a safe image file name.
     NotAnImageName,
-    /// Not a `/dev/<disk>` path.
-    NotADevicePath,
+    /// Not a whole disk ([`crate::byid::parse`] says why).
+    Target(crate::byid::SpecError),
     /// Not a whole number in range.
     NotANumber,
     /// Not exactly the expected number of hex digits.
@@ -184,7 +183,7 @@ impl fmt::Display for CmdlineError {
             Problem::NotAnImageName => f.write_str(
                 "not an image file name (letters, digits, . _ - +; no / or ..; at most 128)",
             ),
-            Problem::NotADevicePath => f.write_str("not a whole-disk path like /dev/vda"),
+            Problem::Target(e) => write!(f, "{e}"),
             Problem::NotANumber => f.write_str("not a whole number in range"),
             Problem::NotHex(n) => write!(f, "must be exactly {n} hex digits"),
             Problem::NotAnIpMode => f.write_str(
@@ -296,20 +295,6 @@ fn valid_image_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
 }
 
-/// Whether `path` is a `ze.target` value the installer accepts: the
-/// validator of the kernel command line, public so that the host checks
-/// machine records (`target`) with the same rule.
-pub fn valid_target(path: &str) -> bool {
-    let Some(name) = path.strip_prefix("/dev/") else {
-        return false;
-    };
-    !name.is_empty()
-        && path.len() <= MAX_TARGET
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-}
-
 fn parse_ip_mode(value: &str) -> Option<KernelIp> {
     match value {
         "off" | "none" => Some(KernelIp::Off),
@@ -331,6 +316,21 @@ fn parse_ip_mode(value: &str) -> Option<KernelIp> {
             }
         }
         _ => None,
+    }
+}
+
+/// `ze.source` read on its own from a command line that may not parse as
+/// a whole, so a FATAL on installer media still gets the ISO recovery
+/// policy (checklist H4). The last `ze.source=` wins, as in
+/// [`Config::parse`]; anything but `iso` is [`Source::Http`].
+pub fn source_alone(cmdline: &str) -> Source {
+    match words(cmdline)
+        .filter_map(|w| w.strip_prefix("ze.source="))
+        .last()
+        .map(unquote)
+    {
+        Some("iso") => Source::Iso,
+        _ => Source::Http,
     }
 }
 
@@ -401,8 +401,8 @@ impl Config {
                     let _ = c.image.push_str(value);
                 }
                 "ze.target" => {
-                    if !valid_target(value) {
-                        return Err(err(key, value, Problem::NotADevicePath));
+                    if let Err(e) = crate::byid::parse(value) {
+                        return Err(err(key, value, Problem::Target(e)));
                     }
                     let mut t = String::new();
                     let _ = t.push_str(value);
@@ -462,6 +462,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::byid::SpecError;
     use std::string::ToString;
 
     const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -521,11 +522,20 @@ mod tests {
             ),
             ("ze.image=a/b", "ze.image", Problem::NotAnImageName),
             ("ze.image=a%2fb", "ze.image", Problem::NotAnImageName),
-            ("ze.target=vda", "ze.target", Problem::NotADevicePath),
+            (
+                "ze.target=vda",
+                "ze.target",
+                Problem::Target(SpecError::NotADiskPath),
+            ),
             (
                 "ze.target=/dev/../sda",
                 "ze.target",
-                Problem::NotADevicePath,
+                Problem::Target(SpecError::NotADiskPath),
+            ),
+            (
+                "ze.target=/dev/sda1",
+                "ze.target",
+                Problem::Target(SpecError::Partition),
             ),
             ("ze.wait=-3", "ze.wait", Problem::NotANumber),
             ("ze.wait=99999999999", "ze.wait", Problem::NotANumber),
@@ -614,6 +624,31 @@ mod tests {
             words("\"unterminated x").collect::<std::vec::Vec<_>>(),
             ["\"unterminated x"]
         );
+    }
+
+    #[test]
+    fn h2_long_by_id_targets_fit() {
+        // A USB stick's serial is often a long hex string.
+        let target =
+            "/dev/disk/by-id/usb-SanDisk_Extreme_Pro_55AF_32303139443435353530303334363132-0:0";
+        assert!(target.len() > 80);
+        let c = Config::parse(&std::format!("ze.server=192.0.2.1 ze.target={target}")).unwrap();
+        assert_eq!(c.target.as_deref(), Some(target));
+        let c = Config::parse("ze.server=192.0.2.1 ze.target=serial:S7DSNJ0X123456A").unwrap();
+        assert_eq!(c.target.as_deref(), Some("serial:S7DSNJ0X123456A"));
+        let e = Config::parse("ze.server=192.0.2.1 ze.target=/dev/disk/by-uuid/x").unwrap_err();
+        assert!(e.to_string().contains("only /dev/<disk>"), "{e}");
+    }
+
+    #[test]
+    fn h4_source_is_readable_on_its_own() {
+        let bad = "ze.source=iso ze.media-id=123 ze.port=0";
+        assert!(Config::parse(bad).is_err());
+        assert_eq!(source_alone(bad), Source::Iso);
+        assert_eq!(source_alone("ze.source=\"iso\" ze.size=x"), Source::Iso);
+        assert_eq!(source_alone("ze.source=iso ze.source=http"), Source::Http);
+        assert_eq!(source_alone("ze.source=isox"), Source::Http);
+        assert_eq!(source_alone("ze.port=0"), Source::Http);
     }
 
     #[test]

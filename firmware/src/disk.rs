@@ -7,7 +7,9 @@
 //! - removable, read-only and empty (size 0) devices are skipped;
 //! - HTTP mode takes the first candidate in name order;
 //! - ISO mode excludes the source media and refuses to pick one of several;
-//! - `ze.target=/dev/<disk>` wins, and a bad target is an error that says why.
+//! - `ze.target=/dev/<disk>` wins, and a bad target is an error that says why
+//!   (a `/dev/disk/by-id/` or `serial:` target is first resolved to its
+//!   kernel name by [`crate::byid`]).
 
 use core::fmt;
 use heapless::String;
@@ -81,6 +83,8 @@ pub enum DiskError {
     TargetNotFound(String<MAX_DEVICE_NAME>),
     /// `ze.target` names a disk that must not be written.
     TargetUnsuitable(String<MAX_DEVICE_NAME>, Skip),
+    /// A by-id or serial `ze.target` names no disk, or several.
+    Resolve(crate::byid::ResolveError),
 }
 
 impl fmt::Display for DiskError {
@@ -107,6 +111,7 @@ impl fmt::Display for DiskError {
                 f,
                 "ze.target=/dev/{name}: no such whole disk in /sys/block (a partition, or a device that did not appear?)"
             ),
+            DiskError::Resolve(e) => write!(f, "{e}"),
             DiskError::TargetUnsuitable(name, why) => {
                 write!(
                     f,

@@ -13,11 +13,13 @@
 #![allow(clippy::result_large_err)]
 
 pub mod bmap;
+pub mod byid;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp;
 pub mod dhcp_port;
 pub mod disk;
+pub mod efiboot;
 pub mod frame;
 pub mod fuzzing;
 pub mod gpt;

@@ -179,6 +179,52 @@ fn i3_i5_i6_i7_i17_install_writes_the_first_mib_last_and_reboots() {
 }
 
 #[test]
+fn h3_http_install_adds_the_disk_after_the_network_entries() {
+    use common::{boot_order, device_option, pxe_option, uefi};
+    let mut m = machine("ip=dhcp", true);
+    uefi(
+        &mut m.os,
+        &[1, 0, 2],
+        &[
+            (0, device_option("UEFI QEMU HARDDISK QM00001")),
+            (1, pxe_option()),
+            (2, device_option("EFI Internal Shell")),
+        ],
+    );
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] boot entry: Boot0003 \"ze appliance (vda)\" = HD(1,GPT,",
+            "[ze-install] boot entry: BootOrder 0001,0003,0000,0002 (was 0001,0000,0002)",
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    assert_eq!(boot_order(&m.os), [1, 3, 0, 2]);
+
+    // A firmware that refuses the write: logged, and the install still
+    // completes.
+    let mut m = machine("ip=dhcp", true);
+    uefi(&mut m.os, &[1], &[(1, pxe_option())]);
+    m.os.st().efivar_refuse = true;
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] boot entry: the firmware refused: os error 5 (I/O error); BootOrder left alone",
+            "[ze-install] install complete; rebooting",
+        ],
+    );
+    // No UEFI (a BIOS boot): said once, nothing touched.
+    let mut m = machine("ip=dhcp", true);
+    assert_eq!(boot(&mut m), PowerAction::Reboot);
+    assert!(m.os.console_text().contains(
+        "[ze-install] boot entry: not booted by UEFI (/sys/firmware/efi missing): the firmware's own disk order decides"
+    ));
+    assert!(m.os.st().efivars.is_empty());
+}
+
+#[test]
 fn i11_progress_lines_at_most_once_a_second() {
     let mut m = machine("ip=dhcp", true);
     // Each receive takes 100 ms: 6 MiB in 96 chunks of 64 KiB.

@@ -441,6 +441,243 @@ fn o2_ze_target_wins_over_ambiguity() {
     assert!(!touched(&m, "vda"));
 }
 
+/// Two fixed disks with udev-visible identities: an NVMe drive and a
+/// virtio disk, as sysfs shows them (`ze_hal::block` module docs).
+fn two_named_disks(m: &mut Machine) {
+    m.os.add_disk("nvme0n1", DISK, "/dev/nvme0n1p4");
+    m.os.sys_file(
+        "/sys/block/nvme0n1/device/model",
+        &format!("{:<40}\n", "Samsung SSD 970 EVO Plus 1TB"),
+    );
+    m.os.sys_file(
+        "/sys/block/nvme0n1/device/serial",
+        &format!("{:<20}\n", "S4EWNX0N123456"),
+    );
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    m.os.sys_file("/sys/block/vda/serial", "VIRT0SERIAL1");
+}
+
+#[test]
+fn h2_by_id_target_is_resolved_from_sysfs() {
+    let img = image();
+    let gz = gzip(&img);
+    let target = "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N123456";
+    let mut m = machine(&format!("{} ze.target={target}", checked(&img)), &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    two_named_disks(&mut m);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            &format!("[ze-install] ze.target={target} is /dev/nvme0n1"),
+            "[ze-install] target disk /dev/nvme0n1",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert!(disk(&m, "nvme0n1")[..img.len()] == img[..]);
+    assert!(!touched(&m, "vda"));
+}
+
+#[test]
+fn h2_serial_target_and_unknown_by_id_name() {
+    let img = image();
+    let gz = gzip(&img);
+    let mut m = machine(
+        &format!("{} ze.target=serial:VIRT0SERIAL1", checked(&img)),
+        &img,
+    );
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    two_named_disks(&mut m);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(&m.os.console_text(), &["[ze-install] target disk /dev/vda"]);
+    assert!(!touched(&m, "nvme0n1"));
+
+    // A name no disk has: every disk's names are listed, then the FATAL,
+    // and nothing is written; the menu stays open until told.
+    let target = "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N999999";
+    let mut m = machine(&format!("{} ze.target={target}", checked(&img)), &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    two_named_disks(&mut m);
+    power_off_from_menu(&m, 20_000);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] disk /dev/nvme0n1 (8.0 MiB) /dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N123456 serial:S4EWNX0N123456",
+            "[ze-install] disk /dev/vda (8.0 MiB) /dev/disk/by-id/virtio-VIRT0SERIAL1 serial:VIRT0SERIAL1",
+            &format!(
+                "[ze-install] FATAL: ze.target={target}: no disk has that name; the disks here are /dev/nvme0n1, /dev/vda (their by-id names and serials are listed above)"
+            ),
+            "[ze-install] recovery menu:",
+        ],
+    );
+    assert!(!touched(&m, "nvme0n1") && !touched(&m, "vda"));
+}
+
+#[test]
+fn h4_bad_command_line_on_iso_media_opens_the_menu_without_a_reboot() {
+    let img = image();
+    let gz = gzip(&img);
+    // ze.source=iso parses on its own; ze.size=0 fails the whole line.
+    let mut m = machine("ze.size=0", &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    // Nobody at the console for an hour: the menu is still open, then "4".
+    power_off_from_menu(&m, 3_600_000);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    let console = m.os.console_text();
+    in_order(
+        &console,
+        &[
+            "[ze-install] FATAL: kernel command line: ze.size=\"0\": not a whole number in range",
+            "[ze-install] recovery menu:",
+            "[ze-install] powering off",
+        ],
+    );
+    assert!(!console.contains("rebooting"), "{console}");
+    assert!(m.os.st().now >= 3_600_000);
+    assert!(!touched(&m, "vda"));
+}
+
+#[test]
+fn h3_iso_install_puts_the_disk_first_in_boot_order() {
+    use common::{boot_order, device_option, efivar, uefi};
+    use ze_installer::efiboot;
+    let img = common::gpt_image(5 * MIB, 7);
+    let gz = gzip(&img);
+    let mut m = machine(&checked(&img), &img);
+    m.os.add_device("sr0", Iso::ours(&img, &gz).build(), true, true);
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    // An earlier install left Boot0003 (in the order) and Boot0004.
+    let esp = ze_installer::gpt::partition(&img[..HEAD_LEN], 1).unwrap();
+    let ours = efiboot::load_option_file("ze appliance (vda)", &esp, efiboot::LOADER).unwrap();
+    uefi(
+        &mut m.os,
+        &[0, 3, 1],
+        &[
+            (0, device_option("UEFI QEMU DVD-ROM QM00005")),
+            (1, common::pxe_option()),
+            (3, ours.to_vec()),
+            (4, ours.to_vec()),
+        ],
+    );
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] /dev/vda: partition table and boot code written last; the disk is complete",
+            "[ze-install] boot entry: Boot0002 \"ze appliance (vda)\" = HD(1,GPT,a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1,0x800,0x800)/\\EFI\\BOOT\\BOOTX64.EFI",
+            "[ze-install] boot entry: removed Boot0003, left by an earlier install",
+            "[ze-install] boot entry: removed Boot0004, left by an earlier install",
+            "[ze-install] boot entry: BootOrder 0002,0000,0001 (was 0000,0003,0001)",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert_eq!(boot_order(&m.os), [2, 0, 1]);
+    let st = m.os.st();
+    assert_eq!(st.efivars[&efivar("Boot0002")], &ours[..]);
+    assert_eq!(st.efivars_removed, [efivar("Boot0003"), efivar("Boot0004")]);
+    let mount = "mount efivarfs efivarfs /sys/firmware/efi/efivars".to_string();
+    let at = |e: &str| st.events.iter().position(|x| x.starts_with(e)).unwrap();
+    assert!(
+        at("sync") < at(&mount),
+        "the disk is complete before NVRAM is touched"
+    );
+}
+
+/// Ventoy's layout on a removable USB disk `sdb`: partition 1 exFAT with
+/// `iso` (our ISO) and another ISO one level down, partition 2 a small FAT.
+fn ventoy_stick(m: &mut Machine, iso: Vec<u8>) {
+    m.os.add_device("sdb", vec![0x5a; 64 << 10], true, false);
+    m.os.sys_file("/sys/block/sdb/sdb1/partition", "1\n");
+    m.os.sys_file("/sys/block/sdb/sdb2/partition", "2\n");
+    m.os.sys_file("/run/ze-media/ventoy/ventoy.json", "{}");
+    let mut st = m.os.st();
+    for (node, fs) in [("/dev/sdb1", "exfat"), ("/dev/sdb2", "vfat")] {
+        st.nodes.push(node.into());
+        st.fstypes.insert(node.into(), fs.into());
+    }
+    for (path, data) in [
+        (
+            "/run/ze-media/isos/other.iso",
+            Iso::new()
+                .file("media-id", format!("{OTHER_ID}\n").as_bytes(), 1)
+                .build(),
+        ),
+        ("/run/ze-media/ze-prod.iso", iso),
+    ] {
+        st.disks.insert(
+            path.into(),
+            ze_hal::fake::FakeDiskState {
+                data,
+                ..Default::default()
+            },
+        );
+    }
+    drop(st);
+    m.os.sys_file("/run/ze-media/isos/other.iso", "");
+    m.os.sys_file("/run/ze-media/ze-prod.iso", "");
+}
+
+#[test]
+fn o6_ventoy_iso_file_on_exfat_is_the_media() {
+    let img = image();
+    let gz = gzip(&img);
+    let mut m = machine(&checked(&img), &img);
+    ventoy_stick(&mut m, Iso::ours(&img, &gz).build());
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] media: /dev/sdb: not an ISO 9660 volume",
+            "[ze-install] media: /dev/sdb1 (exfat): 2 ISO files",
+            "[ze-install] media: /run/ze-media/isos/other.iso: an ISO with media id fedcba9876543210fedcba9876543210",
+            &format!(
+                "[ze-install] installer media: /run/ze-media/ze-prod.iso on /dev/sdb1 (exfat; ISO 9660, media id {ID})"
+            ),
+            "[ze-install] image: /ze/ze-20260101-000000.img.gz on /run/ze-media/ze-prod.iso (",
+            "[ze-install] target disk /dev/vda",
+            "[ze-install] install complete; powering off",
+        ],
+    );
+    assert!(disk(&m, "vda")[..img.len()] == img[..]);
+    assert!(!touched(&m, "sdb"));
+    let ev = events(&m);
+    let at = |e: &str| {
+        ev.iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("{e} not in {ev:?}"))
+    };
+    assert!(at("mount exfat /dev/sdb1 /run/ze-media ro") < at("open /dev/vda"));
+    assert!(
+        at("sync") < at("unmount /run/ze-media"),
+        "unmounted after the install"
+    );
+    assert!(m.os.st().mounts.is_empty());
+
+    // The same stick as the only fixed-looking disk: it is the media, never
+    // a target, and a failed install still unmounts it.
+    let mut m = machine(
+        &format!("ze.sha256={} ze.size={}", "0".repeat(64), img.len()),
+        &img,
+    );
+    ventoy_stick(&mut m, Iso::ours(&img, &gz).build());
+    m.os.add_disk("vda", DISK, "/dev/vda4");
+    power_off_from_menu(&m, 60_000);
+    assert_eq!(boot(&mut m), PowerAction::PowerOff);
+    in_order(
+        &m.os.console_text(),
+        &[
+            "[ze-install] FATAL: image sha256 ",
+            "[ze-install] recovery menu:",
+        ],
+    );
+    assert!(events(&m).iter().any(|e| e == "unmount /run/ze-media"));
+    assert!(m.os.st().mounts.is_empty());
+    assert!(!touched(&m, "sdb"));
+}
+
 #[test]
 fn o1_wrong_digest_leaves_the_first_mib_zero() {
     let img = image();

@@ -8,6 +8,33 @@
 //! /sys/block/<name>/removable  0 or 1
 //! /sys/block/<name>/ro         0 or 1
 //! ```
+//!
+//! [`read_ids`] reads what the firmware needs to resolve
+//! `/dev/disk/by-id/` names and `serial:` targets itself (the initrd has no
+//! udev). What exists depends on the driver; seen on QEMU 7.2's devices
+//! under the hardware-profile kernel:
+//!
+//! ```text
+//! virtio-blk-pci,serial=S   /sys/block/vda/serial            "S" (no newline)
+//!                           device/vendor                    "0x1af4" (PCI id)
+//! nvme,serial=S             device/model                     "QEMU NVMe Ctrl" + spaces to 40
+//!                           device/serial                    "S" + spaces to 20
+//!                           /sys/block/nvme0n1/wwid          "nvme.1b36-<hex serial>-<hex model>-00000001"
+//!                           /sys/block/nvme0n1/nsid          "1"
+//! ide-hd on ahci            device/vendor                    "ATA     " (libata)
+//!                           device/model                     the first 16 characters of the model
+//!                           device/vpd_pg80                  page 80: the 20-character serial
+//!                           device/vpd_pg83                  page 83: a T10 designator "ATA     "
+//!                                                            + model (40) + serial (20), and with
+//!                                                            wwn=… an NAA designator
+//!                           device/wwid                      "t10.ATA     <model><serial>", or
+//!                                                            "naa.<16 hex>" when the disk has a WWN
+//! usb-storage on qemu-xhci  device/vendor, device/model      SCSI INQUIRY ("QEMU    ", "QEMU HARDDISK   ")
+//!                           device/wwid                      unreadable (no VPD page 83)
+//!                           device/scsi_device/<h:c:t:l>     the SCSI address
+//!                           device/../../../bInterfaceClass  "08" (the USB interface: mass storage)
+//!                           device/../../../../serial        the USB serial number string
+//! ```
 
 use crate::{
     Error,
@@ -107,10 +134,137 @@ pub fn read_facts<S: SysFs + ?Sized>(fs: &S, name: &str) -> Result<BlockFacts, E
     })
 }
 
+/// The longest identifying text kept (a model, a serial number).
+pub const MAX_ID_TEXT: usize = 128;
+/// The longest `wwid` kept (an NVMe `nvme.<vid>-<serial hex>-<model hex>-<nsid>`
+/// reaches 140 characters).
+pub const MAX_WWID: usize = 160;
+/// The most bytes of a SCSI VPD page kept.
+pub const MAX_VPD: usize = 512;
+/// The longest SCSI address kept (`host:channel:target:lun`).
+pub const MAX_SCSI_ADDRESS: usize = 48;
+
+/// What sysfs says about who a disk is: the raw attributes, unnormalised.
+/// Attributes a driver does not have are empty. See the module docs for
+/// which driver has which.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskIds {
+    /// `/sys/block/<d>/serial` (virtio-blk).
+    pub serial: String<MAX_ID_TEXT>,
+    /// `/sys/block/<d>/wwid` (an NVMe namespace), else `device/wwid` (SCSI).
+    pub wwid: String<MAX_WWID>,
+    /// `device/model` (NVMe, SCSI INQUIRY).
+    pub model: String<MAX_ID_TEXT>,
+    /// `device/serial` (the NVMe controller).
+    pub device_serial: String<MAX_ID_TEXT>,
+    /// `device/vendor` (SCSI INQUIRY; `ATA` for disks behind libata).
+    pub vendor: String<MAX_ID_TEXT>,
+    /// `device/vpd_pg80`: the unit serial number page.
+    pub vpd80: Vec<u8, MAX_VPD>,
+    /// `device/vpd_pg83`: the device identification page.
+    pub vpd83: Vec<u8, MAX_VPD>,
+    /// The one entry of `device/scsi_device/`: `host:channel:target:lun`.
+    pub scsi_address: String<MAX_SCSI_ADDRESS>,
+    /// The SCSI device sits on a USB interface (`device/../../../bInterfaceClass` exists).
+    pub usb: bool,
+    /// `device/../../../../serial`: the USB device's serial number string.
+    pub usb_serial: String<MAX_ID_TEXT>,
+}
+
+fn attr_path(name: &str, leaf: &str) -> Option<String<128>> {
+    let mut path = String::new();
+    for part in [SYS_BLOCK, "/", name, "/", leaf] {
+        path.push_str(part).ok()?;
+    }
+    Some(path)
+}
+
+/// `leaf` of `/sys/block/<name>/` as text without trailing whitespace;
+/// empty when missing, unreadable, not UTF-8 or longer than `N`.
+fn text_attr<S: SysFs + ?Sized, const N: usize>(fs: &S, name: &str, leaf: &str) -> String<N> {
+    let mut out = String::new();
+    let mut buf = [0u8; 256];
+    if let Some(path) = attr_path(name, leaf)
+        && let Ok(text) = crate::sysfs::read_trimmed(fs, &path, &mut buf)
+        && out.push_str(text).is_err()
+    {
+        out.clear();
+    }
+    out
+}
+
+fn bytes_attr<S: SysFs + ?Sized>(fs: &S, name: &str, leaf: &str) -> Vec<u8, MAX_VPD> {
+    let mut buf = [0u8; MAX_VPD];
+    match attr_path(name, leaf).map(|p| fs.read(&p, &mut buf)) {
+        Some(Ok(n)) => Vec::from_slice(buf.get(..n).unwrap_or_default()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Read who the disk `name` (its `/sys/block` entry) is. Never fails: what
+/// cannot be read stays empty.
+pub fn read_ids<S: SysFs + ?Sized>(fs: &S, name: &str) -> DiskIds {
+    let mut wwid: String<MAX_WWID> = text_attr(fs, name, "wwid");
+    if wwid.is_empty() {
+        wwid = text_attr(fs, name, "device/wwid");
+    }
+    let mut scsi_address = String::new();
+    if let Some(dir) = attr_path(name, "device/scsi_device") {
+        let _ = fs.list(&dir, &mut |entry| {
+            scsi_address.clear();
+            if scsi_address.push_str(entry).is_err() {
+                scsi_address.clear();
+            }
+        });
+    }
+    let usb = attr_path(name, "device/../../../bInterfaceClass").is_some_and(|p| fs.exists(&p));
+    DiskIds {
+        serial: text_attr(fs, name, "serial"),
+        wwid,
+        model: text_attr(fs, name, "device/model"),
+        device_serial: text_attr(fs, name, "device/serial"),
+        vendor: text_attr(fs, name, "device/vendor"),
+        vpd80: bytes_attr(fs, name, "device/vpd_pg80"),
+        vpd83: bytes_attr(fs, name, "device/vpd_pg83"),
+        scsi_address,
+        usb,
+        usb_serial: if usb {
+            text_attr(fs, name, "device/../../../../serial")
+        } else {
+            String::new()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fake::FakeSys;
+
+    #[test]
+    fn h2_read_ids_of_the_qemu_devices() {
+        let mut sys = FakeSys::new();
+        crate::fake::qemu_disk_ids(&mut sys);
+        let v = read_ids(&sys, "vda");
+        assert_eq!(v.serial.as_str(), "VIRT0SERIAL1");
+        assert_eq!(v.vendor.as_str(), "0x1af4");
+        assert!(v.wwid.is_empty() && !v.usb);
+        let n = read_ids(&sys, "nvme0n1");
+        assert_eq!(n.model.as_str(), "QEMU NVMe Ctrl");
+        assert_eq!(n.device_serial.as_str(), "NVME0SERIAL1");
+        assert!(n.wwid.starts_with("nvme.1b36-"));
+        let a = read_ids(&sys, "sda");
+        assert_eq!(a.vendor.as_str(), "ATA");
+        assert_eq!(a.wwid.as_str(), "naa.5002538f4130a1b2");
+        assert_eq!(a.vpd80.len(), 24);
+        assert!(!a.usb);
+        let u = read_ids(&sys, "sdb");
+        assert!(u.usb);
+        assert_eq!(u.usb_serial.as_str(), "USB0SERIAL1");
+        assert_eq!(u.scsi_address.as_str(), "12:0:0:0");
+        assert_eq!(u.model.as_str(), "QEMU HARDDISK");
+        assert!(u.wwid.is_empty() && u.vpd83.is_empty());
+    }
 
     fn disk(sys: &mut FakeSys, name: &str, size: u64, removable: u8, ro: u8) {
         sys.file(&format!("/sys/block/{name}/size"), &format!("{size}\n"));

@@ -86,6 +86,75 @@ impl SysFs for FakeSys {
     }
 }
 
+/// `/sys/block` of a QEMU 7.2 q35 machine under the hardware-profile
+/// kernel, as read there (`ze_hal::block` module docs): `vda`
+/// (`virtio-blk-pci,serial=VIRT0SERIAL1`), `nvme0n1`
+/// (`nvme,serial=NVME0SERIAL1`), `sda` (`ide-hd` on `ahci`,
+/// `serial=SATA0SERIAL1,model=Samsung SSD 870 EVO 1TB,wwn=0x5002538f4130a1b2`)
+/// and `sdb` (`usb-storage,serial=USB0SERIAL1,removable=on` on `qemu-xhci`),
+/// each 64 MiB. Paths through `..` are kept as the kernel resolves them
+/// from `device`, literally: this tree does not follow links.
+pub fn qemu_disk_ids(sys: &mut FakeSys) {
+    for (name, removable) in [("vda", 0), ("nvme0n1", 0), ("sda", 0), ("sdb", 1)] {
+        sys.file(&format!("/sys/block/{name}/size"), "131072\n")
+            .file(
+                &format!("/sys/block/{name}/removable"),
+                &format!("{removable}\n"),
+            )
+            .file(&format!("/sys/block/{name}/ro"), "0\n");
+    }
+    sys.file("/sys/block/vda/serial", "VIRT0SERIAL1")
+        .file("/sys/block/vda/device/vendor", "0x1af4\n");
+    sys.file(
+        "/sys/block/nvme0n1/wwid",
+        "nvme.1b36-4e564d453053455249414c31-51454d55204e564d65204374726c-00000001\n",
+    )
+    .file("/sys/block/nvme0n1/nsid", "1\n")
+    .file(
+        "/sys/block/nvme0n1/device/model",
+        &format!("{:<40}\n", "QEMU NVMe Ctrl"),
+    )
+    .file(
+        "/sys/block/nvme0n1/device/serial",
+        &format!("{:<20}\n", "NVME0SERIAL1"),
+    )
+    .file("/sys/block/nvme0n1/device/firmware_rev", "7.2.22  \n")
+    .file("/sys/block/nvme0n1/device/transport", "pcie\n");
+    let serial = format!("{:<20}", "SATA0SERIAL1");
+    let model = format!("{:<40}", "Samsung SSD 870 EVO 1TB");
+    let mut pg80 = vec![0x00, 0x80, 0x00, 0x14];
+    pg80.extend_from_slice(serial.as_bytes());
+    let mut pg83 = vec![0x00, 0x83, 0x00, 0x6c, 0x02, 0x00, 0x00, 0x14];
+    pg83.extend_from_slice(serial.as_bytes());
+    pg83.extend_from_slice(&[0x02, 0x01, 0x00, 0x44]);
+    pg83.extend_from_slice(format!("ATA     {model}{serial}").as_bytes());
+    pg83.extend_from_slice(&[0x01, 0x03, 0x00, 0x08]);
+    pg83.extend_from_slice(&[0x50, 0x02, 0x53, 0x8f, 0x41, 0x30, 0xa1, 0xb2]);
+    sys.file("/sys/block/sda/device/vendor", "ATA     \n")
+        .file(
+            "/sys/block/sda/device/model",
+            &format!("{}\n", &model[..16]),
+        )
+        .file("/sys/block/sda/device/rev", "2.5+\n")
+        .file("/sys/block/sda/device/type", "0\n")
+        .file("/sys/block/sda/device/wwid", "naa.5002538f4130a1b2\n")
+        .bytes("/sys/block/sda/device/vpd_pg80", &pg80)
+        .bytes("/sys/block/sda/device/vpd_pg83", &pg83)
+        .file("/sys/block/sda/device/scsi_device/0:0:0:0/uevent", "");
+    sys.file("/sys/block/sdb/device/vendor", "QEMU    \n")
+        .file("/sys/block/sdb/device/model", "QEMU HARDDISK   \n")
+        .file("/sys/block/sdb/device/rev", "2.5+\n")
+        .file("/sys/block/sdb/device/type", "0\n")
+        .file("/sys/block/sdb/device/scsi_device/12:0:0:0/uevent", "")
+        .file("/sys/block/sdb/device/../../../bInterfaceClass", "08\n")
+        .file("/sys/block/sdb/device/../../../../serial", "USB0SERIAL1\n")
+        .file("/sys/block/sdb/device/../../../../manufacturer", "QEMU\n")
+        .file(
+            "/sys/block/sdb/device/../../../../product",
+            "QEMU USB HARDDRIVE\n",
+        );
+}
+
 /// A monotonic clock that only moves when the test says so.
 #[derive(Debug, Default)]
 pub struct FakeClock {
@@ -292,6 +361,16 @@ pub struct FakeState {
     pub events: Vec<String>,
     /// The power action taken.
     pub power: Option<PowerAction>,
+    /// The filesystem on a device node (`/dev/sdb1` → `exfat`): mounting
+    /// it as another type fails with EINVAL, as the kernel does.
+    pub fstypes: BTreeMap<String, String>,
+    /// efivarfs files written, by path (attributes + data).
+    pub efivars: BTreeMap<String, Vec<u8>>,
+    /// efivarfs files removed, in order.
+    pub efivars_removed: Vec<String>,
+    /// The firmware refuses variable writes (EIO, as some do when their
+    /// NVRAM is full or locked).
+    pub efivar_refuse: bool,
 }
 
 impl core::fmt::Debug for FakeState {
@@ -330,6 +409,10 @@ impl Default for FakeState {
             mounts: Vec::new(),
             events: Vec::new(),
             power: None,
+            fstypes: BTreeMap::new(),
+            efivars: BTreeMap::new(),
+            efivars_removed: Vec::new(),
+            efivar_refuse: false,
         }
     }
 }
@@ -404,7 +487,12 @@ impl FakeOs {
 
     /// Replace a file of `/sys` or `/proc`.
     pub fn sys_file(&mut self, path: &str, content: &str) {
-        self.sys.file(path, content);
+        self.sys_bytes(path, content.as_bytes());
+    }
+
+    /// Replace a file of `/sys` with binary content (an efivarfs variable).
+    pub fn sys_bytes(&mut self, path: &str, content: &[u8]) {
+        self.sys.bytes(path, content);
         self.st().sys = self.sys.clone();
     }
 
@@ -912,6 +1000,52 @@ impl Os for FakeOs {
         }
         st.events.push(format!("mount {device} {target}"));
         st.mounts.push((device.into(), target.into()));
+        Ok(())
+    }
+
+    fn mount_fs(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+    ) -> Result<(), Error> {
+        let mut st = self.st();
+        let is_device = source.starts_with("/dev/");
+        if is_device && !st.nodes.iter().any(|n| n == source) && !st.files.contains_key(source) {
+            return Err(Error::NotFound);
+        }
+        if st.mounts.iter().any(|(_, t)| t == target) {
+            return Err(Error::Os(16));
+        }
+        if is_device && st.fstypes.get(source).is_some_and(|t| t != fstype) {
+            return Err(Error::Os(22));
+        }
+        let ro = if read_only { " ro" } else { "" };
+        st.events
+            .push(format!("mount {fstype} {source} {target}{ro}"));
+        st.mounts.push((source.into(), target.into()));
+        Ok(())
+    }
+
+    fn efivar_write(&mut self, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        let mut st = self.st();
+        if st.efivar_refuse {
+            return Err(Error::Os(5));
+        }
+        st.events.push(format!("efivar-write {path}"));
+        st.efivars.insert(path.into(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn efivar_remove(&mut self, path: &str) -> Result<(), Error> {
+        let mut st = self.st();
+        if st.efivar_refuse {
+            return Err(Error::Os(5));
+        }
+        st.events.push(format!("efivar-remove {path}"));
+        st.efivars.remove(path);
+        st.efivars_removed.push(path.into());
         Ok(())
     }
 

@@ -583,6 +583,22 @@ impl LinuxOs {
     }
 }
 
+/// Clear the immutable flag (`chattr -i`, `FS_IOC_SETFLAGS`) of `path`
+/// if it exists and has it.
+fn clear_immutable(path: &str) -> Result<(), Error> {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    let fd = match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let flags = ioctl_getflags(&fd)?;
+    if flags.contains(IFlags::IMMUTABLE) {
+        ioctl_setflags(&fd, flags.difference(IFlags::IMMUTABLE))?;
+    }
+    Ok(())
+}
+
 fn ignore_exists(r: rustix::io::Result<()>) -> Result<(), Error> {
     match r {
         Ok(()) | Err(Errno::EXIST) => Ok(()),
@@ -830,6 +846,38 @@ impl Os for LinuxOs {
             rustix::mount::MountFlags::empty(),
             None,
         )?)
+    }
+
+    fn mount_fs(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+    ) -> Result<(), Error> {
+        let flags = if read_only {
+            rustix::mount::MountFlags::RDONLY
+        } else {
+            rustix::mount::MountFlags::empty()
+        };
+        Ok(rustix::mount::mount(source, target, fstype, flags, None)?)
+    }
+
+    fn efivar_write(&mut self, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        clear_immutable(path)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o644))?;
+        // efivarfs takes a variable in one write; a short one is an error.
+        let n = rustix::io::write(&fd, bytes)?;
+        if n != bytes.len() {
+            return Err(Error::Os(Errno::IO.raw_os_error()));
+        }
+        Ok(())
+    }
+
+    fn efivar_remove(&mut self, path: &str) -> Result<(), Error> {
+        clear_immutable(path)?;
+        self.remove(path)
     }
 
     fn unmount(&mut self, target: &str) -> Result<(), Error> {
@@ -1139,6 +1187,35 @@ mod tests {
         assert!(back[1 << 20..3 << 20].iter().all(|&b| b == 0));
         assert_eq!(&back[..1 << 20], &data[..1 << 20]);
         assert_eq!(&back[3 << 20..], &data[3 << 20..]);
+    }
+
+    #[test]
+    fn h3_efivar_write_and_remove_clear_the_immutable_flag() {
+        // efivarfs marks variables immutable; a regular file on the temp
+        // directory's filesystem takes the same flag (needs root:
+        // CAP_LINUX_IMMUTABLE).
+        use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+        let path = std::env::temp_dir().join(format!("ze-hal-efivar-{}", std::process::id()));
+        let p = path.to_str().unwrap();
+        std::fs::write(&path, [7, 0, 0, 0, 1]).unwrap();
+        let fd = rustix::fs::open(p, OFlags::RDONLY, Mode::empty()).unwrap();
+        let flags = ioctl_getflags(&fd).unwrap();
+        ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).expect("chattr +i (run as root)");
+        drop(fd);
+        assert!(std::fs::write(&path, [0]).is_err(), "immutable");
+        let mut os = LinuxOs::new();
+        os.efivar_write(p, &[7, 0, 0, 0, 5, 0, 1, 0]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), [7, 0, 0, 0, 5, 0, 1, 0]);
+        let fd = rustix::fs::open(p, OFlags::RDONLY, Mode::empty()).unwrap();
+        let flags = ioctl_getflags(&fd).unwrap();
+        ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).unwrap();
+        drop(fd);
+        os.efivar_remove(p).unwrap();
+        assert!(!path.exists());
+        // A missing variable is fine to remove, and is created by a write.
+        os.efivar_remove(p).unwrap();
+        os.efivar_write(p, &[7, 0, 0, 0]).unwrap();
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

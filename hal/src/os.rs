@@ -246,8 +246,24 @@ pub trait Os {
     fn mkdir(&mut self, path: &str) -> Result<(), Error>;
     /// Mount an ext4 filesystem read-write.
     fn mount_ext4(&mut self, device: &str, target: &str) -> Result<(), Error>;
+    /// Mount `source` (a device, or a pseudo-filesystem's name such as
+    /// `efivarfs`) of type `fstype` on `target`, read-only when asked.
+    fn mount_fs(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        read_only: bool,
+    ) -> Result<(), Error>;
     /// Unmount.
     fn unmount(&mut self, target: &str) -> Result<(), Error>;
+    /// Write the efivarfs file `path` whole, in one `write`: the 4-byte
+    /// attributes, then the variable's data. An existing variable's
+    /// immutable flag (efivarfs sets it on most) is cleared first.
+    fn efivar_write(&mut self, path: &str, bytes: &[u8]) -> Result<(), Error>;
+    /// Delete the efivarfs file `path` (the variable), clearing its
+    /// immutable flag first. A missing one is fine.
+    fn efivar_remove(&mut self, path: &str) -> Result<(), Error>;
     /// Create (or truncate) a file with mode 0600.
     fn file_create(&mut self, path: &str) -> Result<Self::File, Error>;
     /// Rename a file, replacing the target atomically.

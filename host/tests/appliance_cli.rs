@@ -387,7 +387,7 @@ fn a7_iso_check_names_the_missing_initrd_and_how_to_build_it() {
     let err = text(&out.stderr);
     let initrd = home.tmp.path().join("build/initrd/initrd.img.gz");
     for want in [
-        "--target /dev/sda1 names a partition".to_string(),
+        "--target \"/dev/sda1\": names a partition".to_string(),
         "kernel: --kernel /nonexistent/k: no such file".to_string(),
         format!(
             "the installer initrd build/initrd/initrd.img.gz ({}) is missing: build it with `ze appliance initrd`",

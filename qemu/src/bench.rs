@@ -61,7 +61,8 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+/// Run `cmd` (its output shown), failing with its status.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let st = cmd
         .status()
         .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;

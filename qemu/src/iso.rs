@@ -33,7 +33,7 @@
 use crate::{
     server::Server,
     suite,
-    vm::{self, Ended, Session, Vm},
+    vm::{self, Drive, Ended, Session, Vm},
 };
 use anyhow::{Context, bail, ensure};
 use std::{
@@ -60,6 +60,29 @@ pub const DEFAULT_IMAGE_SIZE: &str = "384M";
 pub const DISK_SLACK: u64 = 128 << 20;
 /// Bytes per sector.
 const SECTOR: u64 = 512;
+
+/// Which installer kernel the image and the ISO carry, and the ISO's
+/// `--target`.
+#[derive(Debug, Clone)]
+pub struct Flavour {
+    /// The kernel.
+    pub kernel: PathBuf,
+    /// Its profile (`qemu`, `hardware`), for `ze appliance init`.
+    pub profile: &'static str,
+    /// `ze appliance iso --target`.
+    pub target: Option<String>,
+}
+
+impl Flavour {
+    /// The qemu-profile kernel and no target (the ISO cases).
+    pub fn qemu(kernel: PathBuf) -> Flavour {
+        Flavour {
+            kernel,
+            profile: "qemu",
+            target: None,
+        }
+    }
+}
 
 /// Everything the cases share: the built image and ISO and the knobs.
 #[derive(Debug)]
@@ -114,33 +137,53 @@ fn run_ze(ze: &Path, config: &Path, cwd: &Path, args: &[&str]) -> anyhow::Result
 }
 
 /// Whether `program` is on `PATH`.
-fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
 }
 
-/// Read `/ze/install.json` from the ISO with the installer's own reader.
-pub fn iso_metadata(iso: &Path) -> anyhow::Result<IsoMetadata> {
+/// Read the file `path` (`ze/install.json`, `boot/vmlinuz`) from the ISO
+/// with the installer's own reader.
+pub fn iso_file(iso: &Path, path: &str) -> anyhow::Result<Vec<u8>> {
     use ze_installer::iso9660::{SliceSectors, Volume};
     let bytes = fs::read(iso)?;
     let mut src = SliceSectors(&bytes);
     let volume = Volume::open(&mut src).map_err(|e| anyhow::anyhow!("{}: {e:?}", iso.display()))?;
     let entry = volume
-        .lookup(&mut src, ze::appliance::iso::METADATA_PATH)
-        .map_err(|e| anyhow::anyhow!("{}: /ze/install.json: {e:?}", iso.display()))?;
+        .lookup(&mut src, path.trim_start_matches('/'))
+        .map_err(|e| anyhow::anyhow!("{}: /{path}: {e:?}", iso.display()))?;
     let mut buf = vec![0u8; entry.size() as usize];
     volume
         .read(&mut src, &entry, &mut buf)
         .map_err(|e| anyhow::anyhow!("{}: {e:?}", iso.display()))?;
-    Ok(serde_json::from_slice(&buf)?)
+    Ok(buf)
+}
+
+/// Read `/ze/install.json` from the ISO with the installer's own reader.
+pub fn iso_metadata(iso: &Path) -> anyhow::Result<IsoMetadata> {
+    Ok(serde_json::from_slice(&iso_file(
+        iso,
+        ze::appliance::iso::METADATA_PATH,
+    )?)?)
 }
 
 impl Ctx {
     /// Check the tools, build the image and the ISO in `work`.
     pub fn prepare(initrd: Option<PathBuf>, work: PathBuf, echo: bool) -> anyhow::Result<Ctx> {
+        let kernel = suite::kernel(&suite::root()?)?;
+        Ctx::prepare_with(initrd, work, echo, &Flavour::qemu(kernel))
+    }
+
+    /// [`Ctx::prepare`] with `flavour`'s kernel, profile and `--target`.
+    pub fn prepare_with(
+        initrd: Option<PathBuf>,
+        work: PathBuf,
+        echo: bool,
+        flavour: &Flavour,
+    ) -> anyhow::Result<Ctx> {
         let root = suite::root()?;
-        let kernel = suite::kernel(&root)?;
+        let kernel = flavour.kernel.clone();
         let initrd = initrd.unwrap_or_else(|| root.join("build/initrd/initrd.img.gz"));
         ensure!(
             initrd.is_file(),
@@ -196,6 +239,8 @@ impl Ctx {
                 &ssh.0,
                 "--ssh-password",
                 &ssh.1,
+                "--kernel-profile",
+                flavour.profile,
                 APPLIANCE,
             ],
         )?;
@@ -233,28 +278,29 @@ impl Ctx {
         );
         let iso = work.join("install.iso");
         let t = Instant::now();
-        run_ze(
-            &ze,
-            &config,
-            &work,
-            &[
-                "appliance",
-                "iso",
-                "--kernel",
-                k,
-                "--initrd",
-                initrd.to_str().context("initrd path")?,
-                "--image",
-                image.to_str().context("image path")?,
-                "--output",
-                iso.to_str().context("work path")?,
-                APPLIANCE,
-            ],
-        )?;
+        let mut args = vec![
+            "appliance",
+            "iso",
+            "--kernel",
+            k,
+            "--initrd",
+            initrd.to_str().context("initrd path")?,
+            "--image",
+            image.to_str().context("image path")?,
+            "--output",
+            iso.to_str().context("work path")?,
+        ];
+        if let Some(t) = &flavour.target {
+            args.extend(["--target", t]);
+        }
+        args.push(APPLIANCE);
+        run_ze(&ze, &config, &work, &args)?;
         let meta = iso_metadata(&iso)?;
         ensure!(
-            meta.target.is_none(),
-            "the test ISO must be built without --target"
+            meta.target == flavour.target,
+            "the test ISO's target is {:?}, not {:?}",
+            meta.target,
+            flavour.target
         );
         eprintln!(
             "ze-qemu: ISO {} ({} bytes, media id {}) in {:.1} s",
@@ -293,70 +339,104 @@ impl Ctx {
 }
 
 /// A free TCP port on 127.0.0.1 (for a QEMU host forward).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A blank (sparse) disk image of `size` bytes.
-fn blank(dir: &Path, name: &str, size: u64) -> anyhow::Result<PathBuf> {
+pub fn blank(dir: &Path, name: &str, size: u64) -> anyhow::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let p = dir.join(name);
     File::create(&p)?.set_len(size)?;
     Ok(p)
 }
 
-/// A machine booting by UEFI (OVMF): the ISO as a CD if given, `disks` as
-/// virtio disks (vda, vdb, ...), and no NIC unless `ssh_port` asks for one
-/// forwarding that host port to the guest's port 22.
-fn ovmf(
-    ctx: &Ctx,
-    dir: &Path,
-    name: &str,
-    cdrom: Option<&Path>,
-    disks: &[PathBuf],
-    ssh_port: Option<u16>,
-) -> anyhow::Result<Command> {
+/// A machine booting by UEFI (OVMF): what is attached to it.
+#[derive(Debug, Default)]
+pub struct Machine<'a> {
+    /// The ISO as a CD (`sr0`).
+    pub cdrom: Option<&'a Path>,
+    /// The disks.
+    pub drives: Vec<Drive>,
+    /// A NIC (`ctx.nic`, or `nic`) forwarding this host port to the
+    /// guest's port 22; none without.
+    pub ssh_port: Option<u16>,
+    /// The NIC model, when not `ctx.nic`.
+    pub nic: Option<&'a str>,
+    /// The UEFI variables to use and keep (copied from the template when
+    /// the file does not exist); a fresh copy per machine without.
+    pub vars: Option<PathBuf>,
+    /// A VGA display (`-vga std`, the EFI framebuffer) instead of none.
+    pub vga: bool,
+    /// A QEMU monitor on this unix socket.
+    pub monitor: Option<PathBuf>,
+}
+
+impl Machine<'_> {
+    /// Virtio disks only.
+    pub fn virtio(disks: &[PathBuf]) -> Self {
+        Machine {
+            drives: disks.iter().map(Drive::virtio).collect(),
+            ..Machine::default()
+        }
+    }
+}
+
+/// The QEMU command line of `m`, its NVRAM in `dir` (`<name>.vars.fd`
+/// unless `m.vars` names one).
+pub fn ovmf(ctx: &Ctx, dir: &Path, name: &str, m: &Machine<'_>) -> anyhow::Result<Command> {
     fs::create_dir_all(dir)?;
-    let vars = dir.join(format!("{name}.vars.fd"));
-    fs::copy(OVMF_VARS, &vars).with_context(|| format!("copy {OVMF_VARS}"))?;
+    let vars = match &m.vars {
+        Some(v) => v.clone(),
+        None => dir.join(format!("{name}.vars.fd")),
+    };
+    if m.vars.is_none() || !vars.is_file() {
+        fs::copy(OVMF_VARS, &vars).with_context(|| format!("copy {OVMF_VARS}"))?;
+    }
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-smp", "1", "-m", "512"])
-        .args(["-display", "none", "-no-reboot", "-serial", "stdio"])
+    c.args(["-accel", "tcg", "-smp", "1", "-m", "512"]);
+    if m.vga {
+        c.args(["-display", "none", "-vga", "std"]);
+    } else {
+        c.args(["-display", "none"]);
+    }
+    c.args(["-no-reboot", "-serial", "stdio"])
         // A hardware random source, as real machines have (RDRAND, a
         // TPM): the appliance makes its SSH host key at first boot.
-        .args(["-device", "virtio-rng-pci"])
-        .args(["-monitor", "none", "-drive"])
+        .args(["-device", "virtio-rng-pci"]);
+    match &m.monitor {
+        Some(p) => c
+            .arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", p.display())),
+        None => c.args(["-monitor", "none"]),
+    };
+    c.arg("-drive")
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", vars.display()));
-    if let Some(iso) = cdrom {
+    if let Some(iso) = m.cdrom {
         c.arg("-drive").arg(format!(
             "file={},format=raw,media=cdrom,readonly=on",
             iso.display()
         ));
     }
-    for (i, d) in disks.iter().enumerate() {
-        c.arg("-drive")
-            .arg(format!("file={},format=raw,if=none,id=d{i}", d.display()))
-            .arg("-device")
-            .arg(format!("virtio-blk-pci,drive=d{i}"));
-    }
-    match ssh_port {
+    vm::attach(&mut c, &m.drives);
+    match m.ssh_port {
         Some(port) => c
             .arg("-netdev")
             .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"))
             .arg("-device")
-            .arg(format!("{},netdev=n0", ctx.nic)),
+            .arg(format!("{},netdev=n0", m.nic.unwrap_or(&ctx.nic))),
         None => c.args(["-nic", "none"]),
     };
     Ok(c)
 }
 
-fn save(dir: &Path, name: &str, e: &Ended) {
+pub fn save(dir: &Path, name: &str, e: &Ended) {
     let _ = fs::write(dir.join(format!("{name}.serial.log")), &e.serial);
 }
 
-fn ended_powered_off(e: &Ended) -> anyhow::Result<()> {
+pub fn ended_powered_off(e: &Ended) -> anyhow::Result<()> {
     match e.status {
         Some(s) if s.success() => {}
         Some(s) => bail!("QEMU exited with {s}: {}", e.errors.trim()),
@@ -376,7 +456,7 @@ fn ended_powered_off(e: &Ended) -> anyhow::Result<()> {
 
 /// Compare `len` bytes of two files from `offset`, 1 MiB at a time; the
 /// first differing byte, if any.
-fn first_difference(a: &Path, b: &Path, len: u64) -> anyhow::Result<Option<u64>> {
+pub fn first_difference(a: &Path, b: &Path, len: u64) -> anyhow::Result<Option<u64>> {
     let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut at = 0u64;
@@ -393,7 +473,7 @@ fn first_difference(a: &Path, b: &Path, len: u64) -> anyhow::Result<Option<u64>>
 }
 
 /// Whether `len` bytes of `path` from `offset` are all zero.
-fn all_zero(path: &Path, offset: u64, len: u64) -> anyhow::Result<bool> {
+pub fn all_zero(path: &Path, offset: u64, len: u64) -> anyhow::Result<bool> {
     use std::io::{Seek, SeekFrom};
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
@@ -443,7 +523,7 @@ fn debugfs_cat_partition_of(
 /// length (the rest of the disk untouched), the same GPT (both headers,
 /// read and checked with `ze::appliance::gpt` over the image's sectors),
 /// and partition 4's `/ze/database.zefs` is the one the image carries.
-fn disk_is_the_image(ctx: &Ctx, disk: &Path, dir: &Path) -> anyhow::Result<String> {
+pub fn disk_is_the_image(ctx: &Ctx, disk: &Path, dir: &Path) -> anyhow::Result<String> {
     let len = fs::metadata(&ctx.image)?.len();
     let sectors = len / SECTOR;
     let want =
@@ -512,16 +592,26 @@ pub struct FirstBoot {
 /// Boot `disk` and wait for ze's version lines: `ze <version> (built ...)`,
 /// `image: <image> (built <ts>)`, `appliance: <name>`, then ready.
 pub fn first_boot(ctx: &Ctx, dir: &Path, disk: &Path) -> anyhow::Result<FirstBoot> {
-    let ssh_port = free_port()?;
-    let cmd = ovmf(
+    first_boot_on(
         ctx,
         dir,
-        "first-boot",
-        None,
-        &[disk.to_path_buf()],
-        Some(ssh_port),
-    )?;
-    let mut s = vm::spawn(cmd, ctx.echo, None)?;
+        Machine::virtio(&[disk.to_path_buf()]),
+        "/dev/vda4",
+    )
+}
+
+/// [`first_boot`] of the machine `m` (its SSH port is set here), whose
+/// `/perm` is `perm` (`/dev/nvme0n1p4`).
+pub fn first_boot_on(
+    ctx: &Ctx,
+    dir: &Path,
+    mut m: Machine<'_>,
+    perm: &str,
+) -> anyhow::Result<FirstBoot> {
+    let ssh_port = free_port()?;
+    m.ssh_port = Some(ssh_port);
+    let cmd = ovmf(ctx, dir, "first-boot", &m)?;
+    let mut s = vm::spawn(cmd, ctx.echo, m.monitor.clone())?;
     let t = ctx.boot_timeout;
     let image_line = match &ctx.built {
         Some(b) => format!("image: {} (built {b})", ctx.meta.image),
@@ -529,7 +619,7 @@ pub fn first_boot(ctx: &Ctx, dir: &Path, disk: &Path) -> anyhow::Result<FirstBoo
     };
     let steps = [
         "ze: init: ".to_string(),
-        "ze: init: mounted /dev/vda4 (PARTNAME=perm) on /perm".into(),
+        format!("ze: init: mounted {perm} (PARTNAME=perm) on /perm"),
         format!("ze {} (built ", ctx.meta.ze_version),
         image_line,
         format!("appliance: {}", ctx.appliance),
@@ -607,11 +697,18 @@ pub fn login_on_first_boot(
     }
 }
 
-/// T2: the HTTP install of the appliance image (as `ze install remote`
+/// The HTTP install of the appliance image (as `ze install remote`
 /// serves it: the image, and a `database.zefs` built from the SSH
-/// credentials), then the first boot of the written disk (bootstrap mode:
-/// that database has no config) and an SSH login as the provisioned user.
-fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
+/// credentials) onto `drives` with a `nic`, booting the installer kernel
+/// directly; checks that `drives[target]`, the kernel's `disk` (`vda`,
+/// `nvme0n1`), got the image and the served database.
+pub fn http_install(
+    ctx: &Ctx,
+    dir: &Path,
+    drives: Vec<Drive>,
+    nic: &str,
+    (target, disk): (usize, &str),
+) -> anyhow::Result<Ended> {
     fs::create_dir_all(dir)?;
     let hash = ze::credentials::hash_password(&ctx.ssh.1)?;
     let zefs = ze::zefs::new_database_with_hash(&ctx.ssh.0, &hash, ze::timefmt::now())?.to_bytes();
@@ -621,7 +718,7 @@ fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Re
         fs::read(&ctx.image)?,
     );
     srv.put(suite::ZEFS_PATH, zefs.clone());
-    let disk = blank(dir, "disk0.img", ctx.disk_size)?;
+    let target = drives.get(target).context("no such drive")?.path.clone();
     let vm = Vm {
         arch: "amd64".into(),
         kernel: ctx.kernel.clone(),
@@ -632,8 +729,8 @@ fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Re
             ctx.meta.image,
             ctx.meta.sha256
         ),
-        disks: vec![disk.clone()],
-        nic: ctx.nic.clone(),
+        disks: drives,
+        nic: nic.into(),
         tap: None,
         monitor: None,
         echo: ctx.echo,
@@ -641,6 +738,7 @@ fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Re
     };
     let e = vm.start()?.wait(ctx.boot_timeout);
     save(dir, "install", &e);
+    let perm = ze_installer::disk::partition_path(disk, 4);
     suite::in_order(
         &e.serial,
         &[
@@ -650,12 +748,12 @@ fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Re
                 ctx.meta.image,
                 srv.port()
             ),
-            "[ze-install] target disk /dev/vda",
+            &format!("[ze-install] target disk /dev/{disk}"),
             &format!(
                 "[ze-install] image written: {} bytes, sha256 {}",
                 ctx.meta.image_size, ctx.meta.sha256
             ),
-            "[ze-install] mounted /dev/vda4 (ext4) at /perm",
+            &format!("[ze-install] mounted {perm} (ext4) at /perm"),
             &format!(
                 "[ze-install] wrote /perm/ze/database.zefs ({} bytes)",
                 zefs.len()
@@ -670,7 +768,7 @@ fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Re
     );
     let served = debugfs_cat_partition_of(
         &ctx.image,
-        &disk,
+        &target,
         &dir.join("disk-p4.img"),
         "/ze/database.zefs",
     )?;
@@ -678,6 +776,16 @@ fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Re
         served == zefs,
         "/perm/ze/database.zefs on the disk is not the one served"
     );
+    Ok(e)
+}
+
+/// T2: the HTTP install of the appliance image (as `ze install remote`
+/// serves it: the image, and a `database.zefs` built from the SSH
+/// credentials), then the first boot of the written disk (bootstrap mode:
+/// that database has no config) and an SSH login as the provisioned user.
+fn t2_http_install_first_boot_and_ssh_login(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
+    let disk = blank(dir, "disk0.img", ctx.disk_size)?;
+    let e = http_install(ctx, dir, vec![Drive::virtio(&disk)], &ctx.nic, (0, "vda"))?;
     let installed = e.elapsed.as_secs_f64();
 
     let boot = first_boot(ctx, dir, &disk)?;
@@ -717,14 +825,11 @@ fn has_progress_line(serial: &str) -> bool {
 /// disk.
 fn o1_o3_o4_o5_cd_install_then_first_boot(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
     let disk = blank(dir, "disk0.img", ctx.disk_size)?;
-    let cmd = ovmf(
-        ctx,
-        dir,
-        "install",
-        Some(&ctx.iso),
-        std::slice::from_ref(&disk),
-        None,
-    )?;
+    let m = Machine {
+        cdrom: Some(&ctx.iso),
+        ..Machine::virtio(std::slice::from_ref(&disk))
+    };
+    let cmd = ovmf(ctx, dir, "install", &m)?;
     let e = vm::spawn(cmd, ctx.echo, None)?.wait(ctx.boot_timeout);
     save(dir, "install", &e);
     ended_powered_off(&e)?;
@@ -799,7 +904,11 @@ fn o2_two_disks_without_target_refused(ctx: &Ctx, dir: &Path) -> anyhow::Result<
         blank(dir, "disk0.img", ctx.disk_size)?,
         blank(dir, "disk1.img", ctx.disk_size)?,
     ];
-    let cmd = ovmf(ctx, dir, "install", Some(&ctx.iso), &disks, None)?;
+    let m = Machine {
+        cdrom: Some(&ctx.iso),
+        ..Machine::virtio(&disks)
+    };
+    let cmd = ovmf(ctx, dir, "install", &m)?;
     let mut s = vm::spawn(cmd, ctx.echo, None)?;
     let t = Duration::from_secs(30);
     let step = |s: &mut Session, pattern: &str, at: usize, t: Duration| {
@@ -856,7 +965,7 @@ fn o2_o3_dd_written_media_is_excluded(ctx: &Ctx, dir: &Path) -> anyhow::Result<S
     let stick = dir.join("usb-stick.img");
     fs::copy(&ctx.iso, &stick)?;
     let disks = [stick.clone(), blank(dir, "disk1.img", ctx.disk_size)?];
-    let cmd = ovmf(ctx, dir, "install", None, &disks, None)?;
+    let cmd = ovmf(ctx, dir, "install", &Machine::virtio(&disks))?;
     let e = vm::spawn(cmd, ctx.echo, None)?.wait(ctx.boot_timeout);
     save(dir, "install", &e);
     ended_powered_off(&e)?;
@@ -1043,7 +1152,11 @@ pub fn bench(ctx: &Ctx, runs: usize, iso_only: bool) -> anyhow::Result<()> {
         let dir = ctx.work.join(format!("bench-{i}"));
         fs::create_dir_all(&dir)?;
         let disk = blank(&dir, "iso-disk.img", ctx.disk_size)?;
-        let cmd = ovmf(ctx, &dir, "iso", Some(&ctx.iso), &[disk], None)?;
+        let m = Machine {
+            cdrom: Some(&ctx.iso),
+            ..Machine::virtio(&[disk])
+        };
+        let cmd = ovmf(ctx, &dir, "iso", &m)?;
         let t = times(vm::spawn(cmd, false, None)?, ctx.boot_timeout, &dir, "iso")?;
         eprintln!(
             "iso-bench run {i}: ISO installer {:.1} s (image write {:.1} s, machine {:.1} s)",
@@ -1066,7 +1179,7 @@ pub fn bench(ctx: &Ctx, runs: usize, iso_only: bool) -> anyhow::Result<()> {
                 ctx.meta.sha256,
                 ctx.meta.image_size
             ),
-            disks: vec![disk],
+            disks: vec![Drive::virtio(disk)],
             nic: ctx.nic.clone(),
             tap: None,
             monitor: None,

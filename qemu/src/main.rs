@@ -3,6 +3,9 @@
 //! - `ze-qemu test`: every QEMU case of `make ze-install-qemu-test`;
 //! - `ze-qemu iso-test`: the ISO install cases of
 //!   `make ze-install-iso-qemu-test` (`iso.rs`);
+//! - `ze-qemu hw-test`: the hardware-kernel cases of
+//!   `make ze-install-hw-qemu-test` (`hardware.rs`): USB stick, NVMe,
+//!   AHCI, e1000e, the EFI framebuffer, the UEFI boot entry;
 //! - `ze-qemu iso-bench`: the ISO install against the HTTP install of the
 //!   same appliance image;
 //! - `ze-qemu map-bench`: the block-map install against the whole stream,
@@ -13,6 +16,7 @@
 
 mod bench;
 mod demo;
+mod hardware;
 mod image;
 mod iso;
 mod login;
@@ -20,8 +24,10 @@ mod map;
 mod mapbench;
 mod network;
 mod provision;
+mod screen;
 mod server;
 mod suite;
+mod ventoy;
 mod vm;
 
 use argh::FromArgs;
@@ -43,6 +49,7 @@ enum Cmd {
     Demo(Demo),
     Bench(Bench),
     IsoTest(IsoTest),
+    HwTest(HwTest),
     IsoBench(IsoBench),
     MapBench(MapBench),
     ApplianceTest(ApplianceTest),
@@ -64,6 +71,27 @@ struct ApplianceTest {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "iso-test")]
 struct IsoTest {
+    /// the initrd the ISO carries (default: build/initrd/initrd.img.gz)
+    #[argh(option)]
+    initrd: Option<PathBuf>,
+    /// run only the cases whose names contain this (repeatable)
+    #[argh(option)]
+    only: Vec<String>,
+    /// machines at once (default: ZE_INSTALL_JOBS or 2)
+    #[argh(option)]
+    jobs: Option<usize>,
+    /// print the serial consoles live
+    #[argh(switch)]
+    verbose: bool,
+    /// list the cases and exit
+    #[argh(switch)]
+    list: bool,
+}
+
+/// the hardware-kernel cases: an image and ISO with the hardware kernel, installed from a USB stick onto NVMe by its by-id name and booted with the same NVRAM, HTTP installs over e1000e onto NVMe and AHCI (ZE_INSTALL_* knobs apply)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "hw-test")]
+struct HwTest {
     /// the initrd the ISO carries (default: build/initrd/initrd.img.gz)
     #[argh(option)]
     initrd: Option<PathBuf>,
@@ -246,6 +274,25 @@ fn iso_test(t: IsoTest) -> anyhow::Result<bool> {
     run_appliance_cases(
         "ze-install-iso-qemu-test",
         iso::CASES,
+        None,
+        t.initrd,
+        &t.only,
+        t.jobs,
+        t.verbose,
+    )
+}
+
+fn hw_test(t: HwTest) -> anyhow::Result<bool> {
+    if t.list {
+        for c in hardware::CASES {
+            println!("{}", c.name);
+        }
+        return Ok(true);
+    }
+    run_appliance_cases(
+        "ze-install-hw-qemu-test",
+        hardware::CASES,
+        Some(hardware::flavour()?),
         t.initrd,
         &t.only,
         t.jobs,
@@ -257,6 +304,7 @@ fn appliance_test(t: ApplianceTest) -> anyhow::Result<bool> {
     run_appliance_cases(
         "ze-install-qemu-test (appliance)",
         iso::HTTP_CASES,
+        None,
         t.initrd,
         &[],
         Some(1),
@@ -264,10 +312,12 @@ fn appliance_test(t: ApplianceTest) -> anyhow::Result<bool> {
     )
 }
 
-/// Build the appliance image and its ISO once, then run `cases`.
+/// Build the appliance image and its ISO once (with `flavour`'s kernel
+/// and target, default the qemu kernel and none), then run `cases`.
 fn run_appliance_cases(
     label: &str,
     cases: &[iso::Case],
+    flavour: Option<iso::Flavour>,
     initrd: Option<PathBuf>,
     only: &[String],
     jobs: Option<usize>,
@@ -281,7 +331,10 @@ fn run_appliance_cases(
     );
     kvm_note();
     let started = std::time::Instant::now();
-    let ctx = iso::Ctx::prepare(initrd, work.clone(), verbose);
+    let ctx = match flavour {
+        Some(f) => iso::Ctx::prepare_with(initrd, work.clone(), verbose, &f),
+        None => iso::Ctx::prepare(initrd, work.clone(), verbose),
+    };
     let failed = match &ctx {
         Ok(ctx) => {
             let jobs = jobs
@@ -366,6 +419,7 @@ fn main() -> ExitCode {
         Cmd::Serve(s) => serve(s),
         Cmd::Demo(d) => demo::run(d.initrd),
         Cmd::IsoTest(t) => iso_test(t),
+        Cmd::HwTest(t) => hw_test(t),
         Cmd::IsoBench(b) => iso_bench(b),
         Cmd::MapBench(b) => map_bench(b),
         Cmd::ApplianceTest(t) => appliance_test(t),

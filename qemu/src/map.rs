@@ -67,7 +67,7 @@ fn map_machine(
         0,
         &format!("ip=dhcp ze.bmap-sha256={}", suite::sha_hex(&map)),
     )?;
-    vm.disks = vec![random_disk(dir, seed)?];
+    vm.disks = vec![crate::vm::Drive::virtio(random_disk(dir, seed)?)];
     Ok((srv, vm, map))
 }
 
@@ -121,11 +121,11 @@ fn w3_w4_w5_bmaptool_map_install_onto_a_random_disk(
     let sent: u64 = gets.iter().map(|g| g.sent).sum();
     ensure!(sent == bytes, "{sent} image bytes sent, {bytes} mapped");
     // The disk held random bytes; now it is the image.
-    suite::disk_holds_image(&vm.disks[0], &ctx.image)?;
-    suite::disk_holds_zefs(&vm.disks[0], &ctx.zefs, dir)?;
+    suite::disk_holds_image(&vm.disks[0].path, &ctx.image)?;
+    suite::disk_holds_zefs(&vm.disks[0].path, &ctx.zefs, dir)?;
     let note = format!(
         "compared: {} equals the {}-byte image outside partition 4, partition 4 is a clean ext4 with the database served; {sent} image bytes sent for {ranges} ranges of bmaptool's map ({:.1}% of the image)",
-        vm.disks[0].display(),
+        vm.disks[0].path.display(),
         ctx.image.len(),
         sent as f64 * 100.0 / ctx.image.len() as f64
     );
@@ -168,7 +168,7 @@ fn kill_at(ctx: &Ctx, dir: &Path, point: &str, may_be_complete: bool) -> anyhow:
     let e = s.wait(Duration::ZERO);
     suite::save(dir, &e);
     at.with_context(|| format!("the console never showed {point:?}"))?;
-    let got = state(ctx, &vm.disks[0], dir)?;
+    let got = state(ctx, &vm.disks[0].path, dir)?;
     if got == State::Complete && !may_be_complete {
         bail!("killed at {point:?} but the disk is already complete");
     }

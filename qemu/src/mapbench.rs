@@ -131,7 +131,7 @@ fn install_once(
             "console=ttyS0 ip=dhcp panic=-1 ze.server=10.0.2.2 ze.port={} ze.image={} ze.sha256={}{map}",
             srv.port, ctx.meta.image, ctx.meta.sha256
         ),
-        disks: vec![disk],
+        disks: vec![crate::vm::Drive::virtio(disk)],
         nic: ctx.nic.clone(),
         tap: None,
         monitor: None,

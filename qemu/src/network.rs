@@ -110,7 +110,7 @@ fn n3_switch_port_forwards_only_after_40_s(ctx: &Ctx, dir: &Path) -> anyhow::Res
             "[ze-install] install complete; rebooting",
         ],
     )?;
-    suite::disk_holds_image(&machine.disks[0], &ctx.image)?;
+    suite::disk_holds_image(&machine.disks[0].path, &ctx.image)?;
     Ok(format!(
         "installer up {:.1} s after power-on; the port forwarded at {:.1} s; lease at {:.1} s; install complete at {:.1} s",
         t_init.as_secs_f64(),

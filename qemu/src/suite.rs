@@ -226,7 +226,7 @@ impl Ctx {
             let p = dir.join(format!("disk{i}.img"));
             let f = File::create(&p)?;
             f.set_len(DISK_SIZE)?;
-            paths.push(p);
+            paths.push(crate::vm::Drive::virtio(p));
         }
         let con = self.console();
         // The console set boot.ipxe gives x86: the VGA console first, the
@@ -422,8 +422,8 @@ fn t2_i7_install_over_kernel_route(ctx: &Ctx, dir: &Path) -> anyhow::Result<Stri
         e.serial.contains(&digest),
         "the console does not show the image digest {digest}"
     );
-    disk_holds_image(&vm.disks[0], &ctx.image)?;
-    disk_holds_zefs(&vm.disks[0], &ctx.zefs, dir)?;
+    disk_holds_image(&vm.disks[0].path, &ctx.image)?;
+    disk_holds_zefs(&vm.disks[0].path, &ctx.zefs, dir)?;
     Ok(format!("installed in {:.1} s", e.elapsed.as_secs_f64()))
 }
 
@@ -445,8 +445,8 @@ fn i8_install_over_own_dhcp(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
             "[ze-install] install complete; rebooting",
         ],
     )?;
-    disk_holds_image(&vm.disks[0], &ctx.image)?;
-    disk_holds_zefs(&vm.disks[0], &ctx.zefs, dir)?;
+    disk_holds_image(&vm.disks[0].path, &ctx.image)?;
+    disk_holds_zefs(&vm.disks[0].path, &ctx.zefs, dir)?;
     Ok(format!("installed in {:.1} s", e.elapsed.as_secs_f64()))
 }
 
@@ -501,7 +501,7 @@ fn i12_i14_image_404_reboots_after_30s(ctx: &Ctx, dir: &Path) -> anyhow::Result<
         "nothing after the FATAL line"
     );
     ensure!(
-        all_zero(&vm.disks[0], 0, HEAD)?,
+        all_zero(&vm.disks[0].path, 0, HEAD)?,
         "first MiB not zero after a failed install"
     );
     Ok(format!(
@@ -544,8 +544,8 @@ fn i18_server_killed_mid_download_resumes(ctx: &Ctx, dir: &Path) -> anyhow::Resu
         from > 0 && from <= cut,
         "resumed at {from}, the cut was at {cut}"
     );
-    disk_holds_image(&vm.disks[0], &ctx.image)?;
-    disk_holds_zefs(&vm.disks[0], &ctx.zefs, dir)?;
+    disk_holds_image(&vm.disks[0].path, &ctx.image)?;
+    disk_holds_zefs(&vm.disks[0].path, &ctx.zefs, dir)?;
     Ok(format!("cut at {cut}, resumed with Range: bytes={from}-"))
 }
 
@@ -567,7 +567,7 @@ fn i10_stalled_download_resumes(ctx: &Ctx, dir: &Path) -> anyhow::Result<String>
             "[ze-install] install complete; rebooting",
         ],
     )?;
-    disk_holds_image(&vm.disks[0], &ctx.image)?;
+    disk_holds_image(&vm.disks[0].path, &ctx.image)?;
     Ok("stalled, resumed after the 10 s stall timeout".into())
 }
 
@@ -607,10 +607,10 @@ fn i17_wrong_sha256_leaves_disk_unbootable(ctx: &Ctx, dir: &Path) -> anyhow::Res
         ],
     )?;
     ensure!(
-        all_zero(&vm.disks[0], 0, HEAD)?,
+        all_zero(&vm.disks[0].path, 0, HEAD)?,
         "first MiB is not zero: the disk could boot"
     );
-    let rest = read_at(&vm.disks[0], HEAD as u64, ctx.image.len() - HEAD)?;
+    let rest = read_at(&vm.disks[0].path, HEAD as u64, ctx.image.len() - HEAD)?;
     ensure!(
         rest == ctx.image[HEAD..],
         "the image after the first MiB is not on the disk"
@@ -655,10 +655,10 @@ fn i4_two_disks_target_wins(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
             "[ze-install] install complete; rebooting",
         ],
     )?;
-    disk_holds_image(&vm.disks[1], &ctx.image)?;
-    disk_holds_zefs(&vm.disks[1], &ctx.zefs, dir)?;
+    disk_holds_image(&vm.disks[1].path, &ctx.image)?;
+    disk_holds_zefs(&vm.disks[1].path, &ctx.zefs, dir)?;
     ensure!(
-        all_zero(&vm.disks[0], 0, ctx.image.len())?,
+        all_zero(&vm.disks[0].path, 0, ctx.image.len())?,
         "/dev/vda was written although ze.target=/dev/vdb"
     );
     Ok("vdb written, vda untouched".into())

@@ -2,7 +2,7 @@
 //! user-mode network, capture the serial console, type on it, and wait for
 //! the machine to reboot or power off (`-no-reboot` makes QEMU exit).
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use std::{
     io::{Read, Write},
     path::PathBuf,
@@ -23,8 +23,8 @@ pub struct Vm {
     pub initrd: PathBuf,
     /// The kernel command line.
     pub append: String,
-    /// Raw disk images, attached as virtio-blk in order (vda, vdb, ...).
-    pub disks: Vec<PathBuf>,
+    /// Raw disk images and their controllers, in order.
+    pub disks: Vec<Drive>,
     /// The NIC model (`virtio-net-pci`, `e1000`).
     pub nic: String,
     /// The NIC's tap device (with QEMU run inside its namespace), instead
@@ -36,6 +36,85 @@ pub struct Vm {
     pub echo: bool,
     /// Memory in MiB.
     pub memory_mib: u32,
+}
+
+/// How a disk is attached to a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk-pci (`vda`, `vdb`, …).
+    Virtio,
+    /// An NVMe controller of its own (`nvme0n1`, …).
+    Nvme,
+    /// A port of the machine's one AHCI controller (`ide-hd`: `sda`, …).
+    Sata,
+    /// A removable USB mass-storage device (`usb-storage`) on the
+    /// machine's one xHCI controller (`qemu-xhci`).
+    Usb,
+}
+
+/// A raw disk image and how it is attached.
+#[derive(Debug, Clone)]
+pub struct Drive {
+    /// The image.
+    pub path: PathBuf,
+    /// The controller.
+    pub bus: Bus,
+    /// The serial number the device reports, if any.
+    pub serial: Option<String>,
+}
+
+impl Drive {
+    /// A virtio disk without a serial.
+    pub fn virtio(path: impl Into<PathBuf>) -> Drive {
+        Drive {
+            path: path.into(),
+            bus: Bus::Virtio,
+            serial: None,
+        }
+    }
+
+    /// A disk on `bus` reporting `serial`.
+    pub fn new(path: impl Into<PathBuf>, bus: Bus, serial: &str) -> Drive {
+        Drive {
+            path: path.into(),
+            bus,
+            serial: Some(serial.into()),
+        }
+    }
+}
+
+/// Add `drives` to `c` (`-drive` and `-device` each, ids `d0`, `d1`, …),
+/// with the one AHCI and the one xHCI controller they need.
+pub fn attach(c: &mut Command, drives: &[Drive]) {
+    if drives.iter().any(|d| d.bus == Bus::Sata) {
+        c.args(["-device", "ahci,id=ahci0"]);
+    }
+    if drives.iter().any(|d| d.bus == Bus::Usb) {
+        c.args(["-device", "qemu-xhci,id=xhci0"]);
+    }
+    let mut port = 0;
+    for (i, d) in drives.iter().enumerate() {
+        c.arg("-drive").arg(format!(
+            "file={},format=raw,if=none,id=d{i}",
+            d.path.display()
+        ));
+        let mut dev = match d.bus {
+            Bus::Virtio => format!("virtio-blk-pci,drive=d{i}"),
+            Bus::Nvme => format!("nvme,drive=d{i}"),
+            Bus::Sata => {
+                port += 1;
+                format!("ide-hd,bus=ahci0.{},drive=d{i}", port - 1)
+            }
+            Bus::Usb => format!("usb-storage,bus=xhci0.0,drive=d{i},removable=on"),
+        };
+        match (&d.serial, d.bus) {
+            (Some(s), _) => dev.push_str(&format!(",serial={s}")),
+            // NVMe needs a serial; give the one QEMU's docs use.
+            (None, Bus::Nvme) => dev.push_str(&format!(",serial=ze{i}")),
+            (None, _) => {}
+        }
+        c.arg("-device").arg(dev);
+    }
 }
 
 impl Vm {
@@ -69,12 +148,7 @@ impl Vm {
             })
             .arg("-device")
             .arg(format!("{},netdev=n0", self.nic));
-        for (i, d) in self.disks.iter().enumerate() {
-            c.arg("-drive")
-                .arg(format!("file={},format=raw,if=none,id=d{i}", d.display()))
-                .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=d{i}"));
-        }
+        attach(&mut c, &self.disks);
         c
     }
 
@@ -243,6 +317,34 @@ impl Session {
         Ok(vga_from_monitor(&out))
     }
 
+    /// Save the display as a PPM file (the monitor's `screendump`); waits
+    /// until QEMU has written it.
+    pub fn screendump(&self, out: &std::path::Path) -> anyhow::Result<()> {
+        use std::os::unix::net::UnixStream;
+        let path = self.monitor.as_ref().context("no monitor socket")?;
+        let mut m = UnixStream::connect(path)
+            .with_context(|| format!("connect to the QEMU monitor {}", path.display()))?;
+        m.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let _ = std::fs::remove_file(out);
+        m.write_all(format!("screendump {}\n", out.display()).as_bytes())?;
+        let mut seen = String::new();
+        let mut buf = [0u8; 1024];
+        // The banner's prompt, then the command's: two prompts.
+        while seen.matches("(qemu)").count() < 2 {
+            let n = m.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        ensure!(
+            out.is_file(),
+            "screendump wrote no {}: {seen:?}",
+            out.display()
+        );
+        Ok(())
+    }
+
     /// Type `bytes` on the serial console.
     pub fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;
@@ -336,7 +438,7 @@ mod tests {
             kernel: "/k".into(),
             initrd: "/i".into(),
             append: "console=ttyS0 ze.server=10.0.2.2".into(),
-            disks: vec!["/a.img".into(), "/b.img".into()],
+            disks: vec![Drive::virtio("/a.img"), Drive::virtio("/b.img")],
             nic: "e1000".into(),
             tap: None,
             monitor: Some("/m.sock".into()),
@@ -359,6 +461,36 @@ mod tests {
         );
         assert!(line.contains("id=d1"));
         assert!(!line.contains("kvm"));
+    }
+
+    #[test]
+    fn h1_drives_get_their_controllers() {
+        let mut c = Command::new("qemu-system-x86_64");
+        attach(
+            &mut c,
+            &[
+                Drive::new("/stick.img", Bus::Usb, "ZEUSB0001"),
+                Drive::new("/nvme.img", Bus::Nvme, "ZENVME0001"),
+                Drive::new("/a.img", Bus::Sata, "ZESATA0001"),
+                Drive::new("/b.img", Bus::Sata, "ZESATA0002"),
+                Drive::virtio("/v.img"),
+            ],
+        );
+        let line: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = line.join(" ");
+        for want in [
+            "-device ahci,id=ahci0 -device qemu-xhci,id=xhci0",
+            "-device usb-storage,bus=xhci0.0,drive=d0,removable=on,serial=ZEUSB0001",
+            "-device nvme,drive=d1,serial=ZENVME0001",
+            "-device ide-hd,bus=ahci0.0,drive=d2,serial=ZESATA0001",
+            "-device ide-hd,bus=ahci0.1,drive=d3,serial=ZESATA0002",
+            "file=/v.img,format=raw,if=none,id=d4 -device virtio-blk-pci,drive=d4",
+        ] {
+            assert!(line.contains(want), "{want} not in {line}");
+        }
     }
 
     #[test]

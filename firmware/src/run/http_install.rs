@@ -85,6 +85,12 @@ fn install_on_the_network<O: Os>(
         report.send(os, "database", &[("bytes", Value::Num(size))]);
         Ok(())
     })?;
+    super::bootentry::register(
+        os,
+        &facts.name,
+        bufs.head,
+        crate::efiboot::Place::AfterNetwork,
+    );
     Ok(())
 }
 

@@ -28,6 +28,7 @@
 use super::{
     download::Sink,
     image::{self, MapWriter, Stream},
+    isofile,
     target::{self, Buffers},
 };
 use crate::{
@@ -130,7 +131,12 @@ fn text(bytes: &[u8]) -> &str {
     core::str::from_utf8(bytes).unwrap_or("?")
 }
 
-fn say_probe<O: Os>(os: &mut O, path: &str, p: &Probe, want: &[u8; iso9660::MEDIA_ID_LEN]) {
+pub(crate) fn say_probe<O: Os>(
+    os: &mut O,
+    path: &str,
+    p: &Probe,
+    want: &[u8; iso9660::MEDIA_ID_LEN],
+) {
     match p {
         Probe::Ours => say!(
             os,
@@ -152,15 +158,26 @@ fn say_probe<O: Os>(os: &mut O, path: &str, p: &Probe, want: &[u8; iso9660::MEDI
     }
 }
 
-/// Look for the media until it is found or [`MEDIA_WAIT`] has passed.
-/// Returns the kernel names of every device carrying it, the one to read
-/// first. Each device's finding is logged once (again when it changes).
-pub fn find_media<O: Os>(
-    os: &mut O,
-    want: &[u8; iso9660::MEDIA_ID_LEN],
-) -> Result<Vec<String<MAX_DEVICE_NAME>, MAX_MEDIA>, Fatal> {
+/// Where the installer media was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// The kernel names of every whole disk carrying it: never a target.
+    pub sources: Vec<String<MAX_DEVICE_NAME>, MAX_MEDIA>,
+    /// What to read: a device (`/dev/sr0`) or an ISO file on a mounted
+    /// data partition (`/run/ze-media/ze.iso`, [`isofile`]).
+    pub path: isofile::FilePath,
+    /// The path is a file on [`isofile::MOUNT`], to unmount at the end.
+    pub mounted: bool,
+}
+
+/// Look for the media until it is found or [`MEDIA_WAIT`] has passed:
+/// an ISO 9660 volume on a whole disk (a CD, a `dd`-written stick), else
+/// an ISO file on a removable disk's data partition ([`isofile`]). Each
+/// device's finding is logged once (again when it changes).
+pub fn find_media<O: Os>(os: &mut O, want: &[u8; iso9660::MEDIA_ID_LEN]) -> Result<Media, Fatal> {
     let start = os.now();
     let mut seen: Vec<(String<MAX_DEVICE_NAME>, Probe), MAX_BLOCK_DEVICES> = Vec::new();
+    let mut looked = isofile::Looked::new();
     let mut waiting = false;
     loop {
         let scan = block::scan(os.sys()).unwrap_or_default();
@@ -188,8 +205,31 @@ pub fn find_media<O: Os>(
                 let _ = found.push(d.name.clone());
             }
         }
-        if !found.is_empty() {
-            return Ok(found);
+        if let Some(first) = found.first() {
+            let mut path = isofile::FilePath::new();
+            let _ = path.push_str(&disk::disk_path(first));
+            return Ok(Media {
+                sources: found,
+                path,
+                mounted: false,
+            });
+        }
+        if let Some(f) = isofile::search(os, &scan.devices, want, &mut looked) {
+            say!(
+                os,
+                "installer media: {} on /dev/{} ({}; ISO 9660, media id {})",
+                f.path,
+                f.partition,
+                f.fstype,
+                text(want)
+            );
+            let mut sources = Vec::new();
+            let _ = sources.push(f.disk);
+            return Ok(Media {
+                sources,
+                path: f.path,
+                mounted: true,
+            });
         }
         let waited = os.now().saturating_since(start);
         if waited >= MEDIA_WAIT {
@@ -261,17 +301,32 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         cfg.image,
         text(&want)
     );
-    let sources = find_media(os, &want)?;
-    let device = disk::disk_path(sources.first().map(|s| s.as_str()).unwrap_or(""));
-    let mut media = os.media_open(&device).map_err(|error| Fatal::MediaRead {
-        device: short(&device),
+    let media = find_media(os, &want)?;
+    let result = install_from(os, cfg, bufs, &media);
+    if media.mounted {
+        isofile::release(os);
+    }
+    result
+}
+
+/// [`install`] from the `media` found.
+fn install_from<O: Os>(
+    os: &mut O,
+    cfg: &Config,
+    bufs: &mut Buffers<'_>,
+    media: &Media,
+) -> Result<(), Fatal> {
+    let sources = &media.sources;
+    let device = &media.path;
+    let mut media = os.media_open(device).map_err(|error| Fatal::MediaRead {
+        device: short(device),
         at: 0,
         error,
     })?;
     let Buffers { head, io, bmap } = bufs;
     let file_err = |path: &String<MEDIA_PATH>| {
         let path = path.clone();
-        let device = short(&device);
+        let device = short(device);
         move |error| Fatal::MediaFile {
             device: device.clone(),
             path: path.clone(),
@@ -429,6 +484,7 @@ pub fn install<O: Os>(os: &mut O, cfg: &Config, bufs: &mut Buffers<'_>) -> Resul
         },
     )?;
     os.sync_all();
+    super::bootentry::register(os, &facts.name, head, crate::efiboot::Place::First);
     Ok(())
 }
 

@@ -10,20 +10,24 @@
 //!
 //! ```text
 //! mod (boot: cmdline → install → recovery → power)
-//!  ├─ http_install   network → target disk → image → database → arm
-//!  ├─ iso_install    media by id → target disk → image → arm
+//!  ├─ http_install   network → target disk → image → database → arm → boot entry
+//!  ├─ iso_install    media by id → target disk → image → arm → boot entry
+//!  │    └─ isofile   the ISO as a file on a data partition (Ventoy)
 //!  │    ├─ image     the image's bytes: whole stream, or block-map ranges
 //!  │    ├─ target    the one guarded disk-write path (first MiB last)
+//!  │    ├─ bootentry the UEFI Boot#### entry and BootOrder (efivarfs)
 //!  │    ├─ download  HTTP transfers with resume, retries, keep-alive
 //!  │    ├─ report    best-effort stage reports to the server
 //!  │    └─ network   route trust, probes, per-interface DHCP
 //!  └─ recover        the recovery console and diagnostics
 //! ```
 
+pub mod bootentry;
 pub mod download;
 pub mod http_install;
 pub mod image;
 pub mod iso_install;
+pub mod isofile;
 pub mod network;
 pub mod recover;
 pub mod report;
@@ -88,11 +92,14 @@ pub fn boot<O: Os>(os: &mut O, bufs: &mut Buffers<'_>) -> PowerAction {
         Ok(cfg) => cfg,
         Err(e) => {
             fatal_line(os, &Fatal::Cmdline(e));
-            // The credential may still be readable on its own.
+            // The credential and the source may still be readable on their
+            // own: on installer media the menu stays open (no reboot loop
+            // back into the same bad command line).
             let auth = cmdline::words(cmdline)
                 .find_map(|w| w.strip_prefix("ze.shell-auth="))
                 .and_then(cmdline::parse_hex::<32>);
-            return recover::without_config(os, recovery::policy(Source::Http, auth), cmdline);
+            let source = cmdline::source_alone(cmdline);
+            return recover::without_config(os, recovery::policy(source, auth), cmdline);
         }
     };
     for key in &cfg.unknown {

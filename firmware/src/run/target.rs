@@ -20,12 +20,13 @@
 
 use crate::{
     bmap::MAX_BMAP,
+    byid::{self, Spec},
     cmdline::Config,
-    console::say,
+    console::{self, say},
     disk::{self, MAX_PATH, Mode},
     install::{self, Fatal, HEAD_LEN, IO_CHUNK},
 };
-use core::time::Duration;
+use core::{fmt::Write, time::Duration};
 use heapless::String;
 use ze_hal::{
     Error,
@@ -46,12 +47,42 @@ pub struct Buffers<'a> {
 }
 
 /// Choose the target disk, waiting up to [`install::DISK_WAIT`] for disks
-/// that appear late.
+/// that appear late. A `/dev/disk/by-id/` or `serial:` target is resolved
+/// from sysfs first ([`byid`]); when it names no disk, or several, every
+/// disk's names are logged before the FATAL.
 pub fn choose_disk<O: Os>(os: &mut O, cfg: &Config, mode: Mode<'_>) -> Result<BlockFacts, Fatal> {
     let start = os.now();
+    let text = cfg.target.as_deref();
+    // The command line was validated; a target that fails here is none.
+    let spec = text.and_then(|t| byid::parse(t).ok());
     loop {
         let scan = block::scan(os.sys()).unwrap_or_default();
-        match disk::choose(&scan.devices, cfg.target.as_deref(), mode) {
+        let late = os.now().saturating_since(start) >= install::DISK_WAIT;
+        let kernel = match spec {
+            None => None,
+            Some(Spec::Kernel(name)) => Some(name),
+            Some(spec) => {
+                let sys = os.sys();
+                match byid::resolve(text.unwrap_or(""), spec, &scan.devices, &mut |d| {
+                    block::read_ids(sys, d)
+                }) {
+                    Ok(d) => {
+                        say!(os, "ze.target={} is /dev/{}", text.unwrap_or(""), d.name);
+                        Some(d.name.as_str())
+                    }
+                    // A disk that appears late cannot make two one.
+                    Err(e) if e.matched > 1 || late => {
+                        say_disks(os, &scan.devices);
+                        return Err(Fatal::Disk(disk::DiskError::Resolve(e)));
+                    }
+                    Err(_) => {
+                        os.sleep(Duration::from_millis(250));
+                        continue;
+                    }
+                }
+            }
+        };
+        match disk::choose(&scan.devices, kernel, mode) {
             Ok(d) => return Ok(d.clone()),
             // More disks appearing cannot make these right.
             Err(
@@ -61,12 +92,37 @@ pub fn choose_disk<O: Os>(os: &mut O, cfg: &Config, mode: Mode<'_>) -> Result<Bl
             }
             Err(e) => {
                 // Disks can appear late (USB, slow controllers): wait a bit.
-                if os.now().saturating_since(start) >= install::DISK_WAIT {
+                if late {
                     return Err(Fatal::Disk(e));
                 }
                 os.sleep(Duration::from_millis(250));
             }
         }
+    }
+}
+
+/// One line per disk: its kernel name, size, every by-id name and its
+/// serial, so an operator can copy the right `ze.target`.
+pub fn say_disks<O: Os>(os: &mut O, devices: &[BlockFacts]) {
+    for d in devices {
+        if disk::skip_reason(d) == Some(disk::Skip::Kind) {
+            continue;
+        }
+        let ids = block::read_ids(os.sys(), &d.name);
+        let mut line = console::Line::new();
+        let _ = write!(
+            line,
+            "disk /dev/{} ({})",
+            d.name,
+            disk::Size(d.size_bytes())
+        );
+        for n in byid::names(&d.name, &ids) {
+            let _ = write!(line, " {}{n}", byid::BY_ID);
+        }
+        if let Some(s) = byid::serial(&d.name, &ids) {
+            let _ = write!(line, " {}{s}", byid::SERIAL);
+        }
+        os.consoles_write(line.finish());
     }
 }
 

@@ -181,3 +181,74 @@ pub fn in_order(text: &str, patterns: &[&str]) {
         }
     }
 }
+
+/// The efivarfs path of the global variable `name`.
+pub fn efivar(name: &str) -> String {
+    format!(
+        "{}/{name}-{}",
+        ze_installer::efiboot::EFIVARS,
+        ze_installer::efiboot::GLOBAL
+    )
+}
+
+fn ucs2(text: &str) -> Vec<u8> {
+    text.encode_utf16()
+        .chain([0])
+        .flat_map(|u| u.to_le_bytes())
+        .collect()
+}
+
+/// An efivarfs `Boot####` file with `description` and the device path
+/// `path` (its End node included).
+pub fn boot_option(description: &str, path: &[u8]) -> Vec<u8> {
+    let mut f = vec![7, 0, 0, 0, 1, 0, 0, 0];
+    f.extend_from_slice(&(path.len() as u16).to_le_bytes());
+    f.extend_from_slice(&ucs2(description));
+    f.extend_from_slice(path);
+    f
+}
+
+/// OVMF's PXE entry: PciRoot(0x0)/Pci(0x2,0x0)/MAC(525400123456,0x1)/IPv4(...).
+pub fn pxe_option() -> Vec<u8> {
+    let mut path = vec![
+        2, 1, 12, 0, 0xd0, 0x41, 0x03, 0x0a, 0, 0, 0, 0, 1, 1, 6, 0, 0, 2,
+    ];
+    path.extend_from_slice(&[3, 11, 37, 0, 0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    path.extend_from_slice(&[0; 26]);
+    path.push(1);
+    path.extend_from_slice(&[3, 12, 27, 0]);
+    path.extend_from_slice(&[0; 23]);
+    path.extend_from_slice(&[0x7f, 0xff, 4, 0]);
+    boot_option("UEFI PXEv4 (MAC:525400123456)", &path)
+}
+
+/// OVMF's entry for a whole disk or CD: PciRoot(0x0)/Pci(0x3,0x0).
+pub fn device_option(description: &str) -> Vec<u8> {
+    let path = [
+        2, 1, 12, 0, 0xd0, 0x41, 0x03, 0x0a, 0, 0, 0, 0, 1, 1, 6, 0, 0, 3, 0x7f, 0xff, 4, 0,
+    ];
+    boot_option(description, &path)
+}
+
+/// A UEFI machine: `/sys/firmware/efi` and, in efivarfs, `BootOrder` with
+/// `order` and the `Boot####` variables `options`.
+pub fn uefi(os: &mut FakeOs, order: &[u16], options: &[(u16, Vec<u8>)]) {
+    os.sys_file("/sys/firmware/efi/fw_platform_size", "64\n");
+    let mut file = vec![7, 0, 0, 0];
+    for n in order {
+        file.extend_from_slice(&n.to_le_bytes());
+    }
+    os.sys_bytes(&efivar("BootOrder"), &file);
+    for (n, data) in options {
+        os.sys_bytes(&efivar(&format!("Boot{n:04X}")), data);
+    }
+}
+
+/// `BootOrder` as the installer left it.
+pub fn boot_order(os: &FakeOs) -> Vec<u16> {
+    let file = os.st().efivars[&efivar("BootOrder")].clone();
+    file[4..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}

@@ -99,36 +99,14 @@ pub struct IsoMetadata {
     pub created: String,
 }
 
-/// Check a `--target`: an absolute `/dev/…` path naming a whole disk.
+/// Check a `--target` with the installer's own validator
+/// ([`ze_installer::byid::parse`]): `/dev/<disk>`, `/dev/disk/by-id/<name>`
+/// or `serial:<serial>`, a whole disk. So an ISO is never built with a
+/// target its installer rejects.
 pub fn validate_target(target: &str) -> anyhow::Result<()> {
-    let name = target.strip_prefix("/dev/").unwrap_or("");
-    let charset_ok = !name.is_empty()
-        && target.len() <= 128
-        && !name
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b));
-    if !charset_ok {
-        bail!(
-            "--target {target:?} is not a disk path: give a whole disk such as /dev/sda, /dev/vda, /dev/nvme0n1 or /dev/mmcblk0"
-        );
-    }
-    let base = name.rsplit('/').next().unwrap_or(name);
-    let digits = base.len() - base.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    let stem = &base[..base.len() - digits];
-    let partition = digits > 0
-        && (["sd", "vd", "hd", "xvd"].iter().any(|p| {
-            stem.starts_with(p)
-                && stem.len() > p.len()
-                && stem[p.len()..].bytes().all(|b| b.is_ascii_lowercase())
-        }) || ((stem.starts_with("nvme") || stem.starts_with("mmcblk"))
-            && stem.ends_with('p')));
-    if partition {
-        bail!("--target {target} names a partition; give the whole disk it is on");
-    }
-    Ok(())
+    ze_installer::byid::parse(target)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("--target {target:?}: {e}"))
 }
 
 /// The installer's kernel command line.
@@ -579,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn o2_targets_must_be_whole_disks() {
+    fn o2_h2_targets_must_be_whole_disks() {
         for ok in [
             "/dev/sda",
             "/dev/vda",
@@ -587,6 +565,9 @@ mod tests {
             "/dev/mmcblk0",
             "/dev/xvdb",
             "/dev/disk/by-id/ata-X_Y",
+            "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0N123456",
+            "/dev/disk/by-id/usb-SanDisk_Extreme_Pro_55AF_32303139443435353530303334363132-0:0",
+            "serial:S4EWNX0N123456",
         ] {
             validate_target(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -600,6 +581,8 @@ mod tests {
             ("/dev/../etc/passwd", "not a disk path"),
             ("/dev/sda console=ttyS1", "not a disk path"),
             ("/dev/sd\"a", "not a disk path"),
+            ("/dev/disk/by-id/ata-X_Y-part2", "partition"),
+            ("/dev/disk/by-path/pci-0000:00:1f.2-ata-1", "no udev"),
         ] {
             let err = validate_target(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");

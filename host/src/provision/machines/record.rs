@@ -141,15 +141,12 @@ pub fn check_image(name: &str) -> Result<(), String> {
     }
 }
 
-/// See [`check_image`].
+/// See [`check_image`]: checked by the installer's own `ze.target`
+/// validator, so a record can never name a target the installer rejects.
 pub fn check_target(target: &str) -> Result<(), String> {
-    if ze_installer::cmdline::valid_target(target) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{target:?} is not a ze.target the installer accepts (a whole disk such as /dev/vda or /dev/nvme0n1)"
-        ))
-    }
+    ze_installer::byid::parse(target)
+        .map(|_| ())
+        .map_err(|e| format!("{target:?} is not a ze.target the installer accepts: {e}"))
 }
 
 /// See [`check_image`].

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::in_order;
+
 use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use ze_hal::{
@@ -201,16 +203,6 @@ fn disk(m: &Machine, name: &str) -> Vec<u8> {
 
 fn events(m: &Machine) -> Vec<String> {
     m.os.st().events.clone()
-}
-
-fn in_order(text: &str, patterns: &[&str]) {
-    let mut at = 0;
-    for p in patterns {
-        match text[at..].find(p) {
-            Some(i) => at += i + p.len(),
-            None => panic!("console lacks {p:?} after byte {at}:\n{text}"),
-        }
-    }
 }
 
 /// Whether the named device was opened for writing or written.

@@ -364,7 +364,7 @@ mod tests {
         );
         assert_eq!(
             err("image a.img;\ntarget /dev/vda1/../x;"),
-            "2:1: machine.target: \"/dev/vda1/../x\" is not a ze.target the installer accepts (a whole disk such as /dev/vda or /dev/nvme0n1)"
+            "2:1: machine.target: \"/dev/vda1/../x\" is not a ze.target the installer accepts: not a disk path: give a whole disk such as /dev/sda, /dev/nvme0n1, /dev/disk/by-id/<name> or serial:<serial>"
         );
         assert!(
             err("image a.img;\nhostname -bad;")

@@ -129,6 +129,39 @@ impl Netns {
     pub fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
         self.cmd(program).args(args).output().unwrap()
     }
+
+    /// `ip -n <ns> -batch -` with `lines`: many changes, one process.
+    pub fn ip_batch(&self, lines: &[String]) {
+        ip_batch(Some(&self.name), lines);
+    }
+}
+
+/// `ip [-n ns] -batch -` with `lines` on standard input, success required.
+pub fn ip_batch(ns: Option<&str>, lines: &[String]) {
+    let mut cmd = Command::new("ip");
+    if let Some(n) = ns {
+        cmd.args(["-n", n]);
+    }
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ip");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip -batch ({} lines): {}",
+        lines.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Netns {
@@ -428,6 +461,26 @@ pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
     let to: std::net::SocketAddr = to.parse().unwrap();
     in_ns(ns, move || {
         let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    })
+}
+
+/// A TCP connection from `from` (an address of `ns`) to `to`.
+pub fn tcp_from(ns: &Netns, from: &str, to: &str) -> std::net::TcpStream {
+    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    in_ns(ns, move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        s.bind(&from.into()).unwrap();
+        s.connect_timeout(&to.into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"));
+        let s: std::net::TcpStream = s.into();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s
     })

@@ -13,10 +13,11 @@ use pxe_support::*;
 use std::{
     fs,
     io::{Read, Write},
-    net::TcpStream,
+    net::{TcpStream, UdpSocket},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+use ze::wire::tftp;
 
 const SERVER: &str = "192.0.2.1";
 /// The real client's address (the first on its interface, so curl and
@@ -266,6 +267,147 @@ fn one_address_cannot_take_more_than_its_share_of_http_slots() {
         ),
         &dest,
         &files.path("boot/initrd.img.gz"),
+        MARGIN,
+    );
+    d.signal(rustix::process::Signal::TERM);
+    d.wait_exit(Duration::from_secs(10));
+}
+
+// ------------------------------------------------------------- tftpserver
+
+/// An RRQ for `file` with `options`.
+fn rrq(file: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut p = vec![0, 1];
+    for part in [file, "octet"] {
+        p.extend_from_slice(part.as_bytes());
+        p.push(0);
+    }
+    for (k, v) in options {
+        for part in [k, v] {
+            p.extend_from_slice(part.as_bytes());
+            p.push(0);
+        }
+    }
+    p
+}
+
+/// Every datagram `sock` has received and receives until `until`:
+/// (count, bytes).
+fn drain_until(sock: &UdpSocket, until: Instant) -> (usize, usize) {
+    let mut buf = [0u8; 2048];
+    let (mut packets, mut bytes) = (0, 0);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                packets += 1;
+                bytes += n;
+            }
+            Err(_) if left.is_zero() => return (packets, bytes),
+            Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn tftp_timeout_255_requests_never_lock_out_a_client() {
+    if !prerequisites("tftp_timeout_255", &["curl"]) {
+        return;
+    }
+    let files = Files::new();
+    // max-transfers 64 as before the fix.
+    let config = files.config("max-transfers 64;", "");
+    let (pair, mut d) = setup("t255", &config, 64);
+    // 64 requests of 29 bytes, from 64 addresses, asking for timeout 255,
+    // never acknowledged.
+    let request = rrq("ipxe.efi", &[("timeout", "255")]);
+    assert_eq!(request.len(), 29);
+    let socks: Vec<UdpSocket> = (0..64)
+        .map(|i| udp_in(&pair.client, &format!("{}:0", attacker(i)), None))
+        .collect();
+    let started = Instant::now();
+    for s in &socks {
+        s.send_to(&request, (SERVER, 69)).unwrap();
+    }
+    // The timeout is declined: no OACK, DATA 1 comes first.
+    let mut buf = [0u8; 2048];
+    for s in &socks {
+        let n = s.recv(&mut buf).unwrap();
+        assert!(
+            matches!(
+                tftp::Repr::parse(&buf[..n]),
+                Ok(tftp::Repr::Data { block: 1, .. })
+            ),
+            "{:?}",
+            tftp::Repr::parse(&buf[..n])
+        );
+    }
+    // Every slot is held by them: the real client is served at once.
+    let dest = files.path("got-ipxe.efi");
+    assert_fetched(
+        curl(&pair.client, &format!("tftp://{SERVER}/ipxe.efi"), &dest),
+        &dest,
+        &files.path("tftp/ipxe.efi"),
+        MARGIN,
+    );
+    // Each attacking request drew at most one more copy, and nothing
+    // after the 3 s a never-acknowledged transfer may hold its slot.
+    std::thread::sleep(
+        (started + Duration::from_secs(3) + MARGIN).saturating_duration_since(Instant::now()),
+    );
+    for s in &socks {
+        let (packets, _) = drain_until(s, Instant::now());
+        assert!(packets <= 1, "{packets} more packets");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for s in &socks {
+        assert_eq!(drain_until(s, Instant::now()), (0, 0), "silent after 3 s");
+    }
+    assert_fetched(
+        curl(&pair.client, &format!("tftp://{SERVER}/ipxe.efi"), &dest),
+        &dest,
+        &files.path("tftp/ipxe.efi"),
+        MARGIN,
+    );
+    let log = d.text();
+    assert!(
+        log.contains(&format!(
+            "tftpserver: read request file=ipxe.efi client={CLIENT}:"
+        )),
+        "{log}"
+    );
+    d.signal(rustix::process::Signal::TERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn tftp_spoofed_request_draws_two_packets_not_six() {
+    if !prerequisites("tftp_amplification", &["curl"]) {
+        return;
+    }
+    let files = Files::new();
+    let (pair, mut d) = setup("tamp", &files.config("", ""), 1);
+    // A request without options from a source that never answers (what a
+    // spoofed one looks like from here).
+    let request = rrq("ipxe.efi", &[]);
+    let sock = udp_in(&pair.client, &format!("{}:0", attacker(0)), None);
+    sock.send_to(&request, (SERVER, 69)).unwrap();
+    let (packets, bytes) = drain_until(&sock, Instant::now() + Duration::from_secs(8));
+    // UDP and IPv4 headers (28 bytes) on both sides.
+    let ratio = (bytes + 28 * packets) as f64 / (request.len() + 28) as f64;
+    eprintln!(
+        "one {}-byte request drew {packets} packets, {bytes} bytes: {ratio:.1}x on the wire",
+        request.len()
+    );
+    assert_eq!((packets, bytes), (2, 2 * (4 + 512)));
+    // A real client is served as ever.
+    let dest = files.path("got-ipxe.efi");
+    assert_fetched(
+        curl(&pair.client, &format!("tftp://{SERVER}/ipxe.efi"), &dest),
+        &dest,
+        &files.path("tftp/ipxe.efi"),
         MARGIN,
     );
     d.signal(rustix::process::Signal::TERM);

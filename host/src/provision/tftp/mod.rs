@@ -8,7 +8,8 @@
 //!     interface br0;            # optional: bind to this interface
 //!     address 192.0.2.1;        # optional: listen address (default all)
 //!     port 69;
-//!     max-transfers 64;         # transfers at once
+//!     max-transfers 256;        # transfers at once
+//!     max-transfers-per-client 8;  # transfers at once for one address
 //!     timeout 1;                # retransmission timeout (seconds) unless negotiated
 //!     retries 5;                # timeouts in a row before a transfer fails
 //!     max-blksize 1468;         # default: the interface MTU less 32, else 65464
@@ -18,6 +19,15 @@
 //! Each transfer runs on its own thread with its own socket (its transfer
 //! ID, RFC 1350 §4), connected to the client. Write requests and modes
 //! other than `octet` are refused with an ERROR packet.
+//!
+//! Sources are easily spoofed, so who gets a slot is decided with that in
+//! mind ([`crate::provision::admission`]): at most `max-transfers` at
+//! once and `max-transfers-per-client` for one address; at a cap, the
+//! oldest transfer whose client never acknowledged anything gives up its
+//! slot to the new request; when every slot holds an acknowledged
+//! transfer, the request waits up to [`QUEUE_WAIT`] (its repeats from the
+//! same address and port are ignored meanwhile) and only then gets
+//! `ERROR 0 server busy`. See [`transfer`] for the timers.
 
 pub mod transfer;
 
@@ -25,18 +35,22 @@ use crate::{
     config::schema::{Block, ConfigError},
     daemon::{Plugin, PluginKind, Service, Shutdown, Wake},
     netlink,
-    provision::servefs::{OpenError, Root},
+    provision::{
+        admission::{Admission, Caps, Offer, Waited},
+        servefs::{OpenError, Root},
+    },
     wire::tftp::{ErrorCode, Repr},
 };
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     os::fd::AsFd,
     path::PathBuf,
     sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -53,7 +67,16 @@ pub const KIND: PluginKind = PluginKind {
 /// The TFTP port.
 pub const DEFAULT_PORT: u16 = 69;
 /// Transfers at once, by default.
-pub const DEFAULT_MAX_TRANSFERS: usize = 64;
+pub const DEFAULT_MAX_TRANSFERS: usize = 256;
+/// Transfers at once for one client address, by default.
+pub const DEFAULT_MAX_PER_CLIENT: usize = 8;
+/// How long a request waits for a slot before it is refused.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// How often waiting requests are looked at.
+const QUEUE_TICK: Duration = Duration::from_millis(20);
+/// The most bytes of datagrams built for one `sendmmsg(2)`, so a large
+/// block times a large window cannot make a transfer's buffer huge.
+const BATCH_BYTES: usize = 256 * 1024;
 /// IPv4 + UDP + TFTP DATA header bytes, subtracted from the MTU.
 pub const HEADER_OVERHEAD: usize = 20 + 8 + 4;
 /// Receive buffer for requests: any datagram fits, so a long one is seen
@@ -64,18 +87,20 @@ const RECV_SLICE: Duration = Duration::from_millis(100);
 /// Bytes read from the file at a time for a transfer.
 pub const READ_AHEAD: usize = 256 * 1024;
 
-/// Reads a file through a buffer of [`READ_AHEAD`] bytes: one `pread` per
-/// buffer instead of one per block.
+/// Reads a file through a buffer of at most [`READ_AHEAD`] bytes (less
+/// for a smaller file): one `pread` per buffer instead of one per block.
 struct ReadAhead<'a> {
     file: &'a std::fs::File,
+    size: u64,
     cache: std::cell::RefCell<(u64, Vec<u8>)>,
 }
 
 impl<'a> ReadAhead<'a> {
-    fn new(file: &'a std::fs::File) -> Self {
+    fn new(file: &'a std::fs::File, size: u64) -> Self {
         ReadAhead {
             file,
-            cache: std::cell::RefCell::new((0, Vec::with_capacity(READ_AHEAD))),
+            size,
+            cache: std::cell::RefCell::new((0, Vec::new())),
         }
     }
 }
@@ -86,7 +111,8 @@ impl transfer::BlockSource for ReadAhead<'_> {
         let (start, data) = &mut *cache;
         let end = *start + data.len() as u64;
         if offset < *start || offset + buf.len() as u64 > end {
-            data.resize(READ_AHEAD.max(buf.len()), 0);
+            let rest = self.size.saturating_sub(offset).min(READ_AHEAD as u64) as usize;
+            data.resize(rest.max(buf.len()), 0);
             let n = transfer::BlockSource::read_at(self.file, data, offset)?;
             data.truncate(n);
             *start = offset;
@@ -106,6 +132,7 @@ pub struct TftpConfig {
     pub address: Ipv4Addr,
     pub port: u16,
     pub max_transfers: usize,
+    pub max_per_client: usize,
     pub timeout: Duration,
     pub retries: u32,
     pub max_blksize: Option<usize>,
@@ -135,6 +162,9 @@ pub fn read_config(block: &Block<'_>) -> Result<TftpConfig, ConfigError> {
         max_transfers: block
             .number("max-transfers", 1..=4096)?
             .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize),
+        max_per_client: block
+            .number("max-transfers-per-client", 1..=4096)?
+            .map_or(DEFAULT_MAX_PER_CLIENT, |n| n as usize),
         timeout: Duration::from_secs(block.number("timeout", 1..=255)?.unwrap_or(1)),
         retries: block.number("retries", 1..=100)?.map_or(5, |n| n as u32),
         max_blksize: block
@@ -205,8 +235,15 @@ impl Plugin for TftpPlugin {
                 timeout: c.timeout,
                 retries: c.retries,
             },
-            max_transfers: c.max_transfers,
-            active: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(Mutex::new(Slots {
+                admission: Admission::new(Caps {
+                    total: c.max_transfers,
+                    per_client: c.max_per_client,
+                    queue_wait: QUEUE_WAIT,
+                }),
+                running: HashMap::new(),
+                next_id: 0,
+            })),
         }))
     }
 }
@@ -217,8 +254,68 @@ struct TftpService {
     interface: Option<String>,
     address: Ipv4Addr,
     limits: Limits,
-    max_transfers: usize,
-    active: Arc<AtomicUsize>,
+    slots: Arc<Mutex<Slots>>,
+}
+
+/// A request waiting for a slot: everything needed to start it.
+struct Waiting {
+    from: SocketAddr,
+    name: String,
+    file: std::fs::File,
+    negotiated: transfer::Negotiated,
+    size: u64,
+}
+
+/// A transfer holding a slot.
+struct Running {
+    from: SocketAddr,
+    started: Instant,
+    /// Set by the transfer once its client acknowledged something.
+    acked: Arc<AtomicBool>,
+    /// Set to make the transfer give up its slot.
+    stop: Arc<AtomicBool>,
+}
+
+/// The transfers holding slots (by id), and who waits for one.
+struct Slots {
+    admission: Admission<Waiting>,
+    running: HashMap<u64, Running>,
+    next_id: u64,
+}
+
+impl Slots {
+    /// Whether a request from `from` repeats one that has not been
+    /// answered yet (it waits, or its transfer was never acknowledged):
+    /// the client missed our first packet, or the source is spoofed.
+    fn repeats(&self, from: SocketAddr) -> bool {
+        self.running
+            .values()
+            .any(|r| r.from == from && !r.acked.load(Ordering::SeqCst))
+            || self.admission.waiting().any(|w| w.from == from)
+    }
+}
+
+fn lock(slots: &Mutex<Slots>) -> MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Make the oldest transfer never acknowledged (of `scope`'s address, or
+/// of anyone) give up its slot; returns its address.
+fn evict(running: &mut HashMap<u64, Running>, scope: Option<IpAddr>) -> Option<IpAddr> {
+    let (_, id) = running
+        .iter()
+        .filter(|(_, r)| scope.is_none_or(|s| s == r.from.ip()) && !r.acked.load(Ordering::SeqCst))
+        .map(|(id, r)| (r.started, *id))
+        .min()?;
+    let r = running.remove(&id)?;
+    r.stop.store(true, Ordering::SeqCst);
+    tracing::debug!(
+        target: NAME,
+        client = %r.from,
+        waited_ms = r.started.elapsed().as_millis() as u64,
+        "a transfer never acknowledged gave up its slot to a new request"
+    );
+    Some(r.from.ip())
 }
 
 /// Send one ERROR packet; failures are only logged at debug.
@@ -294,14 +391,8 @@ impl TftpService {
             );
             return;
         }
-        if self.active.load(Ordering::SeqCst) >= self.max_transfers {
-            tracing::warn!(target: NAME, file = req.filename, client = %from, limit = self.max_transfers, "too many transfers: refused");
-            send_error(
-                &self.socket,
-                Some(from),
-                ErrorCode::Undefined,
-                "server busy: too many transfers, try again",
-            );
+        if lock(&self.slots).repeats(from) {
+            tracing::debug!(target: NAME, file = req.filename, client = %from, "repeated request ignored: the first is not answered yet");
             return;
         }
         let (file, meta) = match self.root.open_file(&relative_name(req.filename)) {
@@ -317,35 +408,118 @@ impl TftpService {
                 return;
             }
         };
-        let negotiated = transfer::negotiate(&req, meta.len(), &self.limits);
-        let socket = match self.transfer_socket(from) {
+        let w = Waiting {
+            from,
+            name: req.filename.to_string(),
+            file,
+            negotiated: transfer::negotiate(&req, meta.len(), &self.limits),
+            size: meta.len(),
+        };
+        let mut guard = lock(&self.slots);
+        let Slots {
+            admission, running, ..
+        } = &mut *guard;
+        match admission.offer(from.ip(), Instant::now(), w, |scope| evict(running, scope)) {
+            Offer::Start(w) => self.start(&mut guard, w, shutdown, threads),
+            Offer::Queued => {
+                tracing::debug!(target: NAME, file = req.filename, client = %from, "every slot is busy: the request waits for one")
+            }
+            Offer::Refused(w) => {
+                drop(guard);
+                self.refuse(&w, "too many requests waiting");
+            }
+        }
+    }
+
+    /// Answer a request that gets no slot.
+    fn refuse(&self, w: &Waiting, why: &str) {
+        tracing::warn!(target: NAME, file = w.name.as_str(), client = %w.from, "server busy: {why}: refused");
+        send_error(
+            &self.socket,
+            Some(w.from),
+            ErrorCode::Undefined,
+            "server busy: too many transfers, try again",
+        );
+    }
+
+    /// Start what waits and fits now; refuse what waited too long.
+    fn poll_queue(&self, shutdown: &Shutdown, threads: &mut Vec<thread::JoinHandle<()>>) {
+        let mut guard = lock(&self.slots);
+        let Slots {
+            admission, running, ..
+        } = &mut *guard;
+        if admission.queued() == 0 {
+            return;
+        }
+        let mut expired = Vec::new();
+        for w in admission.poll(Instant::now(), |scope| evict(running, scope)) {
+            match w {
+                Waited::Start(_, w) => self.start(&mut guard, w, shutdown, threads),
+                Waited::Expired(_, w) => expired.push(w),
+            }
+        }
+        drop(guard);
+        for w in &expired {
+            self.refuse(w, "no transfer slot became free in time");
+        }
+    }
+
+    /// Give an admitted request its socket and thread.
+    fn start(
+        &self,
+        slots: &mut Slots,
+        w: Waiting,
+        shutdown: &Shutdown,
+        threads: &mut Vec<thread::JoinHandle<()>>,
+    ) {
+        let client = w.from.ip();
+        let socket = match self.transfer_socket(w.from) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(target: NAME, client = %from, "cannot open a transfer socket: {e:#}");
+                slots.admission.finish(client);
+                tracing::warn!(target: NAME, client = %w.from, "cannot open a transfer socket: {e:#}");
                 send_error(
                     &self.socket,
-                    Some(from),
+                    Some(w.from),
                     ErrorCode::Undefined,
                     "server error",
                 );
                 return;
             }
         };
-        let t = Transfer::new(negotiated, meta.len(), &self.limits);
-        let name = req.filename.to_string();
-        self.active.fetch_add(1, Ordering::SeqCst);
-        let active = self.active.clone();
-        let stop = shutdown.clone();
+        let id = slots.next_id;
+        slots.next_id += 1;
+        let (acked, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        slots.running.insert(
+            id,
+            Running {
+                from: w.from,
+                started: Instant::now(),
+                acked: acked.clone(),
+                stop: stop.clone(),
+            },
+        );
+        let t = Transfer::new(w.negotiated, w.size, &self.limits);
+        let (all, halt) = (self.slots.clone(), shutdown.clone());
+        let from = w.from;
         let spawned = thread::Builder::new()
             .name("tftp-transfer".into())
             .spawn(move || {
-                run_transfer(socket, file, t, &name, from, &stop);
-                active.fetch_sub(1, Ordering::SeqCst);
+                let flags = Flags { acked, stop };
+                run_transfer(socket, w.file, t, &w.name, from, &halt, &flags);
+                let mut s = lock(&all);
+                if s.running.remove(&id).is_some() {
+                    s.admission.finish(client);
+                }
             });
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => {
-                self.active.fetch_sub(1, Ordering::SeqCst);
+                slots.running.remove(&id);
+                slots.admission.finish(client);
                 tracing::warn!(target: NAME, "cannot start a transfer thread: {e}");
             }
         }
@@ -391,6 +565,14 @@ fn send_batch(socket: &UdpSocket, out: &[u8], slot: usize, lens: &[usize]) -> st
     Ok(())
 }
 
+/// How a running transfer and the slot keeper talk.
+struct Flags {
+    /// Set here once the client acknowledged something.
+    acked: Arc<AtomicBool>,
+    /// Set there to make the transfer give up its slot.
+    stop: Arc<AtomicBool>,
+}
+
 fn run_transfer(
     socket: UdpSocket,
     file: std::fs::File,
@@ -398,17 +580,21 @@ fn run_transfer(
     name: &str,
     client: SocketAddr,
     shutdown: &Shutdown,
+    flags: &Flags,
 ) {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
     // A whole window is built first and sent with one sendmmsg(2): the
-    // client is woken once per window, not once per block.
+    // client is woken once per window, not once per block. A window of
+    // more than BATCH_BYTES goes out in several batches.
     let slot = t.max_packet();
-    let batch_max = t.windowsize().clamp(1, u64::from(transfer::MAX_WINDOW)) as usize + 1;
+    let batch_max = (t.windowsize().clamp(1, u64::from(transfer::MAX_WINDOW)) as usize + 1)
+        .min(BATCH_BYTES / slot)
+        .max(1);
     let mut out = vec![0u8; slot * batch_max];
     let mut lens: Vec<usize> = Vec::with_capacity(batch_max);
     let mut inbuf = vec![0u8; 1024];
-    let source = ReadAhead::new(&file);
+    let source = ReadAhead::new(&file, size);
     // recv blocks at most this long, so retransmission timers and the drain
     // deadline are looked at even when the client is silent.
     if let Err(e) = socket.set_read_timeout(Some(RECV_SLICE)) {
@@ -441,6 +627,12 @@ fn run_transfer(
             tracing::info!(target: NAME, file = name, client = %client, "transfer cut short by shutdown");
             return;
         }
+        if flags.stop.load(Ordering::SeqCst) {
+            return; // evicted (logged there): the client never answered
+        }
+        if lens.len() == batch_max {
+            continue; // the batch was full: more of the window is due
+        }
         let n = match rustix::net::recv(&socket, &mut inbuf[..], rustix::net::RecvFlags::empty()) {
             Ok((n, _)) => n,
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
@@ -455,7 +647,12 @@ fn run_transfer(
             }
         };
         match Repr::parse(&inbuf[..n]) {
-            Ok(Repr::Ack { block }) => t.handle_ack(Instant::now(), block),
+            Ok(Repr::Ack { block }) => {
+                t.handle_ack(Instant::now(), block);
+                if t.acknowledged() && !flags.acked.load(Ordering::Relaxed) {
+                    flags.acked.store(true, Ordering::SeqCst);
+                }
+            }
             Ok(Repr::Error { code, message }) => t.handle_error(code.code(), message),
             Ok(other) => {
                 tracing::debug!(target: NAME, client = %client, "ignored unexpected packet: {other:?}");
@@ -503,7 +700,13 @@ impl Service for TftpService {
             if shutdown.is_triggered() {
                 break;
             }
-            match shutdown.wait(self.socket.as_fd(), Some(Duration::from_secs(5)))? {
+            let waiting = lock(&self.slots).admission.queued() > 0;
+            let tick = if waiting {
+                QUEUE_TICK
+            } else {
+                Duration::from_secs(5)
+            };
+            match shutdown.wait(self.socket.as_fd(), Some(tick))? {
                 Wake::Shutdown => break,
                 Wake::Timeout => {}
                 Wake::Ready => {
@@ -519,6 +722,7 @@ impl Service for TftpService {
                     }
                 }
             }
+            self.poll_queue(shutdown, &mut threads);
             threads.retain(|h| !h.is_finished());
         }
         drop(self.socket);

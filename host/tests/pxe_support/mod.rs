@@ -466,6 +466,27 @@ pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
     })
 }
 
+/// An appliance's `database.zefs` in `dir`: user `admin` with password
+/// `secret`, and `active` as the committed configuration.
+pub fn appliance_database(dir: &Path, active: Option<&str>) -> PathBuf {
+    use ze::zefs::{UserRecord, Zefs, keys};
+    let mut db = Zefs::new();
+    db.set_user(
+        "admin",
+        &UserRecord {
+            role: "admin".into(),
+            password_hash: ze::credentials::hash_password("secret").unwrap(),
+        },
+    )
+    .unwrap();
+    if let Some(text) = active {
+        db.insert(keys::ACTIVE_CONFIG, text).unwrap();
+    }
+    let path = dir.join("database.zefs");
+    db.store(&path).unwrap();
+    path
+}
+
 /// A TCP connection from `from` (an address of `ns`) to `to`.
 pub fn tcp_from(ns: &Netns, from: &str, to: &str) -> std::net::TcpStream {
     let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();

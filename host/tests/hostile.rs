@@ -568,3 +568,82 @@ fn ssh_parallel_wrong_passwords_from_one_address_get_three_checks() {
     d.signal(rustix::process::Signal::TERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+// ------------------------------------------------------- files and sockets
+
+#[test]
+fn s6_a_crashed_saves_temp_file_with_the_daemons_pid_never_blocks_commit() {
+    if !prerequisites("stale_temp", &[]) {
+        return;
+    }
+    let ns = Netns::new("stmp");
+    ns.ip(&["link", "add", "d0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "d0"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start_appliance(&ns, dir.path(), SSH_CONFIG);
+    d.wait_for("sshserver: listening", Duration::from_secs(20));
+    // What a save cut short by a crash leaves, under the name the daemon
+    // itself would use: on an appliance `ze start` gets the same pid at
+    // every boot (before the fix, every later save then failed).
+    let planted = dir
+        .path()
+        .join(format!(".database.zefs.tmp-{}", d.child.id()));
+    let f = fs::File::create(&planted).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let new_config = "sshserver {\n    listen 192.0.2.1:2222;\n}\n";
+    let mut cli = std::process::Command::new(ze_bin());
+    cli.args(["cli", "--socket"])
+        .arg(dir.path().join("run/ze.socket"));
+    let out = common::run_with_stdin(
+        &mut cli,
+        format!("config edit\n{new_config}.\ncommit\nexit\n").as_bytes(),
+        true,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("committed"), "{text}");
+    let db = ze::zefs::Zefs::load(&dir.path().join("database.zefs")).unwrap();
+    assert_eq!(
+        db.get(ze::zefs::keys::ACTIVE_CONFIG).unwrap(),
+        new_config.as_bytes()
+    );
+    assert!(!planted.exists(), "the leftover is cleaned up");
+    d.signal(rustix::process::Signal::TERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn s6_a_control_socket_path_that_is_the_database_leaves_it_alone() {
+    if !prerequisites("socket_path", &["ssh", "sshpass"]) {
+        return;
+    }
+    let pair = VethPair::new("sock", Some("192.0.2.1/24"));
+    pair.client
+        .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "zc0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("database.zefs");
+    let config = format!("daemon {{\n    socket {};\n}}\n{SSH_CONFIG}", db.display());
+    let mut d = start_appliance(&pair.server, dir.path(), &config);
+    d.wait_for(
+        &format!(
+            "ze: warning: no control socket: {} exists and is not a socket (a regular file)",
+            db.display()
+        ),
+        Duration::from_secs(20),
+    );
+    d.wait_for("sshserver: listening", Duration::from_secs(20));
+    assert!(fs::symlink_metadata(&db).unwrap().is_file());
+    let stored = ze::zefs::Zefs::load(&db).unwrap();
+    assert!(stored.user("admin").is_some(), "the credentials are intact");
+    // And the operator still gets in with them.
+    let (out, _) = ssh_login(&pair.client, &dir.path().join("known_hosts"), "secret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.signal(rustix::process::Signal::TERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -647,3 +647,80 @@ fn s6_a_control_socket_path_that_is_the_database_leaves_it_alone() {
     d.signal(rustix::process::Signal::TERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+// -------------------------------------------------------------------- log
+
+#[test]
+fn r15_a_discover_flood_from_one_source_is_summarised_and_a_client_still_logged() {
+    if !prerequisites("log_flood", &["busybox"]) {
+        return;
+    }
+    let files = Files::new();
+    let (pair, mut d) = setup("lflo", &files.config("", ""), 0);
+    let before = d.text().len();
+    // 100,000 DISCOVERs from one client (the review's flood wrote 11.9 MB
+    // of log for as many).
+    let sock = udp_in(&pair.client, "0.0.0.0:68", Some("zc0"));
+    let flood = dhcp_discover([2, 0, 0, 0, 0, 1], 7).to_bytes();
+    let started = Instant::now();
+    for i in 0..100_000u32 {
+        let _ = sock.send_to(&flood, "255.255.255.255:67");
+        if i % 1000 == 999 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(sock);
+    // A real client after it: udhcpc gets a lease, and its lines are
+    // written word for word (R15).
+    pair.client
+        .ip(&["link", "set", "zc0", "address", "02:00:00:00:00:42"]);
+    let out = pair.client.run(
+        "busybox",
+        &[
+            "udhcpc",
+            "-n",
+            "-q",
+            "-f",
+            "-i",
+            "zc0",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_for(
+        "dhcpserver: lease request=REQUEST reply=ACK mac=02:00:00:00:00:42 ip=192.0.2.",
+        Duration::from_secs(10),
+    );
+    // The summary comes when the flood's window ends.
+    d.wait_for(
+        " more lines from 02:00:00:00:00:01 in the last 10 s",
+        Duration::from_secs(10) + MARGIN,
+    );
+    let log = d.text();
+    let written = log.len() - before;
+    let flood_lines = log.matches("mac=02:00:00:00:00:01").count();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("more lines from 02:00:00:00:00:01"))
+        .unwrap();
+    eprintln!(
+        "100,000 DISCOVERs in {:?}: {written} bytes of log, {flood_lines} lines of them; {summary}",
+        started.elapsed()
+    );
+    assert!(
+        summary.starts_with("dhcpserver: warning: … and "),
+        "{summary}"
+    );
+    assert!(written < 64 * 1024, "{written} bytes");
+    d.signal(rustix::process::Signal::TERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 use ze::wire::{
-    dhcp::{self, MessageType, Op, Options, Repr, opt},
+    dhcp::{self, MessageType, Op, Repr, opt},
     tftp,
 };
 
@@ -100,35 +100,6 @@ fn setup(tag: &str, site: &Site, extra_dhcp: &str) -> (VethPair, Logged) {
 
 // ---------------------------------------------------------------- DHCP
 
-fn discover(mac: [u8; 6], xid: u32) -> Repr {
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&mac);
-    let mut options = Options::new();
-    options.set(opt::MESSAGE_TYPE, [MessageType::Discover.code()]);
-    options.set(opt::CLIENT_ARCH, [0, 7]);
-    options.set(
-        opt::VENDOR_CLASS_ID,
-        b"PXEClient:Arch:00007:UNDI:003000".to_vec(),
-    );
-    Repr {
-        op: Op::Request,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid,
-        secs: 0,
-        flags: dhcp::FLAG_BROADCAST,
-        ciaddr: "0.0.0.0".parse().unwrap(),
-        yiaddr: "0.0.0.0".parse().unwrap(),
-        siaddr: "0.0.0.0".parse().unwrap(),
-        giaddr: "0.0.0.0".parse().unwrap(),
-        chaddr,
-        sname: vec![],
-        file: vec![],
-        options,
-    }
-}
-
 fn dhcp_client(ns: &Netns) -> UdpSocket {
     let s = udp_in(ns, "0.0.0.0:68", Some("zc0"));
     s.set_read_timeout(Some(Duration::from_millis(300)))
@@ -154,7 +125,7 @@ fn exchange(sock: &UdpSocket, req: &Repr, timeout: Duration) -> Option<Repr> {
 }
 
 fn assert_offer(sock: &UdpSocket, mac: [u8; 6], xid: u32) -> Repr {
-    let offer = exchange(sock, &discover(mac, xid), Duration::from_secs(5)).expect("an OFFER");
+    let offer = exchange(sock, &dhcp_discover(mac, xid), Duration::from_secs(5)).expect("an OFFER");
     assert_eq!(offer.message_type(), Some(MessageType::Offer));
     offer
 }
@@ -167,7 +138,7 @@ fn bad_inputs_dhcp_option_length_lies_overload_and_missing_end() {
     let site = Site::new();
     let (pair, mut d) = setup("dopt", &site, "");
     let sock = dhcp_client(&pair.client);
-    let good = discover([2, 0, 0, 0, 0, 1], 1).to_bytes();
+    let good = dhcp_discover([2, 0, 0, 0, 0, 1], 1).to_bytes();
     let head = &good[..dhcp::HEADER_LEN];
     let expected = |code: u8| -> usize {
         match code {
@@ -280,7 +251,7 @@ fn bad_inputs_discover_flood_stays_bounded_and_a_known_client_keeps_its_lease() 
     // A known client binds first.
     let known = [2, 0, 0, 0, 0, 0x99];
     let offer = assert_offer(&sock, known, 7);
-    let mut req = discover(known, 8);
+    let mut req = dhcp_discover(known, 8);
     req.options
         .set(opt::MESSAGE_TYPE, [MessageType::Request.code()]);
     req.options.set(opt::SERVER_ID, [192, 0, 2, 1]);
@@ -295,7 +266,7 @@ fn bad_inputs_discover_flood_stays_bounded_and_a_known_client_keeps_its_lease() 
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let b = seed.to_be_bytes();
-        let mut p = discover([0x02, b[1], b[2], b[3], b[4], b[5]], i).to_bytes();
+        let mut p = dhcp_discover([0x02, b[1], b[2], b[3], b[4], b[5]], i).to_bytes();
         p[4..8].copy_from_slice(&(0x4000_0000 + i).to_be_bytes());
         sock.send_to(&p, "255.255.255.255:67").unwrap();
         if i % 200 == 0 {

@@ -21,6 +21,7 @@
 
 pub mod log;
 pub mod shutdown;
+pub mod summary;
 
 use crate::config::{
     brace,

@@ -466,6 +466,37 @@ pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
     })
 }
 
+/// A PXE (UEFI x64) DHCPDISCOVER from `mac`, broadcast flag set.
+pub fn dhcp_discover(mac: [u8; 6], xid: u32) -> ze::wire::dhcp::Repr {
+    use ze::wire::dhcp::{self, MessageType, Op, Options, Repr, opt};
+    let mut chaddr = [0u8; 16];
+    chaddr[..6].copy_from_slice(&mac);
+    let mut options = Options::new();
+    options.set(opt::MESSAGE_TYPE, [MessageType::Discover.code()]);
+    options.set(opt::CLIENT_ARCH, [0, 7]);
+    options.set(
+        opt::VENDOR_CLASS_ID,
+        b"PXEClient:Arch:00007:UNDI:003000".to_vec(),
+    );
+    Repr {
+        op: Op::Request,
+        htype: 1,
+        hlen: 6,
+        hops: 0,
+        xid,
+        secs: 0,
+        flags: dhcp::FLAG_BROADCAST,
+        ciaddr: "0.0.0.0".parse().unwrap(),
+        yiaddr: "0.0.0.0".parse().unwrap(),
+        siaddr: "0.0.0.0".parse().unwrap(),
+        giaddr: "0.0.0.0".parse().unwrap(),
+        chaddr,
+        sname: vec![],
+        file: vec![],
+        options,
+    }
+}
+
 /// An appliance's `database.zefs` in `dir`: user `admin` with password
 /// `secret`, and `active` as the committed configuration.
 pub fn appliance_database(dir: &Path, active: Option<&str>) -> PathBuf {

@@ -23,18 +23,6 @@ use ze::wire::{
 const SERVER: &str = "192.0.2.1";
 const CANARY: &[u8] = b"CANARY-SECRET-NEVER-SERVED";
 
-fn prerequisites(test: &str, tools: &[&str]) -> bool {
-    let mut checks: Vec<(String, bool)> = vec![
-        ("root".into(), is_root()),
-        ("ip (iproute2)".into(), have("ip")),
-    ];
-    for t in tools {
-        checks.push(((*t).to_string(), have(t)));
-    }
-    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
-    require(test, &refs)
-}
-
 /// Roots with files to serve, a canary outside them, and symlinks in each
 /// root pointing at the canary.
 struct Site {
@@ -132,7 +120,7 @@ fn assert_offer(sock: &UdpSocket, mac: [u8; 6], xid: u32) -> Repr {
 
 #[test]
 fn bad_inputs_dhcp_option_length_lies_overload_and_missing_end() {
-    if !prerequisites("dhcp_option_lies", &[]) {
+    if !require_tools("dhcp_option_lies", &[]) {
         return;
     }
     let site = Site::new();
@@ -242,7 +230,7 @@ fn bad_inputs_dhcp_option_length_lies_overload_and_missing_end() {
 
 #[test]
 fn bad_inputs_discover_flood_stays_bounded_and_a_known_client_keeps_its_lease() {
-    if !prerequisites("dhcp_exhaustion", &[]) {
+    if !require_tools("dhcp_exhaustion", &[]) {
         return;
     }
     let site = Site::new();
@@ -309,7 +297,7 @@ fn bad_inputs_discover_flood_stays_bounded_and_a_known_client_keeps_its_lease() 
 
 #[test]
 fn r4_r17_udhcpc_gets_a_lease_renews_it_and_keeps_it_across_a_restart() {
-    if !prerequisites("udhcpc", &["busybox"]) {
+    if !require_tools("udhcpc", &["busybox"]) {
         return;
     }
     let site = Site::new();
@@ -477,7 +465,7 @@ fn tftp_sock(ns: &Netns) -> UdpSocket {
 
 #[test]
 fn bad_inputs_tftp_short_packets_strings_negotiation_and_state() {
-    if !prerequisites("tftp_bad_inputs", &[]) {
+    if !require_tools("tftp_bad_inputs", &[]) {
         return;
     }
     let site = Site::new();
@@ -632,7 +620,7 @@ fn bad_inputs_tftp_short_packets_strings_negotiation_and_state() {
 
 #[test]
 fn bad_inputs_tftp_state_error_mid_transfer_data_on_read_and_silent_peer() {
-    if !prerequisites("tftp_state", &[]) {
+    if !require_tools("tftp_state", &[]) {
         return;
     }
     let site = Site::new();
@@ -717,7 +705,7 @@ fn bad_inputs_tftp_state_error_mid_transfer_data_on_read_and_silent_peer() {
 
 #[test]
 fn bad_inputs_udp_length_disagreeing_with_the_datagram() {
-    if !prerequisites("udp_length", &[]) {
+    if !require_tools("udp_length", &[]) {
         return;
     }
     let site = Site::new();
@@ -780,7 +768,7 @@ fn status(resp: &[u8]) -> u16 {
 
 #[test]
 fn bad_inputs_path_escapes_never_serve_the_canary() {
-    if !prerequisites("path_escape", &[]) {
+    if !require_tools("path_escape", &[]) {
         return;
     }
     let site = Site::new();
@@ -865,7 +853,7 @@ fn bad_inputs_path_escapes_never_serve_the_canary() {
 
 #[test]
 fn bad_inputs_http_heads_methods_and_idle_connections() {
-    if !prerequisites("http_bad_inputs", &[]) {
+    if !require_tools("http_bad_inputs", &[]) {
         return;
     }
     let site = Site::new();
@@ -933,7 +921,7 @@ fn bad_inputs_http_heads_methods_and_idle_connections() {
 
 #[test]
 fn r1_curl_tftp_hpa_and_atftp_fetch_byte_identical_files() {
-    if !prerequisites("tftp_clients", &["curl", "tftp", "atftp"]) {
+    if !require_tools("tftp_clients", &["curl", "tftp", "atftp"]) {
         return;
     }
     let site = Site::new();
@@ -1055,7 +1043,7 @@ fn r1_curl_tftp_hpa_and_atftp_fetch_byte_identical_files() {
 
 #[test]
 fn r9_curl_range_head_and_keep_alive() {
-    if !prerequisites("http_clients", &["curl"]) {
+    if !require_tools("http_clients", &["curl"]) {
         return;
     }
     let site = Site::new();
@@ -1126,7 +1114,7 @@ fn r9_curl_range_head_and_keep_alive() {
 
 #[test]
 fn r17_shutdown_drains_a_transfer_in_flight_and_eof_stops_ze_dash() {
-    if !prerequisites("shutdown_drain", &["curl"]) {
+    if !require_tools("shutdown_drain", &["curl"]) {
         return;
     }
     let site = Site::new();
@@ -1185,7 +1173,7 @@ fn r17_shutdown_drains_a_transfer_in_flight_and_eof_stops_ze_dash() {
 
 #[test]
 fn bad_inputs_tftp_transfers_are_bounded() {
-    if !prerequisites("tftp_limit", &[]) {
+    if !require_tools("tftp_limit", &[]) {
         return;
     }
     let site = Site::new();

@@ -1,15 +1,18 @@
-//! Fixtures for the provisioning-server tests: network namespaces, the
-//! daemon as a child process with its log captured, prerequisites that
-//! fail in CI and skip locally, and a tiny initrd whose `/init` prints a
-//! marker and powers off.
+//! Fixtures for the provisioning-server tests: network namespaces
+//! ([`netns`]), the daemon as a child process with its log captured,
+//! prerequisites that fail in CI and skip locally, and a tiny initrd whose
+//! `/init` prints a marker and powers off.
 #![allow(dead_code)]
+
+mod netns;
+pub use netns::*;
 
 use std::{
     fs,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, atomic::AtomicU32, atomic::Ordering},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -51,6 +54,26 @@ pub fn require(test: &str, checks: &[(&str, bool)]) -> bool {
     false
 }
 
+/// [`require`] root, `ip` and each of `tools` on PATH: what a test in
+/// namespaces with real clients needs.
+pub fn require_tools(test: &str, tools: &[&str]) -> bool {
+    let mut checks: Vec<(String, bool)> = vec![
+        ("root".into(), is_root()),
+        ("ip (iproute2)".into(), have("ip")),
+    ];
+    for t in tools {
+        checks.push(((*t).to_string(), have(t)));
+    }
+    let refs: Vec<(&str, bool)> = checks.iter().map(|(n, ok)| (n.as_str(), *ok)).collect();
+    require(test, &refs)
+}
+
+/// The attacker's `i`-th address in tests of a hostile segment
+/// (192.0.2.100 on), beside the real client's.
+pub fn attacker(i: usize) -> String {
+    format!("192.0.2.{}", 100 + i)
+}
+
 /// Whether we are root.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -87,135 +110,6 @@ pub fn sh_out(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace, removed on drop (with everything in it).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    /// A fresh namespace with `lo` up; `tag` makes the name recognisable.
-    pub fn new(tag: &str) -> Netns {
-        let name = format!(
-            "ze-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> args…`.
-    pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        sh("ip", &full);
-    }
-
-    /// A command run inside the namespace.
-    pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Run inside the namespace; return the output.
-    pub fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
-        self.cmd(program).args(args).output().unwrap()
-    }
-
-    /// `ip -n <ns> -batch -` with `lines`: many changes, one process.
-    pub fn ip_batch(&self, lines: &[String]) {
-        ip_batch(Some(&self.name), lines);
-    }
-}
-
-/// `ip [-n ns] -batch -` with `lines` on standard input, success required.
-pub fn ip_batch(ns: Option<&str>, lines: &[String]) {
-    let mut cmd = Command::new("ip");
-    if let Some(n) = ns {
-        cmd.args(["-n", n]);
-    }
-    let mut child = cmd
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ip");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.join("\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip -batch ({} lines): {}",
-        lines.len(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill what still runs in it, then remove it.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).output();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Two namespaces joined by a veth pair: `server` side `zs0` with
-/// 192.0.2.1/24 (unless `server_addr` is None), `client` side `zc0`.
-pub struct VethPair {
-    pub server: Netns,
-    pub client: Netns,
-}
-
-impl VethPair {
-    pub fn new(tag: &str, server_addr: Option<&str>) -> VethPair {
-        let server = Netns::new(&format!("{tag}s"));
-        let client = Netns::new(&format!("{tag}c"));
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                "zs0",
-                "netns",
-                &server.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "zc0",
-                "netns",
-                &client.name,
-            ],
-        );
-        if let Some(a) = server_addr {
-            server.ip(&["addr", "add", a, "dev", "zs0"]);
-        }
-        server.ip(&["link", "set", "zs0", "up"]);
-        client.ip(&["link", "set", "zc0", "up"]);
-        VethPair { server, client }
-    }
 }
 
 /// A child process whose standard error (and output) lines are collected.
@@ -415,57 +309,6 @@ pub fn write(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
 }
 
-/// Run `f` on a thread that has entered namespace `ns`; sockets it
-/// creates belong to that namespace wherever they are used afterwards.
-pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name);
-    thread::spawn(move || {
-        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&file),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-}
-
-/// A UDP socket in `ns` bound to `bind`, optionally to a device, allowed
-/// to broadcast, with a receive timeout.
-pub fn udp_in(ns: &Netns, bind: &str, device: Option<&str>) -> std::net::UdpSocket {
-    let bind: std::net::SocketAddr = bind.parse().unwrap();
-    let device = device.map(str::to_string);
-    in_ns(ns, move || {
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )
-        .unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_broadcast(true).unwrap();
-        if let Some(d) = device {
-            s.bind_device(Some(d.as_bytes())).unwrap();
-        }
-        s.bind(&bind.into()).unwrap();
-        let s: std::net::UdpSocket = s.into();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s
-    })
-}
-
-/// A TCP connection made from inside `ns`.
-pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
-    let to: std::net::SocketAddr = to.parse().unwrap();
-    in_ns(ns, move || {
-        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    })
-}
-
 /// A PXE (UEFI x64) DHCPDISCOVER from `mac`, broadcast flag set.
 pub fn dhcp_discover(mac: [u8; 6], xid: u32) -> ze::wire::dhcp::Repr {
     use ze::wire::dhcp::{self, MessageType, Op, Options, Repr, opt};
@@ -516,26 +359,6 @@ pub fn appliance_database(dir: &Path, active: Option<&str>) -> PathBuf {
     let path = dir.join("database.zefs");
     db.store(&path).unwrap();
     path
-}
-
-/// A TCP connection from `from` (an address of `ns`) to `to`.
-pub fn tcp_from(ns: &Netns, from: &str, to: &str) -> std::net::TcpStream {
-    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
-    let to: std::net::SocketAddr = to.parse().unwrap();
-    in_ns(ns, move || {
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        s.bind(&from.into()).unwrap();
-        s.connect_timeout(&to.into(), Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"));
-        let s: std::net::TcpStream = s.into();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    })
 }
 
 /// The resident memory of a process, in KiB.

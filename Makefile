@@ -27,7 +27,7 @@ APT_PACKAGES := \
 
 .PHONY: all demo test deps build build-dev firmware kernel initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test appliance-qemu-test bench bench-firmware \
-	bench-appliance bench-iso fuzz ze-pxe bench-pxe
+	bench-appliance bench-iso fuzz ze-pxe bench-pxe bench-storm
 
 all: build
 
@@ -118,7 +118,7 @@ appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 
 ## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
-bench: bench-firmware bench-appliance bench-iso bench-pxe
+bench: bench-firmware bench-appliance bench-iso bench-pxe bench-storm
 
 ## bench-appliance: ze appliance build of a 2 GiB image against the shell
 ## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)
@@ -173,3 +173,10 @@ ze-pxe:
 ## bench-pxe: TFTP vs tftpd-hpa and dnsmasq, HTTP vs nginx, DHCP vs kea (root)
 bench-pxe: deps build
 	bash bench/pxe.sh
+
+## bench-storm: a boot storm of 200 targets (udhcpc, curl over TFTP and HTTP)
+## against ze and against dnsmasq + nginx, interleaved, medians of RUNS
+## (default 5); the table goes to build/bench/storm.md (root;
+## host/tests/storm.rs)
+bench-storm: deps
+	$(CARGO) test --release --locked -p ze --test storm -- --ignored --nocapture bench_storm

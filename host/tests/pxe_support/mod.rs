@@ -204,10 +204,15 @@ impl Drop for Logged {
 }
 
 /// Start `ze -` in `ns` with `config` (and a NUL) on stdin, and wait for
-/// the daemon to report that it started.
+/// the daemon to report that it started; it logs at debug level.
 pub fn start_daemon(ns: &Netns, config: &str) -> Logged {
+    start_daemon_logging(ns, config, "debug")
+}
+
+/// [`start_daemon`] with the log level `level`.
+pub fn start_daemon_logging(ns: &Netns, config: &str, level: &str) -> Logged {
     let mut cmd = ns.cmd(ze_bin().to_str().unwrap());
-    cmd.arg("-").env("ZE_LOG", "debug");
+    cmd.arg("-").env("ZE_LOG", level);
     let mut d = Logged::spawn(cmd);
     let stdin = d.stdin.as_mut().unwrap();
     stdin.write_all(config.as_bytes()).unwrap();

@@ -1,5 +1,6 @@
-//! Network namespaces for the tests: one (`Netns`), two joined by a veth
-//! pair (`VethPair`), and sockets made inside one.
+//! Network namespaces for the tests: one (`Netns`), many at once
+//! (`NetnsGroup`), two joined by a veth pair (`VethPair`), and sockets
+//! made inside one.
 
 use super::sh;
 use std::{
@@ -100,6 +101,81 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+    }
+}
+
+/// The processes whose network namespace is `name` (an `ip netns`
+/// name): their `/proc/PID/ns/net` is the same namespace as its file.
+pub fn pids_in_netns(name: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = fs::metadata(format!("/var/run/netns/{name}")) else {
+        return Vec::new();
+    };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
+        })
+        .collect()
+}
+
+/// Many namespaces at once (a boot storm's targets), each with `lo`
+/// down: made and removed with one `ip -batch` each.
+pub struct NetnsGroup {
+    pub names: Vec<String>,
+}
+
+impl NetnsGroup {
+    pub fn new(tag: &str, n: usize) -> NetnsGroup {
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("ze-{tag}-{}-{seq}-{i}", std::process::id()))
+            .collect();
+        let lines: Vec<String> = names.iter().map(|n| format!("netns add {n}")).collect();
+        ip_batch(None, &lines);
+        NetnsGroup { names }
+    }
+
+    /// A command run inside namespace `i`.
+    pub fn cmd(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.names[i], program]);
+        c
+    }
+}
+
+impl Drop for NetnsGroup {
+    fn drop(&mut self) {
+        for n in &self.names {
+            for pid in pids_in_netns(n) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let lines: Vec<String> = self
+            .names
+            .iter()
+            .map(|n| format!("netns del {n}"))
+            .collect();
+        let _ = Command::new("ip")
+            .args(["-force", "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(lines.join("\n").as_bytes())?;
+                c.wait()
+            });
     }
 }
 

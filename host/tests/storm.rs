@@ -223,16 +223,7 @@ impl Drop for Running {
             let _ = c.wait();
         }
         let t0 = Instant::now();
-        loop {
-            let left = pids_in_netns(&self.ns);
-            if left.is_empty() || t0.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            for pid in left {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
+        while kill_all_in_netns(&self.ns) > 0 && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -191,11 +191,6 @@ impl<F: BackendFactory> Shared<F> {
             }
         }
     }
-
-    /// The connection gate.
-    pub fn gate(&self) -> &Gate {
-        &self.gate
-    }
 }
 
 fn methods() -> russh::MethodSet {

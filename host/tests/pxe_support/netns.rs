@@ -90,14 +90,7 @@ pub fn ip_batch(ns: Option<&str>, lines: &[String]) {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Kill what still runs in it, then remove it.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).output();
-            }
-        }
+        kill_all_in_netns(&self.name);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
@@ -122,6 +115,17 @@ pub fn pids_in_netns(name: &str) -> Vec<u32> {
                 .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
         })
         .collect()
+}
+
+/// SIGKILL every process in namespace `name`; returns how many there were.
+pub fn kill_all_in_netns(name: &str) -> usize {
+    let pids = pids_in_netns(name);
+    for &pid in &pids {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    pids.len()
 }
 
 /// Many namespaces at once (a boot storm's targets), each with `lo`
@@ -152,11 +156,7 @@ impl NetnsGroup {
 impl Drop for NetnsGroup {
     fn drop(&mut self) {
         for n in &self.names {
-            for pid in pids_in_netns(n) {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
+            kill_all_in_netns(n);
         }
         let lines: Vec<String> = self
             .names

@@ -64,17 +64,24 @@ imageserver {{ interface zs0; address {SERVER}; image-dir {}; image ze-storm.img
     // And 256 TFTP transfers, each acknowledged once and then stalled.
     let mut buf = [0u8; 2048];
     let socks: Vec<std::net::UdpSocket> = (0..256)
-        .map(|i| udp_in(&pair.client, &format!("{}:0", addrs[i % 64]), None))
+        .map(|i| {
+            let s = udp_in(&pair.client, &format!("{}:0", addrs[i % 64]), None);
+            // Capacity, not latency: a loaded machine may be slow to answer.
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
         .collect();
     // One after the other, each answering at once as a client does; the
     // acknowledged ones stall and hold their slots (15 s at most).
-    for s in &socks {
+    for (i, s) in socks.iter().enumerate() {
         s.send_to(
             b"\x00\x01ipxe.efi\x00octet\x00blksize\x001468\x00",
             (SERVER, 69),
         )
         .unwrap();
-        let (n, tid) = s.recv_from(&mut buf).unwrap();
+        let (n, tid) = s
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("transfer {i}: {e}\n{}", d.text()));
         assert!(buf[..n].starts_with(&[0, 6]), "an OACK, not an ERROR");
         s.send_to(&[0, 4, 0, 0], tid).unwrap();
         let n = s.recv(&mut buf).unwrap();

@@ -39,7 +39,7 @@ APT_PACKAGES := \
 
 .PHONY: all demo test deps build build-dev firmware kernel kernels initrd static-ze lint fmt clean \
 	ze-install-qemu-test ze-install-iso-qemu-test ze-install-hw-qemu-test appliance-qemu-test bench bench-firmware bench-map \
-	bench-appliance bench-iso fuzz ze-pxe bench-pxe bench-relay
+	bench-appliance bench-iso fuzz ze-pxe bench-pxe bench-relay bench-storm
 
 all: build
 
@@ -149,7 +149,7 @@ appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 
 ## bench: every benchmark; results go to docs/PERFORMANCE.md by hand
-bench: bench-firmware bench-appliance bench-iso bench-pxe bench-map
+bench: bench-firmware bench-appliance bench-iso bench-pxe bench-map bench-storm
 
 ## bench-appliance: ze appliance build of a 2 GiB image against the shell
 ## pipeline (sgdisk, mkfs.vfat, mtools, mksquashfs, mke2fs, openssl)
@@ -209,3 +209,10 @@ bench-pxe: deps build
 ## bench-relay: only the DHCP-through-two-relays part of bench-pxe
 bench-relay: deps build
 	SKIP="tftp window http dhcp" bash bench/pxe.sh
+
+## bench-storm: a boot storm of 200 targets (udhcpc, curl over TFTP and HTTP)
+## against ze and against dnsmasq + nginx, interleaved, medians of RUNS
+## (default 5); the table goes to build/bench/storm.md (root;
+## host/tests/storm.rs)
+bench-storm: deps
+	$(CARGO) test --release --locked -p ze --test storm -- --ignored --nocapture bench_storm

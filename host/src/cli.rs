@@ -36,6 +36,8 @@ pub struct Install {
     pub what: InstallWhat,
 }
 
+// argh cannot parse into a boxed variant, and the enum is made once a run.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum InstallWhat {
@@ -92,7 +94,8 @@ pub struct InstallSystemd {
     name = "remote",
     note = "The server address is the interface's first IPv4 address; if it has none, the address from --network is added (the first host for a network address such as 192.168.1.0/24) and removed on exit.",
     note = "Boot files are served from <pxe-dir>/boot (vmlinuz, initrd.img.gz) and <pxe-dir>/tftp (ipxe.efi, ipxe.pxe, staged from --ipxe-dir when missing). Leases are kept in <pxe-dir>/state.",
-    note = "The password is stored only as a bcrypt hash (cost 10). Logs are at info level; set ze.log or ZE_LOG (and ze.log.<plugin>) to change it. SIGINT/SIGTERM stop the servers. See docs/install-remote.md.",
+    note = "The password comes from exactly one of --ssh-password-file, --ssh-password-stdin and --ssh-password (which any local user can read in `ps` while the command runs); with none, it is asked for twice without echo on a terminal. It is stored only as a bcrypt hash (cost 10).",
+    note = "Logs are at info level; set ze.log or ZE_LOG (and ze.log.<plugin>) to change it. SIGINT/SIGTERM stop the servers. See docs/install-remote.md.",
     note = "Without --proxy-dhcp, run only on an isolated provisioning network with no other DHCP server; on a network that has one, pass --proxy-dhcp (the site's server keeps handing out addresses). Subnets behind DHCP relays: --relay-network."
 )]
 pub struct InstallRemote {
@@ -114,9 +117,15 @@ pub struct InstallRemote {
     /// admin user name for the installed target
     #[argh(option)]
     pub ssh_username: String,
-    /// admin password (bcrypt-hashed before it is used; never written in plaintext)
+    /// admin password; visible to every local user in `ps` while the command runs: prefer --ssh-password-file or --ssh-password-stdin (bcrypt-hashed before use, never written in plaintext)
     #[argh(option)]
-    pub ssh_password: String,
+    pub ssh_password: Option<String>,
+    /// read the admin password from the first line of FILE
+    #[argh(option)]
+    pub ssh_password_file: Option<PathBuf>,
+    /// read the admin password from the first line of standard input
+    #[argh(switch)]
+    pub ssh_password_stdin: bool,
     /// server IPv4 address (default: the interface's first IPv4, else from --network)
     #[argh(option)]
     pub address: Option<std::net::Ipv4Addr>,
@@ -322,7 +331,7 @@ pub struct ApplianceInitrd {
     subcommand,
     name = "init",
     note = "Writes $XDG_CONFIG_HOME/ze/appliances/NAME/ (default ~/.config/ze/appliances/NAME/): appliance.json, ze.conf (the seed config, baked into images as file/template/ze.conf) and tls/cert.pem + tls/key.pem (self-signed for NAME).",
-    note = "Defaults: image.arch the host's, image.kernel-profile qemu, image.size-bytes 2 GiB. Without --ssh-username/--ssh-password, asks on the terminal (the password twice, without echo). The password is stored only as a bcrypt hash (cost 10).",
+    note = "Defaults: image.arch the host's, image.kernel-profile qemu, image.size-bytes 2 GiB. Without --ssh-username, asks on the terminal; the password comes from exactly one of --ssh-password-file, --ssh-password-stdin and --ssh-password (which any local user can read in `ps` while the command runs), else it is asked for twice without echo. The password is stored only as a bcrypt hash (cost 10).",
     note = "Refuses to replace an existing appliance.json without --force; --force keeps ze.conf, tls/ and the images.",
     note = "Next step: `ze appliance build NAME`."
 )]
@@ -330,9 +339,15 @@ pub struct ApplianceInit {
     /// SSH login name baked into every image (default: ask)
     #[argh(option)]
     pub ssh_username: Option<String>,
-    /// SSH password, stored only as a bcrypt hash (default: ask without echo)
+    /// SSH password, stored only as a bcrypt hash; visible to every local user in `ps` while the command runs: prefer --ssh-password-file or --ssh-password-stdin (default: ask without echo)
     #[argh(option)]
     pub ssh_password: Option<String>,
+    /// read the SSH password from the first line of FILE
+    #[argh(option)]
+    pub ssh_password_file: Option<PathBuf>,
+    /// read the SSH password from the first line of standard input
+    #[argh(switch)]
+    pub ssh_password_stdin: bool,
     /// target architecture: amd64 or arm64 (default: the host's)
     #[argh(option)]
     pub arch: Option<crate::appliance::Arch>,
@@ -533,9 +548,12 @@ pub struct MachinesAdd {
     /// this machine's admin user instead of the command line's
     #[argh(option)]
     pub ssh_username: Option<String>,
-    /// its password (bcrypt-hashed; never written in plaintext)
+    /// its password; visible to every local user in `ps` while the command runs: prefer --ssh-password-file or --ssh-password-stdin (bcrypt-hashed, never written in plaintext)
     #[argh(option)]
     pub ssh_password: Option<String>,
+    /// read that password from the first line of FILE
+    #[argh(option)]
+    pub ssh_password_file: Option<PathBuf>,
     /// read that password from the first line of standard input
     #[argh(switch)]
     pub ssh_password_stdin: bool,

@@ -3,7 +3,7 @@
 
 use crate::prompt::{self, Secret};
 use anyhow::{Context, bail};
-use std::io::Read;
+use std::{io::Read, path::Path};
 
 /// The bcrypt cost for every stored password (spec: "SSH Credentials").
 pub const BCRYPT_COST: u32 = 10;
@@ -62,21 +62,38 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     bcrypt::verify(password, hash).unwrap_or(false)
 }
 
-/// Read a password from the first line of standard input
-/// (`--password-stdin`). A closed or empty input is an error.
-pub fn password_from_stdin() -> anyhow::Result<String> {
+/// Read a password from the first line of standard input; `flag` (e.g.
+/// `--password-stdin`) names where it came from in errors. A closed or
+/// empty input is an error.
+pub fn password_from_stdin(flag: &str) -> anyhow::Result<String> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
         .take(4096)
         .read_to_end(&mut bytes)
-        .context("--password-stdin: cannot read standard input")?;
+        .with_context(|| format!("{flag}: cannot read standard input"))?;
     if bytes.is_empty() {
-        bail!("--password-stdin: standard input is closed; no password was read");
+        bail!("{flag}: standard input is closed; no password was read");
     }
-    let text = String::from_utf8(bytes).context("--password-stdin: the password is not UTF-8")?;
+    first_line(bytes, flag)
+}
+
+/// Read a password from the first line of the file at `path`; `flag`
+/// (e.g. `--ssh-password-file`) names where it came from in errors.
+pub fn password_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut bytes))
+        .with_context(|| format!("{flag} {}: cannot read it", path.display()))?;
+    first_line(bytes, &format!("{flag} {}", path.display()))
+}
+
+/// The first line of `bytes` as a valid password.
+fn first_line(bytes: Vec<u8>, source: &str) -> anyhow::Result<String> {
+    let text =
+        String::from_utf8(bytes).with_context(|| format!("{source}: the password is not UTF-8"))?;
     let line = text.lines().next().unwrap_or_default();
-    validate_password(line).context("--password-stdin")?;
+    validate_password(line).with_context(|| source.to_string())?;
     Ok(line.to_string())
 }
 
@@ -160,5 +177,31 @@ mod tests {
         assert!(!verify_password("Secret", &hash));
         assert!(hash_password("").is_err());
         assert!(hash_password(&"x".repeat(73)).is_err());
+    }
+
+    #[test]
+    fn a_password_file_gives_its_first_line_and_errors_name_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("pw");
+        std::fs::write(&f, "s3cret\nignored\n").unwrap();
+        assert_eq!(password_from_file(&f, "--pw-file").unwrap(), "s3cret");
+        std::fs::write(&f, "\n").unwrap();
+        let err = format!("{:#}", password_from_file(&f, "--pw-file").unwrap_err());
+        assert_eq!(
+            err,
+            format!("--pw-file {}: the password is empty", f.display())
+        );
+        let missing = d.path().join("nope");
+        let err = format!(
+            "{:#}",
+            password_from_file(&missing, "--pw-file").unwrap_err()
+        );
+        assert!(
+            err.starts_with(&format!(
+                "--pw-file {}: cannot read it: ",
+                missing.display()
+            )),
+            "{err}"
+        );
     }
 }

@@ -400,3 +400,81 @@ fn a7_iso_check_names_the_missing_initrd_and_how_to_build_it() {
     let out = run_fails(home.ze(&["appliance", "iso", "nope"]));
     assert!(text(&out.stderr).contains("run `ze appliance init nope` first"));
 }
+
+#[test]
+fn a1_init_reads_the_password_from_a_file_or_stdin_and_one_source_only() {
+    let home = Home::new();
+    let hash_of = |name: &str| -> String {
+        let json: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(home.dir(name).join("appliance.json")).unwrap(),
+        )
+        .unwrap();
+        json["ssh"]["password-hash"].as_str().unwrap().to_string()
+    };
+    let file = home.tmp.path().join("pw");
+    fs::write(&file, "from-a-file\n").unwrap();
+    let f = file.to_str().unwrap();
+    run_ok(home.ze(&[
+        "appliance",
+        "init",
+        "--ssh-username",
+        "admin",
+        "--ssh-password-file",
+        f,
+        "viafile",
+    ]));
+    assert!(ze::credentials::verify_password(
+        "from-a-file",
+        &hash_of("viafile")
+    ));
+    run_with_stdin(
+        &mut home.ze(&[
+            "appliance",
+            "init",
+            "--ssh-username",
+            "admin",
+            "--ssh-password-stdin",
+            "viastdin",
+        ]),
+        b"from-stdin\n",
+        true,
+    );
+    assert!(ze::credentials::verify_password(
+        "from-stdin",
+        &hash_of("viastdin")
+    ));
+    for (args, want) in [
+        (
+            vec![
+                "--ssh-username",
+                "admin",
+                "--ssh-password",
+                "x",
+                "--ssh-password-file",
+                f,
+            ],
+            "--ssh-password and --ssh-password-file were given together: pass exactly one of",
+        ),
+        (
+            vec![
+                "--ssh-username",
+                "admin",
+                "--ssh-password-file",
+                f,
+                "--ssh-password-stdin",
+            ],
+            "--ssh-password-file and --ssh-password-stdin were given together",
+        ),
+        (
+            vec!["--ssh-password-stdin"],
+            "--ssh-password-stdin takes standard input: pass --ssh-username NAME too",
+        ),
+    ] {
+        let mut full = vec!["appliance", "init"];
+        full.extend(args.iter());
+        full.push("two");
+        let err = text(&run_fails(home.ze(&full)).stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!home.dir("two").exists());
+}

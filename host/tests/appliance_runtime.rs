@@ -13,27 +13,9 @@ mod pxe_support;
 
 use pxe_support::*;
 use std::{fs, path::Path, process::Command, time::Duration};
-use ze::zefs::{UserRecord, Zefs, keys};
+use ze::zefs::{Zefs, keys};
 
 const SERVER_IP: &str = "198.51.100.1";
-
-fn database(dir: &Path, active: Option<&str>) -> std::path::PathBuf {
-    let mut db = Zefs::new();
-    db.set_user(
-        "admin",
-        &UserRecord {
-            role: "admin".into(),
-            password_hash: ze::credentials::hash_password("secret").unwrap(),
-        },
-    )
-    .unwrap();
-    if let Some(text) = active {
-        db.insert(keys::ACTIVE_CONFIG, text).unwrap();
-    }
-    let path = dir.join("database.zefs");
-    db.store(&path).unwrap();
-    path
-}
 
 fn dhcp_config() -> String {
     format!(
@@ -104,7 +86,7 @@ fn b1_b4_b6_ze_start_leases_serves_ssh_commits_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let config = "dhcpclient {\n    interface zc0;\n}\nsshserver {\n    listen 0.0.0.0:2222;\n}\n";
-    let db_path = database(dir.path(), Some(config));
+    let db_path = appliance_database(dir.path(), Some(config));
 
     // The dry run says what would run.
     let out = pair
@@ -268,7 +250,7 @@ fn b1_bootstrap_mode_without_ethernet_refuses_clearly() {
     // A namespace holds only lo and veth links: no ethernet NIC.
     let pair = VethPair::new("rb", None);
     let dir = tempfile::tempdir().unwrap();
-    database(dir.path(), None);
+    appliance_database(dir.path(), None);
     let out = pair
         .client
         .cmd(ze_bin().to_str().unwrap())

@@ -73,22 +73,22 @@ pub fn run(args: &ApplianceInit) -> anyhow::Result<()> {
 
     let username = match &args.ssh_username {
         Some(u) => u.clone(),
+        None if args.ssh_password_stdin => {
+            bail!("--ssh-password-stdin takes standard input: pass --ssh-username NAME too")
+        }
         None if prompt::stdin_is_terminal() => {
             credentials::username_from_terminal("SSH username: ")?
         }
         None => {
-            bail!("no terminal to ask on: pass --ssh-username NAME and --ssh-password PASSWORD")
+            bail!("no terminal to ask on: pass --ssh-username NAME and --ssh-password-file FILE")
         }
     };
     credentials::validate_username(&username).context("--ssh-username")?;
-    let password = match &args.ssh_password {
-        Some(p) => {
-            credentials::validate_password(p).context("--ssh-password")?;
-            p.clone()
-        }
-        None if prompt::stdin_is_terminal() => credentials::password_from_terminal()?,
-        None => bail!("no terminal to ask for the password: pass --ssh-password PASSWORD"),
-    };
+    let password = crate::cmd::ssh_password(
+        args.ssh_password.as_deref(),
+        args.ssh_password_file.as_deref(),
+        args.ssh_password_stdin,
+    )?;
     appliance.ssh = Some(SshCredentials {
         username: username.clone(),
         password_hash: credentials::hash_password(&password)?,

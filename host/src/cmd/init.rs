@@ -39,7 +39,7 @@ pub fn run(ctx: &Context, args: &Init) -> anyhow::Result<()> {
     };
     credentials::validate_username(&username)?;
     let password = if args.password_stdin {
-        credentials::password_from_stdin()?
+        credentials::password_from_stdin("--password-stdin")?
     } else if prompt::stdin_is_terminal() {
         credentials::password_from_terminal()?
     } else {

@@ -162,7 +162,6 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
     netaddr::check_provisioning_prefix(&network)
         .map_err(|e| anyhow::anyhow!("--network {network}: {e}"))?;
     credentials::validate_username(&args.ssh_username).context("--ssh-username")?;
-    credentials::validate_password(&args.ssh_password).context("--ssh-password")?;
     let (server, add_address) = if args.proxy_dhcp {
         let a = proxy_server_address(args.address, &network, &args.interface, existing)?;
         (a, None)
@@ -375,7 +374,13 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the addresses of {}", args.interface))?;
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let setup = prepare(args, &cwd, &existing)?;
-    let hash = credentials::hash_password(&args.ssh_password)?;
+    // Asked (or read) once every other flag is known good.
+    let password = crate::cmd::ssh_password(
+        args.ssh_password.as_deref(),
+        args.ssh_password_file.as_deref(),
+        args.ssh_password_stdin,
+    )?;
+    let hash = credentials::hash_password(&password)?;
     let config = generate_config(&setup, &args.ssh_username, &hash);
     let mut out = std::io::stdout().lock();
     if matches!(netlink::is_up(&args.interface), Ok(false)) {
@@ -528,7 +533,9 @@ mod tests {
             relay_network: vec![],
             image: dir.join("img/ze-20260617-160000.img"),
             ssh_username: "admin".into(),
-            ssh_password: "s3cret-pass".into(),
+            ssh_password: None,
+            ssh_password_file: None,
+            ssh_password_stdin: false,
             address: None,
             kernel: None,
             initrd: None,
@@ -715,7 +722,7 @@ mod tests {
         a.kernel = Some(d.path().join("vmlinuz-src"));
         a.initrd = Some(d.path().join("initrd-src"));
         let s = prepare(&a, d.path(), &[]).unwrap();
-        let hash = credentials::hash_password(&a.ssh_password).unwrap();
+        let hash = credentials::hash_password("s3cret-pass").unwrap();
         let text = generate_config(&s, "admin", &hash);
         assert!(
             !text.contains("s3cret-pass"),
@@ -766,7 +773,7 @@ mod tests {
             full.dhcp_summary(),
             "DHCP pool 192.0.2.2-192.0.2.254, relayed 198.51.100.0/24 pool 198.51.100.2-198.51.100.254"
         );
-        let hash = credentials::hash_password(&a.ssh_password).unwrap();
+        let hash = credentials::hash_password("s3cret-pass").unwrap();
         let text = generate_config(&full, "admin", &hash);
         assert!(
             text.contains("    subnet 198.51.100.0/24 {\n        pool 198.51.100.2 198.51.100.254;\n        router 198.51.100.1;\n    }\n"),

@@ -207,17 +207,21 @@ pub fn add(a: &MachinesAdd) -> anyhow::Result<()> {
     if let Some(h) = &a.hostname {
         record::check_hostname(h).map_err(|e| anyhow::anyhow!("--hostname {e}"))?;
     }
-    let ssh = match (&a.ssh_username, &a.ssh_password, a.ssh_password_stdin) {
-        (None, None, false) => None,
-        (Some(u), Some(p), false) => Some((u, p.clone())),
-        (Some(u), None, true) => Some((u, credentials::password_from_stdin()?)),
-        (None, _, _) => bail!("--ssh-password needs --ssh-username"),
-        (Some(_), None, false) => {
-            bail!("--ssh-username needs --ssh-password or --ssh-password-stdin")
-        }
-        (Some(_), Some(_), true) => {
-            bail!("give --ssh-password or --ssh-password-stdin, not both")
-        }
+    let password_given =
+        a.ssh_password.is_some() || a.ssh_password_file.is_some() || a.ssh_password_stdin;
+    let ssh = match &a.ssh_username {
+        None if password_given => bail!("a password for the machine needs --ssh-username"),
+        None => None,
+        // One source of the password, as for `ze install remote`; a
+        // terminal is asked when there is none.
+        Some(u) => Some((
+            u,
+            crate::cmd::ssh_password(
+                a.ssh_password.as_deref(),
+                a.ssh_password_file.as_deref(),
+                a.ssh_password_stdin,
+            )?,
+        )),
     };
     let ssh = match ssh {
         None => None,

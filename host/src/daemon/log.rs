@@ -6,14 +6,23 @@
 //! `ZE_LOG_<PLUGIN>`, then `ze.log` or `ZE_LOG` — and then the config's
 //! `daemon { log <level>; log <plugin> <level>; }`, and default to info.
 //! Values that came from the network are quoted and escaped, so a file
-//! name cannot forge a log line.
+//! name cannot forge a log line, nor hide or reorder its text with
+//! invisible characters (Unicode format controls such as U+202E, and the
+//! line and paragraph separators U+2028/U+2029, are escaped like control
+//! characters).
+//!
+//! Under a flood the log stays bounded ([`super::summary`]): repeated
+//! events from one source are summarised, and each plugin logs at a
+//! bounded rate; the lines that are written are whole and unchanged.
 
+use super::summary::Summariser;
 use std::{
     collections::BTreeMap,
     fmt::{self, Write as _},
     io::Write,
     str::FromStr,
     sync::{Arc, Mutex, OnceLock, RwLock},
+    time::{Duration, Instant},
 };
 use tracing::{Event, Level, Metadata, Subscriber, field::Field};
 use tracing_subscriber::{layer::Context, prelude::*};
@@ -134,7 +143,55 @@ type Sink = Box<dyn Write + Send>;
 /// A `tracing` layer that writes one line per event.
 pub struct LineLayer {
     levels: Arc<RwLock<LogLevels>>,
+    out: Arc<Output>,
+}
+
+/// Where lines go, through the summariser.
+struct Output {
+    summary: Mutex<Summariser>,
     sink: Mutex<Sink>,
+}
+
+impl Output {
+    fn new(sink: Sink) -> Arc<Output> {
+        Arc::new(Output {
+            summary: Mutex::new(Summariser::new()),
+            sink: Mutex::new(sink),
+        })
+    }
+
+    /// Write `line` of `target` from `source`, unless the summariser holds
+    /// it back; summaries that are due go first.
+    fn write(&self, target: &str, source: Option<&str>, line: &str) {
+        let mut pending = Vec::new();
+        let admit = self
+            .summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(Instant::now(), target, source, &mut pending);
+        self.emit(&pending, admit.then_some(line));
+    }
+
+    /// Write the summaries of windows that ended.
+    fn flush_summaries(&self) {
+        let mut pending = Vec::new();
+        self.summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush(Instant::now(), &mut pending);
+        self.emit(&pending, None);
+    }
+
+    fn emit(&self, summaries: &[String], line: Option<&str>) {
+        if summaries.is_empty() && line.is_none() {
+            return;
+        }
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        for s in summaries.iter().map(String::as_str).chain(line) {
+            let _ = sink.write_all(s.as_bytes());
+        }
+        let _ = sink.flush();
+    }
 }
 
 impl fmt::Debug for LineLayer {
@@ -163,9 +220,21 @@ static HANDLE: OnceLock<LogHandle> = OnceLock::new();
 pub fn install(levels: LogLevels) -> LogHandle {
     let handle = HANDLE.get_or_init(|| {
         let levels = Arc::new(RwLock::new(LogLevels::default()));
+        let out = Output::new(Box::new(std::io::stderr()));
+        // Summaries are written when a window ends even if the flood does
+        // not come back.
+        let flusher = out.clone();
+        let _ = std::thread::Builder::new()
+            .name("log-summary".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    flusher.flush_summaries();
+                }
+            });
         let layer = LineLayer {
             levels: levels.clone(),
-            sink: Mutex::new(Box::new(std::io::stderr())),
+            out,
         };
         let _ = tracing_subscriber::registry().with(layer).try_init();
         LogHandle { levels }
@@ -188,15 +257,18 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let line = format_event(event);
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = sink.write_all(line.as_bytes());
-        let _ = sink.flush();
+        let (line, source) = format_event(event);
+        let target = event.metadata().target().split("::").next().unwrap_or("ze");
+        self.out.write(target, source.as_deref(), &line);
     }
 }
 
-/// The text of one event, newline included.
-fn format_event(event: &Event<'_>) -> String {
+/// The fields that name where an event came from (or whom a reply was
+/// for), first found wins.
+const SOURCE_FIELDS: [&str; 4] = ["client", "from", "mac", "to"];
+
+/// The text of one event, newline included, and its source.
+fn format_event(event: &Event<'_>) -> (String, Option<String>) {
     let meta = event.metadata();
     let target = meta.target().split("::").next().unwrap_or("ze");
     let mut v = LineVisitor::default();
@@ -214,13 +286,14 @@ fn format_event(event: &Event<'_>) -> String {
     escape_into(&mut line, &v.message, false);
     line.push_str(&v.fields);
     line.push('\n');
-    line
+    (line, v.source)
 }
 
 #[derive(Default)]
 struct LineVisitor {
     message: String,
     fields: String,
+    source: Option<String>,
 }
 
 impl LineVisitor {
@@ -228,6 +301,13 @@ impl LineVisitor {
         if field.name() == "message" {
             self.message.push_str(value);
             return;
+        }
+        if self.source.is_none() && SOURCE_FIELDS.contains(&field.name()) {
+            // A client's port changes with each request: the address counts.
+            let source = value
+                .parse::<std::net::SocketAddr>()
+                .map_or_else(|_| value.to_string(), |a| a.ip().to_string());
+            self.source = Some(source);
         }
         self.fields.push(' ');
         self.fields.push_str(field.name());
@@ -251,9 +331,9 @@ impl tracing::field::Visit for LineVisitor {
 /// with escapes.
 pub fn write_value(out: &mut String, value: &str) {
     let bare = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '\\');
+        && value.chars().all(|c| {
+            !c.is_whitespace() && !c.is_control() && !is_invisible(c) && c != '"' && c != '\\'
+        });
     if bare {
         out.push_str(value);
     } else {
@@ -271,12 +351,57 @@ fn escape_into(out: &mut String, text: &str, quoted: bool) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            c if c.is_control() || is_invisible(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
+}
+
+/// Unicode general categories Cf (format: bidi overrides and isolates,
+/// zero-width characters, soft hyphen, …), Zl and Zp (U+2028, U+2029), as
+/// of Unicode 15.1: characters that change how a line reads without being
+/// seen. Written out rather than taken from a crate: 21 ranges that change
+/// rarely, checked against Python's `unicodedata` when written.
+const INVISIBLE: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x2028, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// Whether `c` is in [`INVISIBLE`].
+fn is_invisible(c: char) -> bool {
+    let c = c as u32;
+    INVISIBLE
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -299,7 +424,7 @@ mod tests {
         let cap = Capture::default();
         let layer = LineLayer {
             levels: Arc::new(RwLock::new(levels)),
-            sink: Mutex::new(Box::new(cap.clone())),
+            out: Output::new(Box::new(cap.clone())),
         };
         let sub = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(sub, f);
@@ -328,6 +453,70 @@ mod tests {
              tftpserver: read request file=\"a b\\n\\\"x\\\"\" client=192.0.2.2:1024\n\
              imageserver: warning: slow\n"
         );
+    }
+
+    #[test]
+    fn r15_invisible_characters_are_escaped_like_control_characters() {
+        let out = capture(LogLevels::default(), || {
+            tracing::info!(target: "tftpserver", file = "gpj.\u{202e}exe", client = "192.0.2.2:1024", "read request");
+            tracing::info!(target: "tftpserver", file = "a\u{2028}tftpserver: forged\u{2029}\u{200b}", client = "192.0.2.2:1025", "read request");
+            tracing::info!(target: "tftpserver", file = "caf\u{e9}", client = "192.0.2.2:1026", "read request");
+        });
+        assert_eq!(
+            out,
+            "tftpserver: read request file=\"gpj.\\u{202e}exe\" client=192.0.2.2:1024\n\
+             tftpserver: read request file=\"a\\u{2028}tftpserver: forged\\u{2029}\\u{200b}\" client=192.0.2.2:1025\n\
+             tftpserver: read request file=caf\u{e9} client=192.0.2.2:1026\n"
+        );
+        for c in [
+            '\u{ad}',
+            '\u{61c}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{1343f}',
+            '\u{e0001}',
+            '\u{e007f}',
+        ] {
+            assert!(is_invisible(c), "{:x}", c as u32);
+        }
+        for c in [
+            'a',
+            'é',
+            '\u{2027}',
+            '\u{2030}',
+            '\u{13440}',
+            '\u{e0080}',
+            '\u{1f600}',
+        ] {
+            assert!(!is_invisible(c), "{:x}", c as u32);
+        }
+        assert!(INVISIBLE.windows(2).all(|w| w[0].1 < w[1].0));
+    }
+
+    #[test]
+    fn r15_one_source_flooding_is_held_back_and_the_lines_written_are_whole() {
+        let out = capture(LogLevels::default(), || {
+            for port in 0..100 {
+                tracing::info!(target: "tftpserver", file = "ipxe.efi", client = %format!("192.0.2.9:{}", 1000 + port), "read request");
+            }
+            tracing::info!(target: "tftpserver", file = "ipxe.efi", client = "192.0.2.10:1000", "read request");
+            tracing::info!(target: "tftpserver", "listening");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines.len(),
+            super::super::summary::PER_SOURCE as usize + 2,
+            "{out}"
+        );
+        assert_eq!(
+            lines[0],
+            "tftpserver: read request file=ipxe.efi client=192.0.2.9:1000"
+        );
+        assert!(lines.iter().all(|l| {
+            l.starts_with("tftpserver: read request file=ipxe.efi client=192.0.2.")
+                || *l == "tftpserver: listening"
+        }));
+        assert!(out.contains("client=192.0.2.10:1000"));
     }
 
     #[test]

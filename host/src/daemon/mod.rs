@@ -21,6 +21,7 @@
 
 pub mod log;
 pub mod shutdown;
+pub mod summary;
 
 use crate::config::{
     brace,
@@ -268,6 +269,7 @@ impl Daemon {
     /// fails), then drain and return. A plugin failure is an error.
     pub fn run(self, shutdown: &Shutdown) -> anyhow::Result<()> {
         let names = self.plugin_names();
+        raise_open_file_limit();
         let mut services = Vec::with_capacity(self.plugins.len());
         for (name, plugin) in self.plugins {
             let service = plugin
@@ -335,6 +337,26 @@ impl Daemon {
             Ok(())
         } else {
             anyhow::bail!("{}", failed.join("; "))
+        }
+    }
+}
+
+/// The servers hold a descriptor or two per connection and transfer (a
+/// few hundred at once), more than the usual soft limit of 1024 allows:
+/// raise the soft limit to the hard one.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current.is_some() && current < maximum.or(Some(u64::MAX)) {
+        let want = Rlimit {
+            current: maximum,
+            maximum,
+        };
+        match setrlimit(Resource::Nofile, want) {
+            Ok(()) => {
+                tracing::debug!(target: TARGET, from = current, to = maximum, "raised the open-file limit")
+            }
+            Err(e) => tracing::warn!(target: TARGET, "cannot raise the open-file limit: {e}"),
         }
     }
 }

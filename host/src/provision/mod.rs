@@ -5,7 +5,9 @@
 //! - [`tftp`] (`tftpserver`): the iPXE binaries for firmware that has no HTTP;
 //! - [`image`] (`imageserver`): HTTP for iPXE's boot script, the installer
 //!   kernel and initrd, the image and the credential database;
-//! - [`servefs`]: opening files beneath a served root, shared by TFTP and HTTP.
+//! - [`servefs`]: opening files beneath a served root, shared by TFTP and HTTP;
+//! - [`admission`]: who gets a slot (caps in all and per client, eviction of
+//!   idle work, a short queue), shared by TFTP and HTTP.
 //!
 //! The fleet (docs/fleet.md), shared by the three servers:
 //!
@@ -18,6 +20,7 @@
 //! - [`mac`]: the MAC address that names a machine;
 //! - [`shared`]: one instance per directory in a process.
 
+pub mod admission;
 pub mod dhcp;
 pub mod image;
 pub mod mac;

@@ -18,7 +18,10 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     os::{
         fd::AsFd,
-        unix::{fs::PermissionsExt, net::UnixListener, net::UnixStream},
+        unix::{
+            fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
+            net::{UnixListener, UnixStream},
+        },
     },
     path::{Path, PathBuf},
     thread,
@@ -50,23 +53,90 @@ pub fn socket_path(configured: Option<&Path>) -> PathBuf {
 }
 
 /// Bind the socket (mode 0600: the CLI can change the configuration).
-/// A stale socket left by a crash is replaced; a live one is an error.
+/// A stale socket left by a crash is replaced; a live one is an error, and
+/// so is anything at `path` that is not a socket (a mistyped
+/// `daemon { socket … }` must never delete, say, the database).
+///
+/// The socket is bound inside a fresh directory of mode 0700 beside
+/// `path`, made 0600, and only then renamed into place: at no moment can
+/// anyone else connect to it, whatever the umask.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!("{} is in use: another ze is running", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                bail!("{} is in use: another ze is running", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        Ok(m) => bail!(
+            "{} exists and is not a socket (a {}): it is left alone; set `daemon {{ socket PATH; }}` to a path of its own",
+            path.display(),
+            file_kind(&m)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot look at {}: {e}", path.display()),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let private = dir.join(format!(
+        ".{}.bind-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // A leftover of a crash at this very step (same name, same pid).
+    let _ = std::fs::remove_file(private.join(name));
+    let _ = std::fs::remove_dir(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let inner = private.join(name);
+    let result = (|| {
+        let listener = UnixListener::bind(&inner)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &inner,
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .with_context(|| format!("cannot put the socket at {}", path.display()))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&private);
+    result
+}
+
+/// What kind of file `m` describes, for messages.
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_file() {
+        "regular file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+}
+
+/// Remove the socket at `path` when serving ends, if it still is one.
+fn remove_socket(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Serve the CLI on `listener` until `shutdown`; `make_backend` gives each
@@ -107,7 +177,7 @@ pub fn serve<B, F>(
         }
     }
     drop(listener);
-    let _ = std::fs::remove_file(&path);
+    remove_socket(&path);
     for c in clients {
         let _ = c.join();
     }
@@ -230,5 +300,58 @@ pub fn client(path: &Path, command: Option<&str>) -> anyhow::Result<()> {
             }
             Err(_) => return Ok(()), // `exit`: the daemon closed the session
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn s6_a_path_that_is_not_a_socket_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("database.zefs");
+        std::fs::write(&db, b"the credentials").unwrap();
+        let err = format!("{:#}", bind(&db).unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "{} exists and is not a socket (a regular file): it is left alone; set `daemon {{ socket PATH; }}` to a path of its own",
+                db.display()
+            )
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), b"the credentials");
+        // A symbolic link is not followed, and not removed either.
+        let link = dir.path().join("ze.socket");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        assert!(format!("{:#}", bind(&link).unwrap_err()).contains("(a symbolic link)"));
+        assert!(link.is_symlink() && db.is_file());
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(format!("{:#}", bind(&sub).unwrap_err()).contains("(a directory)"));
+    }
+
+    #[test]
+    fn s6_the_socket_is_0600_a_stale_one_is_replaced_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/ze.socket");
+        let live = bind(&path).unwrap();
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.mode() & 0o777, 0o600);
+        assert!(UnixStream::connect(&path).is_ok());
+        let err = format!("{:#}", bind(&path).unwrap_err());
+        assert!(err.ends_with("is in use: another ze is running"), "{err}");
+        drop(live); // a crash: the file stays, nobody listens
+        assert!(path.exists());
+        let _again = bind(&path).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        // Nothing is left of the private directory it was bound in.
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("run"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ze.socket"]);
     }
 }

@@ -11,3 +11,4 @@ pub mod plugins;
 pub mod ratelimit;
 pub mod shell;
 pub mod ssh;
+pub mod sshgate;

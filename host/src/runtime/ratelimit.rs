@@ -2,7 +2,10 @@
 //!
 //! Each address may fail [`FREE_FAILURES`] times; after that every attempt
 //! must wait, the wait doubling with each failure up to [`MAX_DELAY`]. A
-//! success clears the address. Entries expire after [`FORGET_AFTER`] of
+//! success clears the address. An attempt is checked and counted in one
+//! call ([`LoginLimiter::attempt`]), before the password is: parallel
+//! attempts from one address cannot all pass the check while the slow
+//! password checks run. Entries expire after [`FORGET_AFTER`] of
 //! quiet, and the table never holds more than [`MAX_TRACKED`] addresses
 //! (the oldest is dropped), so a flood of sources cannot exhaust memory.
 //! Time comes in as an argument; nothing here reads a clock.
@@ -59,25 +62,31 @@ impl LoginLimiter {
         BASE_DELAY.saturating_mul(1 << shift).min(MAX_DELAY)
     }
 
-    /// May `addr` try a password now?
-    pub fn check(&mut self, addr: IpAddr, now: Instant) -> Verdict {
-        let Some(e) = self.entries.get(&addr).copied() else {
-            return Verdict::Allow;
-        };
-        if now.saturating_duration_since(e.last) >= FORGET_AFTER {
-            self.entries.remove(&addr);
-            return Verdict::Allow;
+    /// May `addr` try a password now? An allowed attempt is counted as a
+    /// failure at once; [`LoginLimiter::succeeded`] clears it when the
+    /// password turns out right.
+    pub fn attempt(&mut self, addr: IpAddr, now: Instant) -> Verdict {
+        if let Some(e) = self.entries.get(&addr).copied() {
+            if now.saturating_duration_since(e.last) >= FORGET_AFTER {
+                self.entries.remove(&addr);
+            } else {
+                let ready_at = e.last + Self::delay_for(e.failures);
+                if now < ready_at {
+                    return Verdict::Wait(ready_at - now);
+                }
+            }
         }
-        let ready_at = e.last + Self::delay_for(e.failures);
-        if now >= ready_at {
-            Verdict::Allow
-        } else {
-            Verdict::Wait(ready_at - now)
-        }
+        self.record(addr, now);
+        Verdict::Allow
     }
 
-    /// Record a failed attempt; returns the address's failure count.
-    pub fn failed(&mut self, addr: IpAddr, now: Instant) -> u32 {
+    /// The failures counted for `addr`.
+    pub fn failures(&self, addr: IpAddr) -> u32 {
+        self.entries.get(&addr).map_or(0, |e| e.failures)
+    }
+
+    /// Count a failure; returns the address's failure count.
+    fn record(&mut self, addr: IpAddr, now: Instant) -> u32 {
         if !self.entries.contains_key(&addr) && self.entries.len() >= MAX_TRACKED {
             self.entries
                 .retain(|_, e| now.saturating_duration_since(e.last) < FORGET_AFTER);
@@ -128,33 +137,55 @@ mod tests {
         let mut l = LoginLimiter::new();
         let t0 = Instant::now();
         let a = ip(10);
-        for _ in 0..FREE_FAILURES - 1 {
-            l.failed(a, t0);
-            assert_eq!(l.check(a, t0), Verdict::Allow);
+        for n in 1..=FREE_FAILURES {
+            assert_eq!(l.attempt(a, t0), Verdict::Allow);
+            assert_eq!(l.failures(a), n);
         }
-        l.failed(a, t0);
-        assert_eq!(l.check(a, t0), Verdict::Wait(BASE_DELAY));
-        assert_eq!(l.check(a, t0 + BASE_DELAY), Verdict::Allow);
-        l.failed(a, t0 + BASE_DELAY);
-        assert_eq!(l.check(a, t0 + BASE_DELAY), Verdict::Wait(BASE_DELAY * 2));
+        assert_eq!(l.attempt(a, t0), Verdict::Wait(BASE_DELAY));
+        assert_eq!(
+            l.failures(a),
+            FREE_FAILURES,
+            "a refused attempt is not counted"
+        );
+        assert_eq!(l.attempt(a, t0 + BASE_DELAY), Verdict::Allow);
+        assert_eq!(l.attempt(a, t0 + BASE_DELAY), Verdict::Wait(BASE_DELAY * 2));
         // Other addresses are not affected.
-        assert_eq!(l.check(ip(11), t0), Verdict::Allow);
+        assert_eq!(l.attempt(ip(11), t0), Verdict::Allow);
         // Success clears.
         l.succeeded(a);
-        assert_eq!(l.check(a, t0 + BASE_DELAY), Verdict::Allow);
+        assert_eq!(l.failures(a), 0);
+        assert_eq!(l.attempt(a, t0 + BASE_DELAY), Verdict::Allow);
     }
 
     #[test]
     fn delays_are_capped_and_forgotten() {
         let mut l = LoginLimiter::new();
-        let t0 = Instant::now();
+        let mut t = Instant::now();
         let a = ip(1);
         for _ in 0..100 {
-            l.failed(a, t0);
+            assert_eq!(l.attempt(a, t), Verdict::Allow);
+            t += MAX_DELAY;
         }
-        assert_eq!(l.check(a, t0), Verdict::Wait(MAX_DELAY));
-        assert_eq!(l.check(a, t0 + FORGET_AFTER), Verdict::Allow);
-        assert!(l.is_empty());
+        t -= MAX_DELAY;
+        assert_eq!(l.attempt(a, t), Verdict::Wait(MAX_DELAY));
+        assert_eq!(l.attempt(a, t + FORGET_AFTER), Verdict::Allow);
+        assert_eq!(l.failures(a), 1, "forgotten, then counted afresh");
+    }
+
+    #[test]
+    fn parallel_attempts_from_one_address_pass_only_the_free_ones() {
+        let l = std::sync::Mutex::new(LoginLimiter::new());
+        let t0 = Instant::now();
+        let allowed: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| s.spawn(|| l.lock().unwrap().attempt(ip(7), t0) == Verdict::Allow))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(allowed, FREE_FAILURES as usize);
     }
 
     #[test]
@@ -162,7 +193,7 @@ mod tests {
         let mut l = LoginLimiter::new();
         let t0 = Instant::now();
         for n in 0..(MAX_TRACKED as u32 * 3) {
-            l.failed(ip(n), t0 + Duration::from_millis(u64::from(n)));
+            l.attempt(ip(n), t0 + Duration::from_millis(u64::from(n)));
         }
         assert_eq!(l.len(), MAX_TRACKED);
     }

@@ -6,19 +6,28 @@
 //!   at `ssh/host-key/ed25519`, so the key survives restarts and the
 //!   operator's `known_hosts` stays valid.
 //! - Failed logins are rate-limited per source address
-//!   ([`super::ratelimit`]) and logged; an unknown user costs the same
-//!   bcrypt work as a wrong password, so timing does not reveal which
-//!   names exist.
-//! - Sessions are bounded ([`MAX_SESSIONS`]); a connection beyond the
-//!   bound is closed at once.
+//!   ([`super::ratelimit`], checked and counted before the password is)
+//!   and logged; an unknown user costs the same bcrypt work as a wrong
+//!   password, so timing does not reveal which names exist.
+//! - A connection must log in within [`LOGIN_DEADLINE`] (handshake and
+//!   authentication together, enforced here around russh, which would
+//!   wait 10 minutes for a silent client), or it is closed.
+//! - Connections that have not logged in are capped apart from sessions
+//!   ([`Gate`]): at most [`MAX_UNAUTHENTICATED`], and at most
+//!   [`MAX_UNAUTHENTICATED_PER_ADDRESS`] from one address (beyond that,
+//!   closed at once); at the first cap the oldest is closed for the new
+//!   one. Sessions ([`MAX_SESSIONS`]) are taken only at login, so
+//!   connections that never log in cannot take an operator's place.
 //! - With a pty (`ssh host`), the CLI is interactive with echo and line
 //!   editing; without one (`ssh -T host < script`) lines are read plainly;
 //!   `ssh host 'show version'` runs one command.
 
+pub use super::sshgate::{MAX_SESSIONS, MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_ADDRESS};
 use super::{
     lineedit::{Event, LineEditor},
     ratelimit::{LoginLimiter, Verdict},
     shell::{Backend, Shell},
+    sshgate::{Gate, Slot, SlotState},
 };
 use crate::zefs::{self, Zefs};
 use anyhow::Context;
@@ -29,17 +38,17 @@ use russh::{
 };
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 
 /// The zefs key of the host key.
 pub const HOST_KEY: &str = "ssh/host-key/ed25519";
-/// The most concurrent SSH connections.
-pub const MAX_SESSIONS: usize = 16;
+/// How long a connection has for the handshake and the login together.
+pub const LOGIN_DEADLINE: Duration = Duration::from_secs(30);
 /// A session idle this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a rejected password takes, whatever the reason.
@@ -115,6 +124,20 @@ pub struct Shared<F: BackendFactory> {
     accounts: Accounts,
     factory: F,
     limiter: Mutex<LoginLimiter>,
+    gate: Gate,
+}
+
+/// What one password attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// The password is right.
+    Accepted,
+    /// The password was checked (bcrypt) and is wrong, or the user is
+    /// unknown; `failures` counts this address's failures.
+    Rejected { known: bool, failures: u32 },
+    /// Too many failures from the address: refused without a check; it
+    /// may try again after this long.
+    Limited(Duration),
 }
 
 impl<F: BackendFactory> std::fmt::Debug for Shared<F> {
@@ -132,7 +155,41 @@ impl<F: BackendFactory> Shared<F> {
             accounts,
             factory,
             limiter: Mutex::new(LoginLimiter::new()),
+            gate: Gate::default(),
         })
+    }
+
+    /// Check one password of `user` from `ip`. The limiter is asked and
+    /// the attempt counted in one step, before bcrypt runs, so parallel
+    /// guesses from one address get at most the free failures checked.
+    pub async fn check_login(&self, ip: IpAddr, user: &str, password: &str) -> Login {
+        let verdict = self
+            .limiter
+            .lock()
+            .map(|mut l| l.attempt(ip, Instant::now()))
+            .unwrap_or(Verdict::Allow);
+        if let Verdict::Wait(wait) = verdict {
+            return Login::Limited(wait);
+        }
+        let hash = self.accounts.password_hash(user);
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(dummy_hash);
+        let password = password.to_string();
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false)
+                && known;
+        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            limiter.succeeded(ip);
+            Login::Accepted
+        } else {
+            Login::Rejected {
+                known,
+                failures: limiter.failures(ip),
+            }
+        }
     }
 }
 
@@ -171,7 +228,6 @@ pub async fn serve<F: BackendFactory>(
     shared: Arc<Shared<F>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -184,28 +240,66 @@ pub async fn serve<F: BackendFactory>(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(target: "sshserver", "refused connection from {peer}: {MAX_SESSIONS} sessions already open");
-            drop(stream);
-            continue;
+        let slot = match shared.gate.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(target: "sshserver", "refused connection from {peer}: {why}");
+                continue;
+            }
+        };
+        // A second descriptor of the socket, to shut it down from here:
+        // russh runs the session on a task of its own, which ends when
+        // its reads see the end of the stream.
+        let closer = match std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(target: "sshserver", "refused connection from {peer}: {e}");
+                shared.gate.release(&slot);
+                continue;
+            }
         };
         let handler = Conn {
             shared: Arc::clone(&shared),
+            slot: Arc::clone(&slot),
             peer,
             user: None,
             channels: HashMap::new(),
         };
-        let config = Arc::clone(&config);
+        let (config, shared) = (Arc::clone(&config), Arc::clone(&shared));
         tokio::spawn(async move {
-            let _permit = permit;
-            match russh::server::run_stream(config, stream, handler).await {
-                Ok(session) => {
-                    if let Err(e) = session.await {
-                        tracing::debug!(target: "sshserver", "session from {peer} ended: {e}");
+            let conn = async {
+                match russh::server::run_stream(config, stream, handler).await {
+                    Ok(session) => {
+                        if let Err(e) = session.await {
+                            tracing::debug!(target: "sshserver", "session from {peer} ended: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(target: "sshserver", "handshake with {peer} failed: {e}")
                     }
                 }
-                Err(e) => tracing::debug!(target: "sshserver", "handshake with {peer} failed: {e}"),
+            };
+            tokio::pin!(conn);
+            let deadline = tokio::time::sleep(LOGIN_DEADLINE);
+            tokio::pin!(deadline);
+            loop {
+                let logged_in = slot.state() == SlotState::Session;
+                tokio::select! {
+                    () = &mut conn => break,
+                    () = slot.wake.notified() => {
+                        if slot.state() == SlotState::Evicted {
+                            let _ = rustix::net::shutdown(&closer, rustix::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                    () = &mut deadline, if !logged_in => {
+                        tracing::warn!(target: "sshserver", from = %peer.ip(), "closed the connection: not logged in within {} s", LOGIN_DEADLINE.as_secs());
+                        let _ = rustix::net::shutdown(&closer, rustix::net::Shutdown::Both);
+                        break;
+                    }
+                }
             }
+            shared.gate.release(&slot);
         });
     }
 }
@@ -218,6 +312,7 @@ struct ChanState<B: Backend> {
 
 struct Conn<F: BackendFactory> {
     shared: Arc<Shared<F>>,
+    slot: Arc<Slot>,
     peer: SocketAddr,
     user: Option<String>,
     channels: HashMap<ChannelId, ChanState<F::Backend>>,
@@ -289,50 +384,33 @@ impl<F: BackendFactory> russh::server::Handler for Conn<F> {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let ip = self.peer.ip();
-        let verdict = self
-            .shared
-            .limiter
-            .lock()
-            .map(|mut l| l.check(ip, Instant::now()))
-            .unwrap_or(Verdict::Allow);
-        if let Verdict::Wait(wait) = verdict {
-            tracing::warn!(target: "sshserver", user, from = %ip, retry_secs = wait.as_secs().max(1), "login refused: too many failures");
-            return Ok(password_only());
-        }
-        let hash = self.shared.accounts.password_hash(user);
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(dummy_hash);
-        let password = password.to_string();
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
-                && known;
-        if ok {
-            if let Ok(mut l) = self.shared.limiter.lock() {
-                l.succeeded(ip);
+        match self.shared.check_login(ip, user, password).await {
+            Login::Limited(wait) => {
+                tracing::warn!(target: "sshserver", user, from = %ip, retry_secs = wait.as_secs().max(1), "login refused: too many failures");
+                Ok(password_only())
             }
-            tracing::info!(target: "sshserver", user, from = %ip, "login");
-            self.user = Some(user.to_string());
-            Ok(Auth::Accept)
-        } else {
-            let failures = self
-                .shared
-                .limiter
-                .lock()
-                .map(|mut l| l.failed(ip, Instant::now()))
-                .unwrap_or(0);
-            // The user name is the client's: a field, so that it is quoted
-            // and escaped in the log line rather than spliced into it.
-            tracing::warn!(
-                target: "sshserver",
-                user,
-                from = %ip,
-                reason = if known { "bad-password" } else { "unknown-user" },
-                failures,
-                "login failed"
-            );
-            Ok(password_only())
+            Login::Accepted if !self.shared.gate.promote(&self.slot) => {
+                tracing::warn!(target: "sshserver", user, from = %ip, "login refused: {MAX_SESSIONS} sessions are open");
+                Ok(password_only())
+            }
+            Login::Accepted => {
+                tracing::info!(target: "sshserver", user, from = %ip, "login");
+                self.user = Some(user.to_string());
+                Ok(Auth::Accept)
+            }
+            Login::Rejected { known, failures } => {
+                // The user name is the client's: a field, so that it is quoted
+                // and escaped in the log line rather than spliced into it.
+                tracing::warn!(
+                    target: "sshserver",
+                    user,
+                    from = %ip,
+                    reason = if known { "bad-password" } else { "unknown-user" },
+                    failures,
+                    "login failed"
+                );
+                Ok(password_only())
+            }
         }
     }
 
@@ -456,4 +534,72 @@ pub fn check_database(db: &std::path::Path) -> anyhow::Result<()> {
     Zefs::load(db)
         .map(|_| ())
         .with_context(|| format!("sshserver needs {}", zefs::FILE_NAME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{runtime::plugins::ApplianceBackend, zefs::UserRecord};
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared<ApplianceBackend>> {
+        let db = dir.join(zefs::FILE_NAME);
+        let mut z = Zefs::new();
+        z.set_user(
+            "admin",
+            &UserRecord {
+                role: "admin".into(),
+                password_hash: crate::credentials::hash_password("secret").unwrap(),
+            },
+        )
+        .unwrap();
+        z.store(&db).unwrap();
+        let backend = ApplianceBackend::new(
+            db.clone(),
+            String::new(),
+            "bootstrap".into(),
+            crate::plugins::PLUGINS,
+        );
+        Shared::new(Accounts::new(db), backend)
+    }
+
+    #[test]
+    fn parallel_wrong_passwords_from_one_address_get_three_bcrypt_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let outcomes: Vec<Login> = rt.block_on(async {
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let s = Arc::clone(&shared);
+                    let user = if i % 2 == 0 { "admin" } else { "nobody" };
+                    tokio::spawn(async move { s.check_login(ip, user, "wrong").await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+        let checked = outcomes
+            .iter()
+            .filter(|o| matches!(o, Login::Rejected { .. }))
+            .count();
+        let limited = outcomes
+            .iter()
+            .filter(|o| matches!(o, Login::Limited(_)))
+            .count();
+        assert_eq!((checked, limited), (3, 13), "{outcomes:?}");
+        // Another address is not held back, and the right password works.
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(
+            rt.block_on(shared.check_login(other, "admin", "secret")),
+            Login::Accepted
+        );
+    }
 }

@@ -1,22 +1,24 @@
-//! Fixtures for the provisioning-server tests: network namespaces, the
-//! daemon as a child process with its log captured, prerequisites that
-//! fail in CI and skip locally, and a tiny initrd whose `/init` prints a
-//! marker and powers off. DHCP clients are in [`dhcp`], QEMU guests in
-//! [`qemu`], `ze install remote` runs in [`remote`], a site's network
-//! with its own DHCP server and relays in [`site`].
+//! Fixtures for the provisioning-server tests: network namespaces
+//! ([`netns`]), the daemon as a child process with its log captured,
+//! prerequisites that fail in CI and skip locally, and a tiny initrd whose
+//! `/init` prints a marker and powers off. DHCP clients are in [`dhcp`],
+//! QEMU guests in [`qemu`], `ze install remote` runs in [`remote`], a
+//! site's network with its own DHCP server and relays in [`site`].
 #![allow(dead_code)]
 
 pub mod dhcp;
+mod netns;
 pub mod qemu;
 pub mod remote;
 pub mod site;
+pub use netns::*;
 
 use std::{
     fs,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, atomic::AtomicU32, atomic::Ordering},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -79,6 +81,12 @@ pub fn prerequisites(test: &str, tools: &[&str]) -> bool {
     require_tools(test, &tools, &[])
 }
 
+/// The attacker's `i`-th address in tests of a hostile segment
+/// (192.0.2.100 on), beside the real client's.
+pub fn attacker(i: usize) -> String {
+    format!("192.0.2.{}", 100 + i)
+}
+
 /// Whether we are root.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -115,102 +123,6 @@ pub fn sh_out(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace, removed on drop (with everything in it).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    /// A fresh namespace with `lo` up; `tag` makes the name recognisable.
-    pub fn new(tag: &str) -> Netns {
-        let name = format!(
-            "ze-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> args…`.
-    pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        sh("ip", &full);
-    }
-
-    /// A command run inside the namespace.
-    pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Run inside the namespace; return the output.
-    pub fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
-        self.cmd(program).args(args).output().unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill what still runs in it, then remove it.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).output();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Two namespaces joined by a veth pair: `server` side `zs0` with
-/// 192.0.2.1/24 (unless `server_addr` is None), `client` side `zc0`.
-pub struct VethPair {
-    pub server: Netns,
-    pub client: Netns,
-}
-
-impl VethPair {
-    pub fn new(tag: &str, server_addr: Option<&str>) -> VethPair {
-        let server = Netns::new(&format!("{tag}s"));
-        let client = Netns::new(&format!("{tag}c"));
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                "zs0",
-                "netns",
-                &server.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "zc0",
-                "netns",
-                &client.name,
-            ],
-        );
-        if let Some(a) = server_addr {
-            server.ip(&["addr", "add", a, "dev", "zs0"]);
-        }
-        server.ip(&["link", "set", "zs0", "up"]);
-        client.ip(&["link", "set", "zc0", "up"]);
-        VethPair { server, client }
-    }
 }
 
 /// A child process whose standard error (and output) lines are collected.
@@ -305,10 +217,15 @@ impl Drop for Logged {
 }
 
 /// Start `ze -` in `ns` with `config` (and a NUL) on stdin, and wait for
-/// the daemon to report that it started.
+/// the daemon to report that it started; it logs at debug level.
 pub fn start_daemon(ns: &Netns, config: &str) -> Logged {
+    start_daemon_logging(ns, config, "debug")
+}
+
+/// [`start_daemon`] with the log level `level`.
+pub fn start_daemon_logging(ns: &Netns, config: &str, level: &str) -> Logged {
     let mut cmd = ns.cmd(ze_bin().to_str().unwrap());
-    cmd.arg("-").env("ZE_LOG", "debug");
+    cmd.arg("-").env("ZE_LOG", level);
     let mut d = Logged::spawn(cmd);
     let stdin = d.stdin.as_mut().unwrap();
     stdin.write_all(config.as_bytes()).unwrap();
@@ -410,55 +327,56 @@ pub fn write(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
 }
 
-/// Run `f` on a thread that has entered namespace `ns`; sockets it
-/// creates belong to that namespace wherever they are used afterwards.
-pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name);
-    thread::spawn(move || {
-        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&file),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
+/// A PXE (UEFI x64) DHCPDISCOVER from `mac`, broadcast flag set.
+pub fn dhcp_discover(mac: [u8; 6], xid: u32) -> ze::wire::dhcp::Repr {
+    use ze::wire::dhcp::{self, MessageType, Op, Options, Repr, opt};
+    let mut chaddr = [0u8; 16];
+    chaddr[..6].copy_from_slice(&mac);
+    let mut options = Options::new();
+    options.set(opt::MESSAGE_TYPE, [MessageType::Discover.code()]);
+    options.set(opt::CLIENT_ARCH, [0, 7]);
+    options.set(
+        opt::VENDOR_CLASS_ID,
+        b"PXEClient:Arch:00007:UNDI:003000".to_vec(),
+    );
+    Repr {
+        op: Op::Request,
+        htype: 1,
+        hlen: 6,
+        hops: 0,
+        xid,
+        secs: 0,
+        flags: dhcp::FLAG_BROADCAST,
+        ciaddr: "0.0.0.0".parse().unwrap(),
+        yiaddr: "0.0.0.0".parse().unwrap(),
+        siaddr: "0.0.0.0".parse().unwrap(),
+        giaddr: "0.0.0.0".parse().unwrap(),
+        chaddr,
+        sname: vec![],
+        file: vec![],
+        options,
+    }
 }
 
-/// A UDP socket in `ns` bound to `bind`, optionally to a device, allowed
-/// to broadcast, with a receive timeout.
-pub fn udp_in(ns: &Netns, bind: &str, device: Option<&str>) -> std::net::UdpSocket {
-    let bind: std::net::SocketAddr = bind.parse().unwrap();
-    let device = device.map(str::to_string);
-    in_ns(ns, move || {
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )
-        .unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_broadcast(true).unwrap();
-        if let Some(d) = device {
-            s.bind_device(Some(d.as_bytes())).unwrap();
-        }
-        s.bind(&bind.into()).unwrap();
-        let s: std::net::UdpSocket = s.into();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s
-    })
-}
-
-/// A TCP connection made from inside `ns`.
-pub fn tcp_in(ns: &Netns, to: &str) -> std::net::TcpStream {
-    let to: std::net::SocketAddr = to.parse().unwrap();
-    in_ns(ns, move || {
-        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    })
+/// An appliance's `database.zefs` in `dir`: user `admin` with password
+/// `secret`, and `active` as the committed configuration.
+pub fn appliance_database(dir: &Path, active: Option<&str>) -> PathBuf {
+    use ze::zefs::{UserRecord, Zefs, keys};
+    let mut db = Zefs::new();
+    db.set_user(
+        "admin",
+        &UserRecord {
+            role: "admin".into(),
+            password_hash: ze::credentials::hash_password("secret").unwrap(),
+        },
+    )
+    .unwrap();
+    if let Some(text) = active {
+        db.insert(keys::ACTIVE_CONFIG, text).unwrap();
+    }
+    let path = dir.join("database.zefs");
+    db.store(&path).unwrap();
+    path
 }
 
 /// The resident memory of a process, in KiB.

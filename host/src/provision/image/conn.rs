@@ -1,22 +1,39 @@
-//! The imageserver's connections: the accept loop with its connection
-//! cap, keep-alive request heads, `GET`/`HEAD` with one byte `Range`, and
-//! bodies sent with `sendfile(2)`.
+//! The imageserver's connections: who gets a slot, request heads under
+//! deadlines, keep-alive, `GET`/`HEAD` with one byte `Range`, and bodies
+//! sent with `sendfile(2)`.
+//!
+//! Each connection has its own thread. A connection that is only waiting
+//! on its client costs a thread and a head buffer (at most
+//! [`http::MAX_HEAD_LEN`]) and can be closed from the accept loop at any
+//! moment (`shutdown(2)` on its socket wakes its thread), so threads stay
+//! simple: blocking reads under deadlines and a blocking `sendfile`.
+//!
+//! - Admission ([`crate::provision::admission`]): at most
+//!   `max-connections` at once and `max-connections-per-client` from one
+//!   address. At a cap, the connection idle longest (waiting for its first
+//!   request, trickling a head, or between keep-alive requests; never one
+//!   sending a response) is closed for the new one; when every connection
+//!   is busy sending, the new one waits up to [`QUEUE_WAIT`] for a slot
+//!   and only then gets 503.
+//! - Deadlines: a new connection must send its first byte within
+//!   `head-timeout`, and the whole head within `head-timeout` of its first
+//!   byte (else 408), however slowly it trickles in; between keep-alive
+//!   requests a connection may idle `idle-timeout`.
 
 use super::site::{Body, NAME, Resolved, Site, resolve};
 use crate::{
     build,
     daemon::{Service, Shutdown, Wake},
+    provision::admission::{Admission, Caps, Offer, Waited},
     wire::http::{self, Method, RangeRequest},
 };
 use std::{
+    collections::HashMap,
     fs::File,
     io::{self, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Shutdown as Both, SocketAddr, TcpListener, TcpStream},
     os::fd::AsFd,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -25,12 +42,232 @@ use std::{
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes per `sendfile` call; between calls the drain deadline is checked.
 pub const SENDFILE_CHUNK: usize = 8 << 20;
+/// How long a connection waits for a slot when every slot is busy
+/// sending, before it is answered 503.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// The listen backlog: connections the kernel completes before we accept.
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// Connections accepted per wake-up, so waiting ones are looked at even
+/// under a flood.
+const ACCEPT_BATCH: usize = 256;
+/// How often waiting connections are looked at.
+const QUEUE_TICK: Duration = Duration::from_millis(20);
+
+/// The connection limits of one imageserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Connections at once from one client address.
+    pub per_client: usize,
+    /// For the first byte of a new connection, and for a whole request
+    /// head from its first byte.
+    pub head: Duration,
+}
 
 pub(crate) struct ImageService {
-    pub listener: TcpListener,
-    pub site: Arc<Site>,
-    pub max_connections: usize,
-    pub active: Arc<AtomicUsize>,
+    listener: TcpListener,
+    site: Arc<Site>,
+    limits: Limits,
+    conns: Arc<Mutex<Conns>>,
+}
+
+/// A connection waiting for a slot.
+struct Pending {
+    stream: TcpStream,
+    peer: SocketAddr,
+}
+
+/// A connection with a slot.
+struct Live {
+    client: IpAddr,
+    stream: Arc<TcpStream>,
+    /// Since when it has been waiting on its client; `None` while a
+    /// response is being sent (such a connection is never evicted).
+    idle_since: Option<Instant>,
+}
+
+/// Every connection with a slot, and who waits for one.
+struct Conns {
+    admission: Admission<Pending>,
+    live: HashMap<u64, Live>,
+    next_id: u64,
+}
+
+fn lock(conns: &Mutex<Conns>) -> MutexGuard<'_, Conns> {
+    conns.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Close the connection idle longest (of `scope`'s address, or of anyone)
+/// to make room; returns its address.
+fn evict(live: &mut HashMap<u64, Live>, scope: Option<IpAddr>) -> Option<IpAddr> {
+    let id = live
+        .iter()
+        .filter(|(_, l)| scope.is_none_or(|s| s == l.client))
+        .filter_map(|(id, l)| l.idle_since.map(|t| (t, *id)))
+        .min()?
+        .1;
+    let l = live.remove(&id)?;
+    let _ = l.stream.shutdown(Both::Both);
+    tracing::debug!(target: NAME, client = %l.client, "closed the connection idle longest to make room");
+    Some(l.client)
+}
+
+/// One connection's hold on its slot, used by its thread.
+struct Slot {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+    client: IpAddr,
+}
+
+impl Slot {
+    /// A response is being sent: not evictable. False if the connection
+    /// was evicted already (its socket is shut down).
+    fn busy(&self) -> bool {
+        lock(&self.conns)
+            .live
+            .get_mut(&self.id)
+            .map(|l| l.idle_since = None)
+            .is_some()
+    }
+
+    /// Waiting on the client again.
+    fn idle(&self) {
+        if let Some(l) = lock(&self.conns).live.get_mut(&self.id) {
+            l.idle_since = Some(Instant::now());
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.conns);
+        if c.live.remove(&self.id).is_some() {
+            c.admission.finish(self.client);
+        }
+    }
+}
+
+impl ImageService {
+    pub(crate) fn new(listener: TcpListener, site: Arc<Site>, limits: Limits) -> Self {
+        let admission = Admission::new(Caps {
+            total: limits.max_connections,
+            per_client: limits.per_client,
+            queue_wait: QUEUE_WAIT,
+        });
+        ImageService {
+            listener,
+            site,
+            limits,
+            conns: Arc::new(Mutex::new(Conns {
+                admission,
+                live: HashMap::new(),
+                next_id: 0,
+            })),
+        }
+    }
+
+    /// A new connection: start it, let it wait, or refuse it.
+    fn offer(&self, p: Pending, shutdown: &Shutdown, threads: &mut Vec<thread::JoinHandle<()>>) {
+        let mut guard = lock(&self.conns);
+        let Conns {
+            admission, live, ..
+        } = &mut *guard;
+        let client = p.peer.ip();
+        match admission.offer(client, Instant::now(), p, |scope| evict(live, scope)) {
+            Offer::Start(p) => self.start(&mut guard, p, shutdown, threads),
+            Offer::Queued => {
+                tracing::debug!(target: NAME, %client, "every slot is busy: the connection waits for one")
+            }
+            Offer::Refused(p) => {
+                drop(guard);
+                refuse(p, "too many connections waiting");
+            }
+        }
+    }
+
+    /// Start what waits and fits now; refuse what waited too long.
+    fn poll_queue(&self, shutdown: &Shutdown, threads: &mut Vec<thread::JoinHandle<()>>) {
+        let mut guard = lock(&self.conns);
+        let Conns {
+            admission, live, ..
+        } = &mut *guard;
+        if admission.queued() == 0 {
+            return;
+        }
+        let mut expired = Vec::new();
+        for w in admission.poll(Instant::now(), |scope| evict(live, scope)) {
+            match w {
+                Waited::Start(_, p) => self.start(&mut guard, p, shutdown, threads),
+                Waited::Expired(_, p) => expired.push(p),
+            }
+        }
+        drop(guard);
+        for p in expired {
+            refuse(p, "no connection slot became free in time");
+        }
+    }
+
+    /// Give an admitted connection its thread.
+    fn start(
+        &self,
+        conns: &mut Conns,
+        p: Pending,
+        shutdown: &Shutdown,
+        threads: &mut Vec<thread::JoinHandle<()>>,
+    ) {
+        let id = conns.next_id;
+        conns.next_id += 1;
+        let stream = Arc::new(p.stream);
+        let client = p.peer.ip();
+        conns.live.insert(
+            id,
+            Live {
+                client,
+                stream: stream.clone(),
+                idle_since: Some(Instant::now()),
+            },
+        );
+        let (conns_arc, site, stop) = (self.conns.clone(), self.site.clone(), shutdown.clone());
+        let (peer, head) = (p.peer, self.limits.head);
+        let spawned = thread::Builder::new()
+            .name("http-conn".into())
+            .spawn(move || {
+                // Made here, so a failed spawn never runs its drop (which
+                // takes the lock the caller holds).
+                let slot = Slot {
+                    conns: conns_arc,
+                    id,
+                    client,
+                };
+                if let Err(e) = serve_connection(&stream, peer, &site, &stop, &slot, head) {
+                    tracing::debug!(target: NAME, client = %peer, "connection ended: {e}");
+                }
+            });
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                if conns.live.remove(&id).is_some() {
+                    conns.admission.finish(client);
+                }
+                tracing::warn!(target: NAME, "cannot start a connection thread: {e}");
+            }
+        }
+    }
+}
+
+/// Answer 503 and close.
+fn refuse(p: Pending, why: &str) {
+    tracing::warn!(target: NAME, client = %p.peer, "server busy: {why}: refused");
+    let _ = p.stream.set_nonblocking(false);
+    let _ = p.stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut s = &p.stream;
+    let _ = s.write_all(&simple_response(
+        503,
+        &format!("server busy: {why}; try again\n"),
+        false,
+        false,
+    ));
 }
 
 impl Service for ImageService {
@@ -41,52 +278,38 @@ impl Service for ImageService {
             if shutdown.is_triggered() {
                 break;
             }
-            match shutdown.wait(self.listener.as_fd(), Some(Duration::from_secs(5)))? {
+            let waiting = lock(&self.conns).admission.queued() > 0;
+            let tick = if waiting {
+                QUEUE_TICK
+            } else {
+                Duration::from_secs(5)
+            };
+            match shutdown.wait(self.listener.as_fd(), Some(tick))? {
                 Wake::Shutdown => break,
                 Wake::Timeout => {}
-                Wake::Ready => loop {
-                    let (stream, peer) = match self.listener.accept() {
-                        Ok(c) => c,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::debug!(target: NAME, "accept failed: {e}");
-                            break;
-                        }
-                    };
-                    if self.active.load(Ordering::SeqCst) >= self.max_connections {
-                        tracing::warn!(target: NAME, client = %peer, limit = self.max_connections, "too many connections: refused");
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                        let mut s = &stream;
-                        let _ = s.write_all(&simple_response(
-                            503,
-                            "server busy: too many connections\n",
-                            false,
-                            false,
-                        ));
-                        continue;
-                    }
-                    self.active.fetch_add(1, Ordering::SeqCst);
-                    let (site, active, stop) =
-                        (self.site.clone(), self.active.clone(), shutdown.clone());
-                    let spawned = thread::Builder::new().name("http-conn".into()).spawn(move || {
-                        if let Err(e) = serve_connection(stream, peer, &site, &stop) {
-                            tracing::debug!(target: NAME, client = %peer, "connection ended: {e}");
-                        }
-                        active.fetch_sub(1, Ordering::SeqCst);
-                    });
-                    match spawned {
-                        Ok(h) => threads.push(h),
-                        Err(e) => {
-                            self.active.fetch_sub(1, Ordering::SeqCst);
-                            tracing::warn!(target: NAME, "cannot start a connection thread: {e}");
+                Wake::Ready => {
+                    for _ in 0..ACCEPT_BATCH {
+                        match self.listener.accept() {
+                            Ok((stream, peer)) => {
+                                self.offer(Pending { stream, peer }, shutdown, &mut threads)
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(target: NAME, "accept failed: {e}");
+                                break;
+                            }
                         }
                     }
-                },
+                }
             }
+            self.poll_queue(shutdown, &mut threads);
             threads.retain(|h| !h.is_finished());
         }
         drop(self.listener);
+        // Connections still waiting for a slot are closed unanswered.
+        let _ = lock(&self.conns)
+            .admission
+            .poll(Instant::now() + QUEUE_WAIT, |_| None);
         for h in threads {
             let _ = h.join();
         }
@@ -114,13 +337,15 @@ fn simple_response(status: u16, body: &str, keep_alive: bool, head_only: bool) -
     bytes
 }
 
-/// Serve requests on one connection until it closes, idles out, or the
-/// server shuts down.
+/// Serve requests on one connection until it closes, misses a deadline,
+/// is evicted, or the server shuts down.
 fn serve_connection(
-    stream: TcpStream,
+    stream: &TcpStream,
     peer: SocketAddr,
     site: &Site,
     shutdown: &Shutdown,
+    slot: &Slot,
+    head_timeout: Duration,
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -130,50 +355,61 @@ fn serve_connection(
         SocketAddr::V6(a) => a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
     };
     let conn = Conn {
-        stream: &stream,
+        stream,
         site,
         local,
         shutdown,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
+    // A new connection gets head-timeout for its first byte; between
+    // keep-alive requests the connection may idle idle-timeout.
+    let mut first_byte_wait = head_timeout;
     loop {
-        // Read until a whole head is buffered.
+        if buf.is_empty() {
+            match shutdown.wait(stream.as_fd(), Some(first_byte_wait))? {
+                Wake::Ready => {}
+                Wake::Shutdown | Wake::Timeout => return Ok(()),
+            }
+            let n = (&*stream).read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        // The whole head within head-timeout of its first byte, however
+        // slowly it trickles in.
+        let deadline = Instant::now() + head_timeout;
         loop {
             match http::parse_head(&buf) {
                 Ok(Some(_)) => break,
                 Ok(None) => {}
                 Err(e) => {
                     let status = e.status();
-                    let mut s = &stream;
+                    let mut s = stream;
                     s.write_all(&simple_response(status, &format!("{e}\n"), false, false))?;
                     log_request(peer, "-", "-", status, 0, Instant::now());
                     return Ok(());
                 }
             }
-            // Idle: wait for bytes, or shutdown when nothing is pending.
-            let wake = if buf.is_empty() {
-                shutdown.wait(stream.as_fd(), Some(site.idle))?
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wake = if left.is_zero() {
+                Wake::Timeout
             } else {
-                crate::daemon::shutdown::wait_fds(stream.as_fd(), None, Some(site.idle))?
+                crate::daemon::shutdown::wait_fds(stream.as_fd(), None, Some(left))?
             };
-            match wake {
-                Wake::Ready => {}
-                Wake::Shutdown => return Ok(()),
-                Wake::Timeout => {
-                    if !buf.is_empty() {
-                        let mut s = &stream;
-                        let _ = s.write_all(&simple_response(
-                            408,
-                            "request head not received in time\n",
-                            false,
-                            false,
-                        ));
-                    }
-                    return Ok(());
-                }
+            if wake != Wake::Ready {
+                let mut s = stream;
+                let _ = s.write_all(&simple_response(
+                    408,
+                    "request head not received in time\n",
+                    false,
+                    false,
+                ));
+                log_request(peer, "-", "-", 408, 0, Instant::now());
+                return Ok(());
             }
-            let n = (&stream).read(&mut chunk)?;
+            let n = (&*stream).read(&mut chunk)?;
             if n == 0 {
                 return Ok(());
             }
@@ -183,12 +419,15 @@ fn serve_connection(
         let Ok(Some(req)) = http::parse_head(&buf) else {
             return Ok(());
         };
+        if !slot.busy() {
+            return Ok(()); // evicted while the head completed
+        }
         let keep_alive = req.keep_alive && !shutdown.is_triggered();
         let head_len = req.head_len;
         let (status, sent) = match req.method {
             Method::Get | Method::Head => respond(&conn, &req, keep_alive)?,
             Method::Other(_) => {
-                let mut s = &stream;
+                let mut s = stream;
                 s.write_all(&simple_response(
                     405,
                     "only GET and HEAD\n",
@@ -203,6 +442,8 @@ fn serve_connection(
         if !keep_alive || status >= 500 {
             return Ok(());
         }
+        slot.idle();
+        first_byte_wait = site.idle;
     }
 }
 

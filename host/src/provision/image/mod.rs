@@ -13,7 +13,9 @@
 //!     interface br0;                  # optional: bind to this interface
 //!     address 192.0.2.1;              # optional: listen address (default all)
 //!     port 80;
-//!     max-connections 64;
+//!     max-connections 512;            # at once; at the cap the idle longest is closed
+//!     max-connections-per-client 16;  # at once from one address
+//!     head-timeout 10;                # seconds for the first byte, and for a whole head
 //!     idle-timeout 30;                # seconds a keep-alive connection may idle
 //! }
 //! ```
@@ -55,7 +57,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     path::PathBuf,
-    sync::{Arc, Mutex, atomic::AtomicUsize},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -65,7 +67,11 @@ pub const KIND: PluginKind = PluginKind {
     configure,
 };
 /// Connections at once, by default.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Connections at once from one client address, by default.
+pub const DEFAULT_MAX_PER_CLIENT: usize = 16;
+/// Seconds for a new connection's first byte and for a whole request head.
+pub const DEFAULT_HEAD_SECS: u64 = 10;
 /// How long a keep-alive connection may idle, by default (seconds).
 pub const DEFAULT_IDLE_SECS: u64 = 30;
 
@@ -82,6 +88,8 @@ pub struct ImageConfig {
     pub address: Ipv4Addr,
     pub port: u16,
     pub max_connections: usize,
+    pub max_per_client: usize,
+    pub head: Duration,
     pub idle: Duration,
 }
 
@@ -169,6 +177,14 @@ pub fn read_config(block: &Block<'_>) -> Result<ImageConfig, ConfigError> {
         max_connections: block
             .number("max-connections", 1..=4096)?
             .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+        max_per_client: block
+            .number("max-connections-per-client", 1..=4096)?
+            .map_or(DEFAULT_MAX_PER_CLIENT, |n| n as usize),
+        head: Duration::from_secs(
+            block
+                .number("head-timeout", 1..=3600)?
+                .unwrap_or(DEFAULT_HEAD_SECS),
+        ),
         idle: Duration::from_secs(
             block
                 .number("idle-timeout", 1..=3600)?
@@ -248,16 +264,19 @@ impl Plugin for ImagePlugin {
         let addr = SocketAddrV4::new(c.address, c.port);
         s.bind(&addr.into())
             .with_context(|| format!("cannot listen on TCP {addr}"))?;
-        s.listen(128)?;
+        s.listen(conn::LISTEN_BACKLOG)?;
         let listener: TcpListener = s.into();
         listener.set_nonblocking(true)?;
         tracing::info!(target: NAME, listen = %addr, "listening");
-        Ok(Box::new(ImageService {
+        Ok(Box::new(ImageService::new(
             listener,
-            site: Arc::new(site),
-            max_connections: c.max_connections,
-            active: Arc::new(AtomicUsize::new(0)),
-        }))
+            Arc::new(site),
+            conn::Limits {
+                max_connections: c.max_connections,
+                per_client: c.max_per_client,
+                head: c.head,
+            },
+        )))
     }
 }
 

@@ -8,7 +8,8 @@
 //!     interface br0;            # optional: bind to this interface
 //!     address 192.0.2.1;        # optional: listen address (default all)
 //!     port 69;
-//!     max-transfers 64;         # transfers at once
+//!     max-transfers 256;        # transfers at once
+//!     max-transfers-per-client 8;  # transfers at once for one address
 //!     timeout 1;                # retransmission timeout (seconds) unless negotiated
 //!     retries 5;                # timeouts in a row before a transfer fails
 //!     max-blksize 1468;         # default: the interface MTU less 32, else 65464
@@ -18,30 +19,48 @@
 //! Each transfer runs on its own thread with its own socket (its transfer
 //! ID, RFC 1350 §4), connected to the client. Write requests and modes
 //! other than `octet` are refused with an ERROR packet.
+//!
+//! The rooms: [`transfer`] (one transfer as a sans-IO state machine),
+//! `runner` (a transfer on its thread and socket), `slots` (who holds a
+//! slot).
+//!
+//! Sources are easily spoofed, so who gets a slot is decided with that in
+//! mind ([`crate::provision::admission`]): at most `max-transfers` at
+//! once and `max-transfers-per-client` for one address; at a cap, the
+//! oldest transfer whose client never acknowledged anything gives up its
+//! slot to the new request; when every slot holds an acknowledged
+//! transfer, the request waits up to [`QUEUE_WAIT`] (its repeats from the
+//! same address and port are ignored meanwhile) and only then gets
+//! `ERROR 0 server busy`. See [`transfer`] for the timers.
 
+mod runner;
+mod slots;
 pub mod transfer;
 
 use crate::{
     config::schema::{Block, ConfigError},
     daemon::{Plugin, PluginKind, Service, Shutdown, Wake},
     netlink,
-    provision::servefs::{OpenError, Root},
+    provision::{
+        admission::{Admission, Caps, Offer, Waited},
+        servefs::{OpenError, Root},
+    },
     wire::tftp::{ErrorCode, Repr},
 };
 use anyhow::Context as _;
+use runner::{Flags, run_transfer, send_error};
+use slots::{Running, Slots, Waiting, evict, lock};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
+    collections::HashMap,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     os::fd::AsFd,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::AtomicBool},
     thread,
     time::{Duration, Instant},
 };
-use transfer::{Failure, Limits, Transfer};
+use transfer::{Limits, Transfer};
 
 /// The plugin's name: its config block and log target.
 pub const NAME: &str = "tftpserver";
@@ -53,51 +72,18 @@ pub const KIND: PluginKind = PluginKind {
 /// The TFTP port.
 pub const DEFAULT_PORT: u16 = 69;
 /// Transfers at once, by default.
-pub const DEFAULT_MAX_TRANSFERS: usize = 64;
+pub const DEFAULT_MAX_TRANSFERS: usize = 256;
+/// Transfers at once for one client address, by default.
+pub const DEFAULT_MAX_PER_CLIENT: usize = 8;
+/// How long a request waits for a slot before it is refused.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// How often waiting requests are looked at.
+const QUEUE_TICK: Duration = Duration::from_millis(20);
 /// IPv4 + UDP + TFTP DATA header bytes, subtracted from the MTU.
 pub const HEADER_OVERHEAD: usize = 20 + 8 + 4;
 /// Receive buffer for requests: any datagram fits, so a long one is seen
 /// whole and refused rather than cut.
 const RECV_BUF: usize = 65_536;
-/// The longest a transfer waits in `recv` before looking at its timers.
-const RECV_SLICE: Duration = Duration::from_millis(100);
-/// Bytes read from the file at a time for a transfer.
-pub const READ_AHEAD: usize = 256 * 1024;
-
-/// Reads a file through a buffer of [`READ_AHEAD`] bytes: one `pread` per
-/// buffer instead of one per block.
-struct ReadAhead<'a> {
-    file: &'a std::fs::File,
-    cache: std::cell::RefCell<(u64, Vec<u8>)>,
-}
-
-impl<'a> ReadAhead<'a> {
-    fn new(file: &'a std::fs::File) -> Self {
-        ReadAhead {
-            file,
-            cache: std::cell::RefCell::new((0, Vec::with_capacity(READ_AHEAD))),
-        }
-    }
-}
-
-impl transfer::BlockSource for ReadAhead<'_> {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        let mut cache = self.cache.borrow_mut();
-        let (start, data) = &mut *cache;
-        let end = *start + data.len() as u64;
-        if offset < *start || offset + buf.len() as u64 > end {
-            data.resize(READ_AHEAD.max(buf.len()), 0);
-            let n = transfer::BlockSource::read_at(self.file, data, offset)?;
-            data.truncate(n);
-            *start = offset;
-        }
-        let from = (offset - *start) as usize;
-        let n = buf.len().min(data.len().saturating_sub(from));
-        buf[..n].copy_from_slice(&data[from..from + n]);
-        Ok(n)
-    }
-}
-
 /// A `tftpserver { … }` block, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TftpConfig {
@@ -106,6 +92,7 @@ pub struct TftpConfig {
     pub address: Ipv4Addr,
     pub port: u16,
     pub max_transfers: usize,
+    pub max_per_client: usize,
     pub timeout: Duration,
     pub retries: u32,
     pub max_blksize: Option<usize>,
@@ -135,6 +122,9 @@ pub fn read_config(block: &Block<'_>) -> Result<TftpConfig, ConfigError> {
         max_transfers: block
             .number("max-transfers", 1..=4096)?
             .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize),
+        max_per_client: block
+            .number("max-transfers-per-client", 1..=4096)?
+            .map_or(DEFAULT_MAX_PER_CLIENT, |n| n as usize),
         timeout: Duration::from_secs(block.number("timeout", 1..=255)?.unwrap_or(1)),
         retries: block.number("retries", 1..=100)?.map_or(5, |n| n as u32),
         max_blksize: block
@@ -205,8 +195,15 @@ impl Plugin for TftpPlugin {
                 timeout: c.timeout,
                 retries: c.retries,
             },
-            max_transfers: c.max_transfers,
-            active: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(Mutex::new(Slots {
+                admission: Admission::new(Caps {
+                    total: c.max_transfers,
+                    per_client: c.max_per_client,
+                    queue_wait: QUEUE_WAIT,
+                }),
+                running: HashMap::new(),
+                next_id: 0,
+            })),
         }))
     }
 }
@@ -217,20 +214,7 @@ struct TftpService {
     interface: Option<String>,
     address: Ipv4Addr,
     limits: Limits,
-    max_transfers: usize,
-    active: Arc<AtomicUsize>,
-}
-
-/// Send one ERROR packet; failures are only logged at debug.
-fn send_error(socket: &UdpSocket, to: Option<SocketAddr>, code: ErrorCode, message: &str) {
-    let bytes = Repr::Error { code, message }.to_bytes();
-    let r = match to {
-        Some(a) => socket.send_to(&bytes, a),
-        None => socket.send(&bytes),
-    };
-    if let Err(e) = r {
-        tracing::debug!(target: NAME, "cannot send error: {e}");
-    }
+    slots: Arc<Mutex<Slots>>,
 }
 
 /// The file name a client sent, as a path under the root: leading `/`
@@ -294,14 +278,8 @@ impl TftpService {
             );
             return;
         }
-        if self.active.load(Ordering::SeqCst) >= self.max_transfers {
-            tracing::warn!(target: NAME, file = req.filename, client = %from, limit = self.max_transfers, "too many transfers: refused");
-            send_error(
-                &self.socket,
-                Some(from),
-                ErrorCode::Undefined,
-                "server busy: too many transfers, try again",
-            );
+        if lock(&self.slots).repeats(from) {
+            tracing::debug!(target: NAME, file = req.filename, client = %from, "repeated request ignored: the first is not answered yet");
             return;
         }
         let (file, meta) = match self.root.open_file(&relative_name(req.filename)) {
@@ -317,35 +295,118 @@ impl TftpService {
                 return;
             }
         };
-        let negotiated = transfer::negotiate(&req, meta.len(), &self.limits);
-        let socket = match self.transfer_socket(from) {
+        let w = Waiting {
+            from,
+            name: req.filename.to_string(),
+            file,
+            negotiated: transfer::negotiate(&req, meta.len(), &self.limits),
+            size: meta.len(),
+        };
+        let mut guard = lock(&self.slots);
+        let Slots {
+            admission, running, ..
+        } = &mut *guard;
+        match admission.offer(from.ip(), Instant::now(), w, |scope| evict(running, scope)) {
+            Offer::Start(w) => self.start(&mut guard, w, shutdown, threads),
+            Offer::Queued => {
+                tracing::debug!(target: NAME, file = req.filename, client = %from, "every slot is busy: the request waits for one")
+            }
+            Offer::Refused(w) => {
+                drop(guard);
+                self.refuse(&w, "too many requests waiting");
+            }
+        }
+    }
+
+    /// Answer a request that gets no slot.
+    fn refuse(&self, w: &Waiting, why: &str) {
+        tracing::warn!(target: NAME, file = w.name.as_str(), client = %w.from, "server busy: {why}: refused");
+        send_error(
+            &self.socket,
+            Some(w.from),
+            ErrorCode::Undefined,
+            "server busy: too many transfers, try again",
+        );
+    }
+
+    /// Start what waits and fits now; refuse what waited too long.
+    fn poll_queue(&self, shutdown: &Shutdown, threads: &mut Vec<thread::JoinHandle<()>>) {
+        let mut guard = lock(&self.slots);
+        let Slots {
+            admission, running, ..
+        } = &mut *guard;
+        if admission.queued() == 0 {
+            return;
+        }
+        let mut expired = Vec::new();
+        for w in admission.poll(Instant::now(), |scope| evict(running, scope)) {
+            match w {
+                Waited::Start(_, w) => self.start(&mut guard, w, shutdown, threads),
+                Waited::Expired(_, w) => expired.push(w),
+            }
+        }
+        drop(guard);
+        for w in &expired {
+            self.refuse(w, "no transfer slot became free in time");
+        }
+    }
+
+    /// Give an admitted request its socket and thread.
+    fn start(
+        &self,
+        slots: &mut Slots,
+        w: Waiting,
+        shutdown: &Shutdown,
+        threads: &mut Vec<thread::JoinHandle<()>>,
+    ) {
+        let client = w.from.ip();
+        let socket = match self.transfer_socket(w.from) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(target: NAME, client = %from, "cannot open a transfer socket: {e:#}");
+                slots.admission.finish(client);
+                tracing::warn!(target: NAME, client = %w.from, "cannot open a transfer socket: {e:#}");
                 send_error(
                     &self.socket,
-                    Some(from),
+                    Some(w.from),
                     ErrorCode::Undefined,
                     "server error",
                 );
                 return;
             }
         };
-        let t = Transfer::new(negotiated, meta.len(), &self.limits);
-        let name = req.filename.to_string();
-        self.active.fetch_add(1, Ordering::SeqCst);
-        let active = self.active.clone();
-        let stop = shutdown.clone();
+        let id = slots.next_id;
+        slots.next_id += 1;
+        let (acked, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        slots.running.insert(
+            id,
+            Running {
+                from: w.from,
+                started: Instant::now(),
+                acked: acked.clone(),
+                stop: stop.clone(),
+            },
+        );
+        let t = Transfer::new(w.negotiated, w.size, &self.limits);
+        let (all, halt) = (self.slots.clone(), shutdown.clone());
+        let from = w.from;
         let spawned = thread::Builder::new()
             .name("tftp-transfer".into())
             .spawn(move || {
-                run_transfer(socket, file, t, &name, from, &stop);
-                active.fetch_sub(1, Ordering::SeqCst);
+                let flags = Flags { acked, stop };
+                run_transfer(socket, w.file, t, &w.name, from, &halt, &flags);
+                let mut s = lock(&all);
+                if s.running.remove(&id).is_some() {
+                    s.admission.finish(client);
+                }
             });
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => {
-                self.active.fetch_sub(1, Ordering::SeqCst);
+                slots.running.remove(&id);
+                slots.admission.finish(client);
                 tracing::warn!(target: NAME, "cannot start a transfer thread: {e}");
             }
         }
@@ -362,138 +423,6 @@ impl TftpService {
     }
 }
 
-/// Send the datagrams `out[i * slot..][..lens[i]]` with sendmmsg(2).
-fn send_batch(socket: &UdpSocket, out: &[u8], slot: usize, lens: &[usize]) -> std::io::Result<()> {
-    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
-    use std::io::IoSlice;
-    let iovs: Vec<[IoSlice<'_>; 1]> = lens
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| [IoSlice::new(&out[i * slot..i * slot + n])])
-        .collect();
-    let mut done = 0;
-    while done < iovs.len() {
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = (done..iovs.len())
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = iovs[done..]
-            .iter()
-            .zip(controls.iter_mut())
-            .map(|(iov, control)| MMsgHdr::new(iov, control))
-            .collect();
-        match sendmmsg(socket, &mut msgs, SendFlags::empty()) {
-            Ok(0) => return Err(std::io::Error::other("sendmmsg sent nothing")),
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn run_transfer(
-    socket: UdpSocket,
-    file: std::fs::File,
-    mut t: Transfer,
-    name: &str,
-    client: SocketAddr,
-    shutdown: &Shutdown,
-) {
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let started = Instant::now();
-    // A whole window is built first and sent with one sendmmsg(2): the
-    // client is woken once per window, not once per block.
-    let slot = t.max_packet();
-    let batch_max = t.windowsize().clamp(1, u64::from(transfer::MAX_WINDOW)) as usize + 1;
-    let mut out = vec![0u8; slot * batch_max];
-    let mut lens: Vec<usize> = Vec::with_capacity(batch_max);
-    let mut inbuf = vec![0u8; 1024];
-    let source = ReadAhead::new(&file);
-    // recv blocks at most this long, so retransmission timers and the drain
-    // deadline are looked at even when the client is silent.
-    if let Err(e) = socket.set_read_timeout(Some(RECV_SLICE)) {
-        tracing::warn!(target: NAME, "cannot set a receive timeout: {e}");
-        return;
-    }
-    loop {
-        let now = Instant::now();
-        lens.clear();
-        while lens.len() < batch_max {
-            let at = lens.len() * slot;
-            match t.poll_transmit(now, &source, &mut out[at..at + slot]) {
-                Ok(Some(n)) => lens.push(n),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(target: NAME, file = name, client = %client, "read failed: {e}");
-                    send_error(&socket, None, ErrorCode::Undefined, "read error");
-                    return;
-                }
-            }
-        }
-        if let Err(e) = send_batch(&socket, &out, slot, &lens) {
-            tracing::debug!(target: NAME, client = %client, "send failed: {e}");
-        }
-        if t.is_finished() {
-            break;
-        }
-        if shutdown.drain_expired() {
-            send_error(&socket, None, ErrorCode::Undefined, "server shutting down");
-            tracing::info!(target: NAME, file = name, client = %client, "transfer cut short by shutdown");
-            return;
-        }
-        let n = match rustix::net::recv(&socket, &mut inbuf[..], rustix::net::RecvFlags::empty()) {
-            Ok((n, _)) => n,
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::CONNREFUSED) => {
-                // ICMP port unreachable: the client is gone.
-                tracing::debug!(target: NAME, client = %client, "client port closed");
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(target: NAME, client = %client, "receive failed: {e}");
-                continue;
-            }
-        };
-        match Repr::parse(&inbuf[..n]) {
-            Ok(Repr::Ack { block }) => t.handle_ack(Instant::now(), block),
-            Ok(Repr::Error { code, message }) => t.handle_error(code.code(), message),
-            Ok(other) => {
-                tracing::debug!(target: NAME, client = %client, "ignored unexpected packet: {other:?}");
-            }
-            Err(e) => {
-                tracing::debug!(target: NAME, client = %client, "ignored malformed packet: {e}")
-            }
-        }
-    }
-    let ms = started.elapsed().as_millis();
-    match t.failure() {
-        None => tracing::debug!(
-            target: NAME,
-            file = name,
-            client = %client,
-            bytes = size,
-            blksize = t.blksize(),
-            windowsize = t.windowsize(),
-            retransmits = t.retransmits(),
-            ms = ms as u64,
-            "sent"
-        ),
-        Some(Failure::ClientError { code, message }) => tracing::debug!(
-            target: NAME,
-            file = name,
-            client = %client,
-            code = *code,
-            "client ended the transfer: {message}"
-        ),
-        Some(Failure::Timeout) => {
-            tracing::warn!(target: NAME, file = name, client = %client, "transfer timed out: no acknowledgement")
-        }
-        Some(Failure::Read(why)) => {
-            tracing::warn!(target: NAME, file = name, client = %client, "transfer failed: {why}")
-        }
-    }
-}
-
 impl Service for TftpService {
     fn run(self: Box<Self>, shutdown: &Shutdown) -> anyhow::Result<()> {
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
@@ -503,7 +432,13 @@ impl Service for TftpService {
             if shutdown.is_triggered() {
                 break;
             }
-            match shutdown.wait(self.socket.as_fd(), Some(Duration::from_secs(5)))? {
+            let waiting = lock(&self.slots).admission.queued() > 0;
+            let tick = if waiting {
+                QUEUE_TICK
+            } else {
+                Duration::from_secs(5)
+            };
+            match shutdown.wait(self.socket.as_fd(), Some(tick))? {
                 Wake::Shutdown => break,
                 Wake::Timeout => {}
                 Wake::Ready => {
@@ -519,6 +454,7 @@ impl Service for TftpService {
                     }
                 }
             }
+            self.poll_queue(shutdown, &mut threads);
             threads.retain(|h| !h.is_finished());
         }
         drop(self.socket);

@@ -12,8 +12,19 @@
 //!   bug, RFC 1350 §7 note / RFC 1123 §4.2.3.1): only a timeout does.
 //! - An ACK inside the window means the client lost what followed: the
 //!   next window starts after it (RFC 7440 §4).
-//! - Retransmission is bounded: after `retries` timeouts in a row the
-//!   transfer fails.
+//! - Retransmission backs off and is bounded: the wait doubles after each
+//!   timeout (timeout, 2×, 4×, …); the transfer fails after `retries`
+//!   timeouts in a row, or after [`MAX_SILENCE`] without a word from the
+//!   client, whichever comes first.
+//! - Until the client's first acknowledgement the first packet is sent
+//!   again only [`FIRST_ACK_RETRIES`] time(s), after the server's own
+//!   timeout even if the client negotiated a longer one: a request that
+//!   nobody follows up (a spoofed source, a client gone) holds its slot
+//!   for about three timeouts and draws two packets, not six.
+//! - A client may negotiate a `timeout` of at most
+//!   [`MAX_NEGOTIATED_TIMEOUT`] seconds; a longer one is left out of the
+//!   OACK (RFC 2349 lets a server decline the option, not change its
+//!   value) and the server's own timeout applies.
 
 use crate::wire::tftp::{DATA_HEADER_LEN, Repr, Request, data_header};
 use std::{
@@ -29,6 +40,12 @@ pub const MAX_BLKSIZE: u64 = 65_464;
 /// RFC 2349 timeout bounds (seconds).
 pub const MIN_TIMEOUT: u64 = 1;
 pub const MAX_TIMEOUT: u64 = 255;
+/// The longest timeout (seconds) a client may negotiate with us.
+pub const MAX_NEGOTIATED_TIMEOUT: u64 = 5;
+/// The longest a transfer waits without hearing from its client.
+pub const MAX_SILENCE: Duration = Duration::from_secs(15);
+/// Retransmissions of the first packet before the client has answered.
+pub const FIRST_ACK_RETRIES: u32 = 1;
 /// RFC 7440 bounds; we answer at most [`MAX_WINDOW`].
 pub const MAX_WINDOWSIZE_OPTION: u64 = 65_535;
 pub const MAX_WINDOW: u16 = 64;
@@ -73,8 +90,9 @@ fn number(v: &str) -> Option<u64> {
 
 /// Decide the options of `req` for a file of `size` bytes. Options with
 /// values outside their RFC ranges, or that are not numbers, are ignored
-/// (left out of the OACK), as RFC 2347 allows; blksize and windowsize are
-/// lowered to our limits.
+/// (left out of the OACK), as RFC 2347 allows, and so is a timeout above
+/// [`MAX_NEGOTIATED_TIMEOUT`]; blksize and windowsize are lowered to our
+/// limits.
 pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
     let mut n = Negotiated {
         blksize: DEFAULT_BLKSIZE,
@@ -106,7 +124,7 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
                 }
             }
             "timeout" => {
-                if let Some(t) = v.filter(|t| (MIN_TIMEOUT..=MAX_TIMEOUT).contains(t)) {
+                if let Some(t) = v.filter(|t| (MIN_TIMEOUT..=MAX_NEGOTIATED_TIMEOUT).contains(t)) {
                     n.timeout = Duration::from_secs(t);
                     n.oack.push((lname, t.to_string()));
                 }
@@ -188,7 +206,13 @@ pub struct Transfer {
     blksize: usize,
     windowsize: u64,
     timeout: Duration,
+    /// The timeout until the client's first acknowledgement.
+    first_timeout: Duration,
     retries: u32,
+    /// Whether the client has acknowledged anything yet.
+    acked: bool,
+    /// Since when the transfer has been waiting without progress.
+    silent_since: Option<Instant>,
     size: u64,
     last: u64,
     oack: Vec<(String, String)>,
@@ -218,7 +242,10 @@ impl Transfer {
             blksize,
             windowsize: u64::from(n.windowsize.max(1)),
             timeout: n.timeout,
+            first_timeout: n.timeout.min(limits.timeout),
             retries: limits.retries,
+            acked: false,
+            silent_since: None,
             size,
             // The last block is the first one shorter than blksize (maybe empty).
             last: size / blksize as u64 + 1,
@@ -271,6 +298,44 @@ impl Transfer {
         self.windowsize
     }
 
+    /// Whether the client has acknowledged anything (the OACK or a block).
+    pub fn acknowledged(&self) -> bool {
+        self.acked
+    }
+
+    /// The client made progress: timers start afresh.
+    fn progress(&mut self) {
+        self.acked = true;
+        self.silent_since = None;
+    }
+
+    /// When to send again after the `retries`-th retransmission at `now`:
+    /// the timeout doubled `retries` times, but never past
+    /// [`MAX_SILENCE`] since the client was last heard from.
+    fn next_deadline(&mut self, now: Instant, retries: u32) -> Instant {
+        let base = if self.acked {
+            self.timeout
+        } else {
+            self.first_timeout
+        };
+        let step = base.saturating_mul(1u32 << retries.min(16));
+        let since = *self.silent_since.get_or_insert(now);
+        (now + step).min(since + MAX_SILENCE)
+    }
+
+    /// Whether a `retries`-th retransmission at `now` is one too many.
+    fn gives_up(&self, retries: u32, now: Instant) -> bool {
+        let allowed = if self.acked {
+            self.retries
+        } else {
+            self.retries.min(FIRST_ACK_RETRIES)
+        };
+        retries > allowed
+            || self
+                .silent_since
+                .is_some_and(|s| now.saturating_duration_since(s) >= MAX_SILENCE)
+    }
+
     /// When [`Transfer::poll_transmit`] has something to do again without
     /// input (a retransmission), if anything is outstanding.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -284,6 +349,7 @@ impl Transfer {
     pub fn handle_ack(&mut self, _now: Instant, block: u16) {
         match self.state {
             State::Negotiating { sent: true, .. } if block == 0 => {
+                self.progress();
                 self.state = State::Sending {
                     base: 1,
                     next: 1,
@@ -301,6 +367,7 @@ impl Transfer {
                     return;
                 }
                 let acked = base + offset;
+                self.progress();
                 if acked >= self.last {
                     self.state = State::Done;
                     return;
@@ -345,7 +412,7 @@ impl Transfer {
                     return Ok(None);
                 }
                 let retries = if sent { retries + 1 } else { 0 };
-                if retries > self.retries {
+                if sent && self.gives_up(retries, now) {
                     self.state = State::Failed(Failure::Timeout);
                     return Ok(None);
                 }
@@ -358,9 +425,10 @@ impl Transfer {
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 let n = Repr::OptionAck { options }.emit(buf);
+                let deadline = Some(self.next_deadline(now, retries));
                 self.state = State::Negotiating {
                     sent: true,
-                    deadline: Some(now + self.timeout),
+                    deadline,
                     retries,
                 };
                 Ok(Some(n))
@@ -373,7 +441,7 @@ impl Transfer {
             } => {
                 if deadline.is_some_and(|d| now >= d) {
                     retries += 1;
-                    if retries > self.retries {
+                    if self.gives_up(retries, now) {
                         self.state = State::Failed(Failure::Timeout);
                         return Ok(None);
                     }
@@ -389,7 +457,7 @@ impl Transfer {
                 next += 1;
                 // The timer runs once the window (or the file) is out.
                 let deadline = (next >= base + self.windowsize || next > self.last)
-                    .then(|| now + self.timeout);
+                    .then(|| self.next_deadline(now, retries));
                 self.state = State::Sending {
                     base,
                     next,
@@ -461,6 +529,12 @@ mod tests {
         assert_eq!(n(vec![("timeout", "0")]).timeout, l.timeout);
         assert_eq!(n(vec![("timeout", "256")]).oack, vec![]);
         assert_eq!(n(vec![("timeout", "3")]).timeout, Duration::from_secs(3));
+        // A client may not make us wait minutes: above 5 s it is declined.
+        assert_eq!(n(vec![("timeout", "5")]).timeout, Duration::from_secs(5));
+        for long in ["6", "255"] {
+            let got = n(vec![("timeout", long)]);
+            assert_eq!((got.timeout, got.oack.len()), (l.timeout, 0), "{long}");
+        }
         assert_eq!(
             n(vec![("tsize", "0")]).oack,
             [("tsize".into(), "1000".into())]
@@ -592,8 +666,9 @@ mod tests {
             }
         );
         while t.poll_transmit(t0, &data[..], &mut buf).unwrap().is_some() {}
-        // Silence: two retransmissions of the window, then failure.
-        for round in 1..=2 {
+        // Silence: two retransmissions of the window, backing off (after
+        // 1 s, then 2 s more), then failure 4 s after the second.
+        for round in [1, 3] {
             let at = t0 + Duration::from_secs(round);
             let len = t.poll_transmit(at, &data[..], &mut buf).unwrap().unwrap();
             assert_eq!(
@@ -606,7 +681,13 @@ mod tests {
             while t.poll_transmit(at, &data[..], &mut buf).unwrap().is_some() {}
         }
         assert_eq!(
-            t.poll_transmit(t0 + Duration::from_secs(3), &data[..], &mut buf)
+            t.poll_transmit(t0 + Duration::from_millis(6999), &data[..], &mut buf)
+                .unwrap(),
+            None
+        );
+        assert_eq!(t.failure(), None);
+        assert_eq!(
+            t.poll_transmit(t0 + Duration::from_secs(7), &data[..], &mut buf)
                 .unwrap(),
             None
         );
@@ -653,11 +734,73 @@ mod tests {
                 .is_some()
         );
         assert_eq!(
-            t.poll_transmit(now + Duration::from_secs(2), &data[..], &mut buf)
+            t.poll_transmit(now + Duration::from_secs(3), &data[..], &mut buf)
                 .unwrap(),
             None
         );
         assert_eq!(t.failure(), Some(&Failure::Timeout));
+    }
+
+    /// The times (seconds after `t0`) at which a transfer that hears
+    /// nothing more sends, and when it gives up.
+    fn silent_schedule(t: &mut Transfer, data: &[u8], t0: Instant) -> (Vec<u64>, u64) {
+        let mut buf = vec![0; t.max_packet()];
+        let mut sends = Vec::new();
+        for ms in (0..=60_000u64).step_by(100) {
+            let at = t0 + Duration::from_millis(ms);
+            while t.poll_transmit(at, data, &mut buf).unwrap().is_some() {
+                sends.push(ms / 1000);
+            }
+            if t.failure().is_some() {
+                return (sends, ms / 1000);
+            }
+        }
+        panic!("never gave up: {sends:?}");
+    }
+
+    #[test]
+    fn an_unanswered_first_packet_is_sent_twice_and_the_slot_freed_in_3_s() {
+        let data = vec![5u8; 2000];
+        let l = Limits::default(); // timeout 1 s, retries 5
+        // A request without options (DATA 1 first), and one whose client
+        // negotiated timeout 5: until the first ACK the server's 1 s counts.
+        for oack in [vec![], vec![("timeout".to_string(), "5".to_string())]] {
+            let n = Negotiated {
+                blksize: 512,
+                windowsize: 1,
+                timeout: Duration::from_secs(if oack.is_empty() { 1 } else { 5 }),
+                oack,
+            };
+            let mut t = Transfer::new(n, data.len() as u64, &l);
+            let (sends, gave_up) = silent_schedule(&mut t, &data, Instant::now());
+            assert_eq!((sends, gave_up), (vec![0, 1], 3));
+            assert!(!t.acknowledged());
+        }
+    }
+
+    #[test]
+    fn a_silent_client_mid_transfer_gets_backed_off_resends_for_15_s_at_most() {
+        let data = vec![5u8; 5000];
+        let n = Negotiated {
+            blksize: 512,
+            windowsize: 1,
+            timeout: Duration::from_secs(1),
+            oack: vec![],
+        };
+        let l = Limits {
+            retries: 100,
+            ..Limits::default()
+        };
+        let mut t = Transfer::new(n, data.len() as u64, &l);
+        let mut buf = vec![0; t.max_packet()];
+        let t0 = Instant::now();
+        t.poll_transmit(t0, &data[..], &mut buf).unwrap().unwrap();
+        t.handle_ack(t0, 1);
+        assert!(t.acknowledged());
+        // DATA 2 at 0, then after 1, 2, 4 and 8 s — but 15 s of silence
+        // end it first, however many retries are allowed.
+        let (sends, gave_up) = silent_schedule(&mut t, &data, t0);
+        assert_eq!((sends, gave_up), (vec![0, 1, 3, 7], 15));
     }
 
     #[test]

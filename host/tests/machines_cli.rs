@@ -260,7 +260,7 @@ fn f2_errors_name_the_file_or_flag_and_what_is_wrong() {
             "--ssh-username",
             "ops"
         ]),
-        "ze: error: --ssh-username needs --ssh-password or --ssh-password-stdin\n"
+        "ze: error: no terminal to ask for the SSH password: pass --ssh-password-file FILE or --ssh-password-stdin (--ssh-password PW works too, but shows in `ps`)\n"
     );
     assert_eq!(
         fails(&["machines", "reinstall", MAC]),

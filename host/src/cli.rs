@@ -138,6 +138,12 @@ pub struct InstallRemote {
     /// PXE serve root, relative to the working directory (default: build/pxe)
     #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
     pub pxe_dir: PathBuf,
+    /// machine records: one <mac>.conf per machine with its image, disk, host name and install once|always|never (default: <pxe-dir>/machines)
+    #[argh(option)]
+    pub machines: Option<PathBuf>,
+    /// what a machine without a record gets: follow (the install of this command line, the default) or ignore (no answer at all)
+    #[argh(option, default = "String::from(\"follow\")")]
+    pub unknown: String,
     /// where to stage missing iPXE binaries from (default: /usr/lib/ipxe, Debian's ipxe package)
     #[argh(option, default = "PathBuf::from(\"/usr/lib/ipxe\")")]
     pub ipxe_dir: PathBuf,

@@ -37,6 +37,7 @@ pub fn dhcp(data: &[u8]) {
             next_server: None,
             bootfiles,
             boot_script_url: Some("http://192.0.2.1/install/boot/boot.ipxe".into()),
+            script_mac: true,
         }),
     };
     let subnet = |net: &str, first: [u8; 4], last: [u8; 4]| Subnet {

@@ -13,6 +13,7 @@ pub const PLUGINS: &[PluginKind] = &[
     provision::dhcp::KIND,
     provision::tftp::KIND,
     provision::image::KIND,
+    provision::views::terminal::KIND,
     runtime::plugins::SSH_KIND,
     runtime::plugins::DHCP_KIND,
 ];

@@ -20,7 +20,10 @@ use crate::{
     netaddr::{self, Ipv4Net},
     netlink::{self, IfAddr},
     plan::{Plan, Step},
-    provision::image::bootscript::{self, INITRD, KERNEL},
+    provision::{
+        image::bootscript::{self, INITRD, KERNEL},
+        machines::boot::Unknown,
+    },
     sysroot::{Sysroot, normalize},
 };
 use anyhow::{Context as _, bail};
@@ -66,6 +69,10 @@ pub struct Setup {
     pub pxe_dir: PathBuf,
     pub image: PathBuf,
     pub image_name: String,
+    /// The machine records.
+    pub machines: PathBuf,
+    /// What a machine without a record gets.
+    pub unknown: Unknown,
     pub plan: Plan,
 }
 
@@ -173,6 +180,10 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
         false => Some(netaddr::provisioning_pool(&network, server)?),
     };
     let relays = relay_networks(&args.relay_network, &network, args.proxy_dhcp)?;
+    let unknown: Unknown = args
+        .unknown
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--unknown {e}"))?;
 
     let image = absolute(cwd, &args.image);
     regular_file(&image, "--image")?;
@@ -192,8 +203,15 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
     let boot = pxe_dir.join("boot");
     let tftp = pxe_dir.join("tftp");
 
+    let machines = match &args.machines {
+        Some(d) => absolute(cwd, d),
+        None => pxe_dir.join("machines"),
+    };
+    if machines.exists() && !machines.is_dir() {
+        bail!("--machines {}: not a directory", machines.display());
+    }
     let mut plan = Plan::new();
-    for d in [&boot, &tftp, &pxe_dir.join("state")] {
+    for d in [&boot, &tftp, &pxe_dir.join("state"), &machines] {
         if !d.is_dir() {
             plan.push(Step::CreateDir(d.clone()));
         }
@@ -257,6 +275,8 @@ pub fn prepare(args: &InstallRemote, cwd: &Path, existing: &[IfAddr]) -> anyhow:
         pxe_dir,
         image_name,
         image,
+        machines,
+        unknown,
         plan,
     })
 }
@@ -283,6 +303,14 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
     }
     dhcp.push(Node::leaf("address", &[&server]));
     dhcp.push(Node::leaf("state-dir", &[&path(s.state_dir())]));
+    let fleet = || {
+        let mut v = vec![Node::leaf("machines", &[&path(s.machines.clone())])];
+        if s.unknown == Unknown::Ignore {
+            v.push(Node::leaf("unknown", &["ignore"]));
+        }
+        v
+    };
+    dhcp.extend(fleet());
     dhcp.push(Node::block(
         "shared-network",
         &[if s.proxy { "site" } else { "provisioning" }],
@@ -311,6 +339,7 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
                     Node::leaf("interface", &[&s.interface]),
                     Node::leaf("address", &[&server]),
                     Node::leaf("root", &[&path(s.tftp_dir())]),
+                    Node::leaf("state-dir", &[&path(s.state_dir())]),
                 ],
             ),
             Node::block(
@@ -325,7 +354,15 @@ pub fn generate_config(s: &Setup, username: &str, password_hash: &str) -> String
                     Node::leaf("state-dir", &[&path(s.state_dir())]),
                     Node::leaf("ssh-username", &[username]),
                     Node::leaf("ssh-password-hash", &[password_hash]),
-                ],
+                ]
+                .into_iter()
+                .chain(fleet())
+                .collect(),
+            ),
+            Node::block(
+                "statustable",
+                &[],
+                vec![Node::leaf("state-dir", &[&path(s.state_dir())])],
             ),
         ],
     };
@@ -446,6 +483,19 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
         setup.tftp_dir().display(),
         setup.server
     )?;
+    let records = crate::provision::machines::load(&setup.machines);
+    writeln!(
+        out,
+        "machine records: {} ({} read, {} ignored; a machine without one {}); status: http://{}/ (JSON /install/status, metrics /metrics)",
+        setup.machines.display(),
+        records.records.len(),
+        records.errors.len(),
+        match setup.unknown {
+            Unknown::Follow => "gets this command line's install",
+            Unknown::Ignore => "gets no answer",
+        },
+        setup.server
+    )?;
     out.flush()?;
     drop(out);
 
@@ -487,7 +537,7 @@ pub fn run(args: &InstallRemote) -> anyhow::Result<()> {
 }
 
 /// Forward SIGINT, SIGTERM and SIGHUP to the child once it runs; before
-/// that, remember that a stop was asked for.
+/// that, remember that a stop (not a SIGHUP) was asked for.
 fn forward_signals(
     child: Arc<Mutex<Option<u32>>>,
     stop: Arc<Mutex<bool>>,
@@ -511,6 +561,8 @@ fn forward_signals(
                     Some(pid) => {
                         let _ = kill_process(pid, signal);
                     }
+                    // SIGHUP rereads the records: nothing to stop.
+                    None if signal == Signal::HUP => {}
                     None => *stop.lock().unwrap_or_else(|e| e.into_inner()) = true,
                 }
             }
@@ -540,6 +592,8 @@ mod tests {
             kernel: None,
             initrd: None,
             pxe_dir: PathBuf::from("pxe"),
+            machines: None,
+            unknown: "follow".into(),
             ipxe_dir: dir.join("ipxe"),
             dry_run: false,
         }
@@ -646,6 +700,7 @@ mod tests {
                 format!("create directory {}/boot", pxe.display()),
                 format!("create directory {}/tftp", pxe.display()),
                 format!("create directory {}/state", pxe.display()),
+                format!("create directory {}/machines", pxe.display()),
                 format!(
                     "copy {}/vmlinuz-src to {}/boot/vmlinuz (mode 0644)",
                     d.path().display(),
@@ -754,10 +809,25 @@ mod tests {
             doc.get("imageserver").unwrap().value("state-dir"),
             Some(state.as_str())
         );
+        // Every server reads the records and feeds the one status table
+        // (checklist F1, F5).
+        let machines = d.path().join("pxe/machines").display().to_string();
+        for server in ["dhcpserver", "imageserver"] {
+            let b = doc.get(server).unwrap();
+            assert_eq!(b.value("machines"), Some(machines.as_str()), "{server}");
+            assert_eq!(b.value("unknown"), None, "{server}: follow is the default");
+        }
+        for server in ["tftpserver", "statustable"] {
+            assert_eq!(
+                doc.get(server).unwrap().value("state-dir"),
+                Some(state.as_str()),
+                "{server}"
+            );
+        }
         let daemon = Daemon::from_text(&text, PLUGINS).unwrap();
         assert_eq!(
             daemon.plugin_names(),
-            ["dhcpserver", "tftpserver", "imageserver"]
+            ["dhcpserver", "tftpserver", "imageserver", "statustable"]
         );
     }
 
@@ -812,7 +882,7 @@ mod tests {
         let daemon = Daemon::from_text(&text, PLUGINS).unwrap();
         assert_eq!(
             daemon.plugin_names(),
-            ["dhcpserver", "tftpserver", "imageserver"]
+            ["dhcpserver", "tftpserver", "imageserver", "statustable"]
         );
         // Without an address on the site's network, nothing starts.
         assert!(

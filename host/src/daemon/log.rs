@@ -150,6 +150,37 @@ pub struct LineLayer {
 struct Output {
     summary: Mutex<Summariser>,
     sink: Mutex<Sink>,
+    /// A block kept under the log on a terminal (the fleet's table).
+    footer: Mutex<Footer>,
+}
+
+/// Renders the footer's text (whole lines, each ending in `\n`).
+pub type FooterFn = Box<dyn Fn() -> String + Send>;
+
+#[derive(Default)]
+struct Footer {
+    render: Option<FooterFn>,
+    /// Lines of the footer on the screen now.
+    drawn: usize,
+}
+
+impl Footer {
+    /// Take the footer off the screen: up to its first line, erase below.
+    fn erase(&mut self, out: &mut Vec<u8>) {
+        if self.drawn > 0 {
+            out.extend_from_slice(format!("\r\x1b[{}F\x1b[J", self.drawn).as_bytes());
+            self.drawn = 0;
+        }
+    }
+
+    /// Draw it again, freshly rendered.
+    fn draw(&mut self, out: &mut Vec<u8>) {
+        if let Some(render) = &self.render {
+            let text = render();
+            self.drawn = text.matches('\n').count();
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 impl Output {
@@ -157,7 +188,19 @@ impl Output {
         Arc::new(Output {
             summary: Mutex::new(Summariser::new()),
             sink: Mutex::new(sink),
+            footer: Mutex::new(Footer::default()),
         })
+    }
+
+    /// Redraw the footer in place.
+    fn redraw(&self) {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut footer = self.footer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        footer.erase(&mut out);
+        footer.draw(&mut out);
+        let _ = sink.write_all(&out);
+        let _ = sink.flush();
     }
 
     /// Write `line` of `target` from `source`, unless the summariser holds
@@ -187,10 +230,38 @@ impl Output {
             return;
         }
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut footer = self.footer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        footer.erase(&mut out);
         for s in summaries.iter().map(String::as_str).chain(line) {
-            let _ = sink.write_all(s.as_bytes());
+            out.extend_from_slice(s.as_bytes());
         }
+        footer.draw(&mut out);
+        let _ = sink.write_all(&out);
         let _ = sink.flush();
+    }
+}
+
+static OUTPUT: OnceLock<Arc<Output>> = OnceLock::new();
+
+/// Keep `render`'s text under the log lines: erased before each line
+/// and drawn again after it (for a terminal: the caller checks that
+/// standard error is one). `None` stops drawing it and leaves the last
+/// one on the screen.
+pub fn set_footer(render: Option<FooterFn>) {
+    if let Some(out) = OUTPUT.get() {
+        let mut footer = out.footer.lock().unwrap_or_else(|e| e.into_inner());
+        if render.is_none() {
+            footer.drawn = 0;
+        }
+        footer.render = render;
+    }
+}
+
+/// Draw the footer again now (its figures changed).
+pub fn redraw_footer() {
+    if let Some(out) = OUTPUT.get() {
+        out.redraw();
     }
 }
 
@@ -221,6 +292,7 @@ pub fn install(levels: LogLevels) -> LogHandle {
     let handle = HANDLE.get_or_init(|| {
         let levels = Arc::new(RwLock::new(LogLevels::default()));
         let out = Output::new(Box::new(std::io::stderr()));
+        let _ = OUTPUT.set(out.clone());
         // Summaries are written when a window ends even if the flood does
         // not come back.
         let flusher = out.clone();
@@ -407,6 +479,23 @@ fn is_invisible(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f6_a_footer_stays_under_the_log_lines() {
+        let cap = Capture::default();
+        let out = Output::new(Box::new(cap.clone()));
+        out.emit(&[], Some("first\n"));
+        out.footer.lock().unwrap().render = Some(Box::new(|| "table 1\ntable 2\n".into()));
+        out.redraw();
+        out.emit(&[], Some("second\n"));
+        let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        // Drawn, then taken off (up two lines, erase) before the next line
+        // and drawn again under it.
+        assert_eq!(
+            text,
+            "first\ntable 1\ntable 2\n\r\x1b[2F\x1b[Jsecond\ntable 1\ntable 2\n"
+        );
+    }
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);

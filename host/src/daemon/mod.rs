@@ -361,8 +361,22 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Start shutdown on SIGINT, SIGTERM and SIGHUP; a second signal cuts the
-/// drain short.
+/// How many SIGHUPs this process has had: a plugin that rereads files on
+/// SIGHUP (the machine records) compares it with the count it last saw.
+static RELOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The number of reloads asked for so far (SIGHUP).
+pub fn reload_generation() -> u64 {
+    RELOADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Ask the plugins to reread what they reread on SIGHUP.
+pub fn request_reload() {
+    RELOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Start shutdown on SIGINT and SIGTERM, a second one cutting the drain
+/// short; SIGHUP asks for a reload ([`reload_generation`]).
 pub fn shutdown_on_signals(shutdown: &Shutdown, drain: Duration) -> anyhow::Result<()> {
     use signal_hook::{
         consts::{SIGHUP, SIGINT, SIGTERM},
@@ -378,7 +392,11 @@ pub fn shutdown_on_signals(shutdown: &Shutdown, drain: Duration) -> anyhow::Resu
                 let name = match sig {
                     SIGINT => "SIGINT",
                     SIGTERM => "SIGTERM",
-                    _ => "SIGHUP",
+                    _ => {
+                        tracing::info!(target: TARGET, signal = "SIGHUP", "reloading: the machine records are read again");
+                        request_reload();
+                        continue;
+                    }
                 };
                 if stop.is_triggered() {
                     tracing::info!(target: TARGET, signal = name, "second signal: stopping now");

@@ -17,11 +17,13 @@
 //!   servers and the installer's reports, saved under the state directory;
 //! - [`views`]: that table for a terminal, as JSON, as a web page and as
 //!   Prometheus metrics, and the handlers the imageserver mounts;
+//! - [`fleet`]: how each server reaches the records and the table;
 //! - [`mac`]: the MAC address that names a machine;
 //! - [`shared`]: one instance per directory in a process.
 
 pub mod admission;
 pub mod dhcp;
+pub mod fleet;
 pub mod image;
 pub mod mac;
 pub mod machines;

@@ -79,6 +79,8 @@ pub struct DhcpConfig {
     pub pxe: Option<PxeSettings>,
     /// Port to listen on (tests and benchmarks; 67 otherwise).
     pub port: u16,
+    /// The status table and the machine records.
+    pub fleet: crate::provision::fleet::FleetConfig,
 }
 
 /// Read a `dhcpserver` block.
@@ -164,9 +166,13 @@ pub fn read_config(block: &Block<'_>) -> Result<DhcpConfig, ConfigError> {
         positions.push(node.pos);
     }
 
+    let fleet = crate::provision::fleet::read_config(block, state_dir.clone())?;
     let pxe = match block.block("pxe")? {
         None => None,
-        Some(p) => Some(read_pxe(p)?),
+        Some(p) => Some(PxeSettings {
+            script_mac: fleet.machines.is_some(),
+            ..read_pxe(p)?
+        }),
     };
     if mode == ModeConfig::Proxy && pxe.is_none() {
         return Err(block.error(
@@ -185,6 +191,7 @@ pub fn read_config(block: &Block<'_>) -> Result<DhcpConfig, ConfigError> {
         state_dir,
         pxe,
         port,
+        fleet,
     })
 }
 
@@ -321,6 +328,7 @@ fn read_pxe(p: Block<'_>) -> Result<PxeSettings, ConfigError> {
         next_server,
         bootfiles,
         boot_script_url,
+        script_mac: false,
     })
 }
 

@@ -19,7 +19,13 @@ use crate::{
     config::schema::{Block, ConfigError},
     daemon::{Plugin, PluginKind, Service, Shutdown, Wake},
     fsutil, netlink,
-    wire::dhcp::Repr,
+    provision::{
+        fleet::FleetLink,
+        mac::Mac,
+        machines::boot::{NextBoot, Silence},
+        status::{self, DhcpClient, DhcpMessage},
+    },
+    wire::dhcp::{MessageType, Repr, opt},
 };
 use anyhow::Context as _;
 use config::{DhcpConfig, ModeConfig, read_config};
@@ -163,11 +169,16 @@ impl Plugin for DhcpPlugin {
                 "listening"
             ),
         }
+        let fleet = FleetLink::open(&c.fleet);
+        if let Some(m) = &fleet.machines {
+            tracing::info!(target: NAME, machines = %m.dir().display(), records = m.len(), unknown = c.fleet.unknown.as_str(), "per-machine answers");
+        }
         Ok(Box::new(DhcpService {
             socket,
             pxe_socket,
             server,
             lease_file,
+            fleet,
         }))
     }
 }
@@ -212,6 +223,31 @@ struct DhcpService {
     pxe_socket: Option<UdpSocket>,
     server: DhcpServer,
     lease_file: Option<PathBuf>,
+    /// The machine records and the status table.
+    fleet: FleetLink,
+}
+
+/// Who sent a request: PXE firmware, iPXE, or another DHCP client.
+fn client_kind(req: &Repr) -> DhcpClient {
+    if req.options.has_user_class(b"iPXE") {
+        DhcpClient::Ipxe
+    } else if server::is_pxe_client(req) {
+        DhcpClient::Firmware
+    } else {
+        DhcpClient::Other
+    }
+}
+
+/// The status table's name for a DHCP message type.
+fn dhcp_message(kind: MessageType) -> Option<DhcpMessage> {
+    Some(match kind {
+        MessageType::Discover => DhcpMessage::Discover,
+        MessageType::Offer => DhcpMessage::Offer,
+        MessageType::Request => DhcpMessage::Request,
+        MessageType::Ack => DhcpMessage::Ack,
+        MessageType::Nak => DhcpMessage::Nak,
+        _ => return None,
+    })
 }
 
 fn unix_now() -> u64 {
@@ -250,6 +286,22 @@ impl DhcpService {
                 return;
             }
         };
+        let mac = <[u8; 6]>::try_from(req.hardware_address())
+            .ok()
+            .filter(|_| req.htype == 1)
+            .map(Mac);
+        let client = client_kind(&req);
+        let record = mac.and_then(|m| self.fleet.record(m));
+        if let Some(mac) = mac
+            && self.fleet.per_machine()
+            && let NextBoot::Nothing(why) = self.fleet.next_boot(record.as_ref())
+            // `install never` keeps the appliance's own lease; only its
+            // network boot goes unanswered.
+            && (why == Silence::Unknown || client != DhcpClient::Other)
+        {
+            tracing::debug!(target: NAME, mac = %mac, "not answered: {why}");
+            return;
+        }
         let outcome = if pxe_port {
             self.server.handle_pxe_port(&req, from)
         } else {
@@ -257,10 +309,22 @@ impl DhcpService {
         };
         if let Some(event) = &outcome.event {
             log_event(event);
+            if let Some(mac) = mac {
+                self.tell_fleet(mac, &req, client, record.as_ref(), event);
+            }
         }
-        let Some((reply, to)) = outcome.reply else {
+        let Some((mut reply, to)) = outcome.reply else {
             return;
         };
+        // The record's host name (option 12), for the machine to use.
+        if let Some(h) = record.as_ref().and_then(|r| r.hostname.as_deref())
+            && matches!(
+                reply.message_type(),
+                Some(MessageType::Offer | MessageType::Ack)
+            )
+        {
+            reply.options.set(opt::HOST_NAME, h.as_bytes().to_vec());
+        }
         let dest = match to {
             Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
             Destination::Client(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
@@ -273,6 +337,55 @@ impl DhcpService {
         if let Err(e) = socket.send_to(&reply.to_bytes(), dest) {
             tracing::warn!(target: NAME, to = %dest, "cannot send reply: {e}");
         }
+    }
+
+    /// Tell the status table about a request and its reply.
+    fn tell_fleet(
+        &self,
+        mac: Mac,
+        req: &Repr,
+        client: DhcpClient,
+        record: Option<&crate::provision::machines::Record>,
+        event: &LeaseEvent,
+    ) {
+        let hostname = record
+            .and_then(|r| r.hostname.clone())
+            .or_else(|| req.options.host_name().map(str::to_string));
+        let dhcp = |message, ip| status::Event::Dhcp {
+            message,
+            ip,
+            client,
+            hostname: hostname.clone(),
+        };
+        if let Some(m) = dhcp_message(event.request) {
+            self.fleet.event(mac, dhcp(m, None));
+        }
+        let answered = match event.reply {
+            Some(server::Reply::Dhcp(kind)) => dhcp_message(kind),
+            Some(server::Reply::ProxyOffer) => Some(DhcpMessage::Offer),
+            None => None,
+        };
+        if let Some(m) = answered {
+            self.fleet.event(mac, dhcp(m, event.ip));
+        }
+    }
+
+    /// Set the leases-in-use gauge of the status table.
+    fn count_leases(&self) {
+        let Some(fleet) = &self.fleet.status else {
+            return;
+        };
+        let now = unix_now();
+        let bound = self
+            .server
+            .pools()
+            .flat_map(|p| p.leases())
+            .filter(|(_, l)| l.state == pool::LeaseState::Bound && l.active(now))
+            .count();
+        fleet
+            .counters()
+            .leases_in_use
+            .store(bound as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The port 67 socket, or the port 4011 one (proxy mode only).
@@ -341,6 +454,7 @@ impl Service for DhcpService {
             }
             if self.server.take_changed() {
                 pending = true;
+                self.count_leases();
             }
             if pending && last_save.elapsed() >= LEASE_FILE_INTERVAL {
                 self.save_leases();

@@ -354,10 +354,15 @@ fn serve_connection(
         SocketAddr::V4(a) => *a.ip(),
         SocketAddr::V6(a) => a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
     };
+    let peer_v4 = match peer {
+        SocketAddr::V4(a) => *a.ip(),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    };
     let conn = Conn {
         stream,
         site,
         local,
+        peer: peer_v4,
         shutdown,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -455,6 +460,12 @@ fn log_request(
     bytes: u64,
     started: Instant,
 ) {
+    // The installers' reports are many and small: the status table
+    // keeps what they say.
+    if target.starts_with(crate::provision::status::report::PREFIX) && status == 200 {
+        tracing::debug!(target: NAME, path = target, client = %peer, "report");
+        return;
+    }
     tracing::info!(
         target: NAME,
         method,
@@ -473,6 +484,8 @@ struct Conn<'a> {
     site: &'a Site,
     /// Our address as the client reached it (for the boot script).
     local: Ipv4Addr,
+    /// The client's address (which machine is asking).
+    peer: Ipv4Addr,
     shutdown: &'a Shutdown,
 }
 
@@ -481,7 +494,7 @@ fn respond(conn: &Conn<'_>, req: &http::Request<'_>, keep_alive: bool) -> io::Re
     let (stream, shutdown) = (conn.stream, conn.shutdown);
     let head_only = req.method == Method::Head;
     let range = req.range;
-    let (body, ctype) = match resolve(conn.site, req.target, conn.local) {
+    let (body, ctype) = match resolve(conn.site, req.target, conn.local, conn.peer) {
         Resolved::Error(status, text) => {
             let mut s = stream;
             s.write_all(&simple_response(status, &text, keep_alive, head_only))?;
@@ -529,6 +542,9 @@ fn respond(conn: &Conn<'_>, req: &http::Request<'_>, keep_alive: bool) -> io::Re
         }
         Body::File(file, _) => send_file(stream, &file, start, count, shutdown)?,
     };
+    if let Some(fleet) = &conn.site.fleet.status {
+        crate::provision::status::Counters::add(&fleet.counters().http_bytes, sent);
+    }
     Ok((status, sent))
 }
 

@@ -46,7 +46,10 @@ pub use site::{DATABASE_NAME, ImageInfo, NAME, build_database, latest_image};
 use crate::{
     config::schema::{Block, ConfigError},
     daemon::{Plugin, PluginKind, Service},
-    provision::servefs::Root,
+    provision::{
+        fleet::{FleetConfig, FleetLink},
+        servefs::Root,
+    },
     timefmt,
 };
 use anyhow::Context as _;
@@ -91,6 +94,8 @@ pub struct ImageConfig {
     pub max_per_client: usize,
     pub head: Duration,
     pub idle: Duration,
+    /// The status table and the machine records.
+    pub fleet: FleetConfig,
 }
 
 fn configure(
@@ -164,11 +169,13 @@ pub fn read_config(block: &Block<'_>) -> Result<ImageConfig, ConfigError> {
             "ssh-username and ssh-password-hash go together",
         ));
     }
+    let state_dir = block.abs_path("state-dir")?;
     Ok(ImageConfig {
+        fleet: crate::provision::fleet::read_config(block, state_dir.clone())?,
         image_dir,
         image,
         boot_dir,
-        state_dir: block.abs_path("state-dir")?,
+        state_dir,
         ssh_username,
         ssh_password_hash,
         interface: block.str("interface")?.map(str::to_string),
@@ -240,8 +247,12 @@ impl Plugin for ImagePlugin {
             database,
             port: c.port,
             idle: c.idle,
-            image_cache: Mutex::new(None),
+            image_cache: Mutex::new(Default::default()),
+            fleet: FleetLink::open(&c.fleet),
         };
+        if let Some(m) = &site.fleet.machines {
+            tracing::info!(target: NAME, machines = %m.dir().display(), records = m.len(), unknown = c.fleet.unknown.as_str(), "per-machine boot scripts");
+        }
         let name = site.current_image()?;
         let info = site.image_info(&name)?;
         log_image(&info);

@@ -24,6 +24,16 @@ pub enum Unknown {
     Ignore,
 }
 
+impl Unknown {
+    /// The word in configs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unknown::Follow => "follow",
+            Unknown::Ignore => "ignore",
+        }
+    }
+}
+
 impl FromStr for Unknown {
     type Err = String;
     fn from_str(s: &str) -> Result<Unknown, String> {

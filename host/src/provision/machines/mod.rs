@@ -280,6 +280,8 @@ struct State {
     records: BTreeMap<Mac, Record>,
     stamps: Option<Vec<Stamp>>,
     checked: Option<Instant>,
+    /// The daemon's SIGHUP count when the records were last read.
+    reloads: u64,
 }
 
 static OPEN: PerDir<Machines> = PerDir::new();
@@ -295,6 +297,7 @@ impl Machines {
                     records: BTreeMap::new(),
                     stamps: None,
                     checked: None,
+                    reloads: crate::daemon::reload_generation(),
                 }),
             };
             m.reload();
@@ -310,11 +313,26 @@ impl Machines {
     /// The record of `mac`, if it has a valid one (the directory is
     /// checked for changes first, at most every [`POLL_EVERY`]).
     pub fn get(&self, mac: Mac) -> Option<Record> {
+        self.fresh().records.get(&mac).cloned()
+    }
+
+    /// How many valid records there are now (checked for changes first,
+    /// like [`Machines::get`]).
+    pub fn count(&self) -> usize {
+        self.fresh().records.len()
+    }
+
+    /// The state, read again first when a SIGHUP came or the poll is due.
+    fn fresh(&self) -> std::sync::MutexGuard<'_, State> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.checked.is_none_or(|t| t.elapsed() >= POLL_EVERY) {
+        let reloads = crate::daemon::reload_generation();
+        if reloads != state.reloads {
+            state.reloads = reloads;
+            self.refresh(&mut state, true);
+        } else if state.checked.is_none_or(|t| t.elapsed() >= POLL_EVERY) {
             self.refresh(&mut state, false);
         }
-        state.records.get(&mac).cloned()
+        state
     }
 
     /// How many valid records there are.

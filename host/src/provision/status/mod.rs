@@ -74,6 +74,8 @@ pub enum Fetch {
     Image,
     Map,
     Database,
+    /// The boot script that sends an installed machine to its disk.
+    LocalDisk,
 }
 
 /// Something that happened to a machine.
@@ -329,11 +331,17 @@ impl Fleet {
                     Fetch::Image => (Stage::Image, "image download"),
                     Fetch::Map => (Stage::Image, "block map"),
                     Fetch::Database => (Stage::Database, "database download"),
+                    Fetch::LocalDisk => (Stage::Ipxe, "boot.ipxe: boot the local disk (installed)"),
                 };
                 if what == Fetch::Kernel {
                     m.completed = false;
                 }
                 m.enter(now, stage, detail.into());
+                if what == Fetch::LocalDisk {
+                    // What boots next is the installed appliance: its
+                    // lease marks the machine up.
+                    m.completed = true;
+                }
             }
             Event::Report(r) => report::apply(m, counters, r, now),
             Event::Up => m.enter(now, Stage::Up, "the appliance reported".into()),

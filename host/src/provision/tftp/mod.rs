@@ -44,6 +44,7 @@ use crate::{
     provision::{
         admission::{Admission, Caps, Offer, Waited},
         servefs::{OpenError, Root},
+        status::{Counters, Event, Fleet},
     },
     wire::tftp::{ErrorCode, Repr},
 };
@@ -96,6 +97,8 @@ pub struct TftpConfig {
     pub timeout: Duration,
     pub retries: u32,
     pub max_blksize: Option<usize>,
+    /// Where the fleet's status table is kept (optional).
+    pub state_dir: Option<PathBuf>,
 }
 
 fn configure(
@@ -130,6 +133,7 @@ pub fn read_config(block: &Block<'_>) -> Result<TftpConfig, ConfigError> {
         max_blksize: block
             .number("max-blksize", transfer::MIN_BLKSIZE..=transfer::MAX_BLKSIZE)?
             .map(|n| n as usize),
+        state_dir: block.abs_path("state-dir")?,
     })
 }
 
@@ -204,6 +208,7 @@ impl Plugin for TftpPlugin {
                 running: HashMap::new(),
                 next_id: 0,
             })),
+            fleet: c.state_dir.as_deref().map(Fleet::open),
         }))
     }
 }
@@ -215,6 +220,8 @@ struct TftpService {
     address: Ipv4Addr,
     limits: Limits,
     slots: Arc<Mutex<Slots>>,
+    /// The fleet's status table: which machine took which bootfile.
+    fleet: Option<Arc<Fleet>>,
 }
 
 /// The file name a client sent, as a path under the root: leading `/`
@@ -392,11 +399,30 @@ impl TftpService {
         let t = Transfer::new(w.negotiated, w.size, &self.limits);
         let (all, halt) = (self.slots.clone(), shutdown.clone());
         let from = w.from;
+        let fleet = self.fleet.clone();
+        if let Some(f) = &fleet {
+            Counters::add(&f.counters().tftp_transfers, 1);
+            if let std::net::IpAddr::V4(ip) = from.ip()
+                && let Some(mac) = f.mac_of(ip)
+            {
+                let _ = f.event(
+                    mac,
+                    Event::Bootfile {
+                        file: w.name.clone(),
+                    },
+                );
+            }
+        }
         let spawned = thread::Builder::new()
             .name("tftp-transfer".into())
             .spawn(move || {
                 let flags = Flags { acked, stop };
-                run_transfer(socket, w.file, t, &w.name, from, &halt, &flags);
+                let size = w.size;
+                if run_transfer(socket, w.file, t, &w.name, from, &halt, &flags)
+                    && let Some(f) = &fleet
+                {
+                    Counters::add(&f.counters().tftp_bytes, size);
+                }
                 let mut s = lock(&all);
                 if s.running.remove(&id).is_some() {
                     s.admission.finish(client);

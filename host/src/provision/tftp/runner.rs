@@ -128,7 +128,8 @@ pub(super) fn run_transfer(
     client: SocketAddr,
     shutdown: &Shutdown,
     flags: &Flags,
-) {
+) -> bool {
+    // Returns whether the whole file was sent and acknowledged.
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
     // A whole window is built first and sent with one sendmmsg(2): the
@@ -146,7 +147,7 @@ pub(super) fn run_transfer(
     // deadline are looked at even when the client is silent.
     if let Err(e) = socket.set_read_timeout(Some(RECV_SLICE)) {
         tracing::warn!(target: NAME, "cannot set a receive timeout: {e}");
-        return;
+        return false;
     }
     loop {
         let now = Instant::now();
@@ -159,7 +160,7 @@ pub(super) fn run_transfer(
                 Err(e) => {
                     tracing::warn!(target: NAME, file = name, client = %client, "read failed: {e}");
                     send_error(&socket, None, ErrorCode::Undefined, "read error");
-                    return;
+                    return false;
                 }
             }
         }
@@ -172,10 +173,10 @@ pub(super) fn run_transfer(
         if shutdown.drain_expired() {
             send_error(&socket, None, ErrorCode::Undefined, "server shutting down");
             tracing::info!(target: NAME, file = name, client = %client, "transfer cut short by shutdown");
-            return;
+            return false;
         }
         if flags.stop.load(Ordering::SeqCst) {
-            return; // evicted (logged there): the client never answered
+            return false; // evicted (logged there): the client never answered
         }
         if lens.len() == batch_max {
             continue; // the batch was full: more of the window is due
@@ -186,7 +187,7 @@ pub(super) fn run_transfer(
             Err(rustix::io::Errno::CONNREFUSED) => {
                 // ICMP port unreachable: the client is gone.
                 tracing::debug!(target: NAME, client = %client, "client port closed");
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::debug!(target: NAME, client = %client, "receive failed: {e}");
@@ -210,7 +211,8 @@ pub(super) fn run_transfer(
         }
     }
     let ms = started.elapsed().as_millis();
-    match t.failure() {
+    let failure = t.failure();
+    match failure {
         None => tracing::debug!(
             target: NAME,
             file = name,
@@ -236,4 +238,5 @@ pub(super) fn run_transfer(
             tracing::warn!(target: NAME, file = name, client = %client, "transfer failed: {why}")
         }
     }
+    failure.is_none()
 }

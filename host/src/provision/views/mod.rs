@@ -2,7 +2,8 @@
 //! with no bookkeeping of their own — every figure comes from
 //! [`Fleet`].
 //!
-//! - [`tty`]: the live table under the log, for a terminal width;
+//! - [`tty`]: the live table under the log, for a terminal width, and
+//!   [`terminal`], the `statustable` plugin that keeps it there;
 //! - [`json`]: `GET /install/status`;
 //! - [`html`]: `GET /`, the same table for a browser, refreshing itself;
 //! - [`metrics`]: `GET /metrics`, Prometheus text format 0.0.4.
@@ -14,6 +15,7 @@
 pub mod html;
 pub mod json;
 pub mod metrics;
+pub mod terminal;
 pub mod tty;
 
 use crate::provision::status::{self, Fleet, Machine, human_bytes};

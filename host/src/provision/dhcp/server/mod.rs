@@ -39,6 +39,10 @@ pub struct PxeSettings {
     pub bootfiles: BTreeMap<u16, String>,
     /// What iPXE (option 77 `iPXE`) gets as its bootfile.
     pub boot_script_url: Option<String>,
+    /// Add `?mac=<the client's MAC>` to the boot script URL, so the
+    /// imageserver answers each machine with its own script (set when the
+    /// server has machine records).
+    pub script_mac: bool,
 }
 
 /// What every reply shares.
@@ -244,6 +248,11 @@ impl DhcpServer {
         if req.options.has_user_class(b"iPXE")
             && let Some(url) = &pxe.boot_script_url
         {
+            if pxe.script_mac && req.hlen == 6 {
+                let mac = dhcp::format_mac(req.hardware_address()).replace(':', "-");
+                let sep = if url.contains('?') { '&' } else { '?' };
+                return Some(format!("{url}{sep}mac={mac}"));
+            }
             return Some(url.clone());
         }
         if !is_pxe_client(req) {

@@ -34,6 +34,7 @@ pub(crate) fn settings(script: bool) -> ServerSettings {
             next_server: None,
             bootfiles,
             boot_script_url: script.then(|| URL.to_string()),
+            script_mac: false,
         }),
     }
 }
@@ -173,6 +174,32 @@ fn r6_ipxe_gets_the_boot_script_url_and_keeps_the_address() {
     assert_eq!(
         reply_of(&o).options.get(opt::BOOTFILE_NAME),
         Some(URL.as_bytes())
+    );
+}
+
+#[test]
+fn f1_with_records_ipxe_gets_a_script_url_naming_its_mac() {
+    let mut settings = settings(true);
+    settings.pxe.as_mut().unwrap().script_mac = true;
+    let mut s = DhcpServer::new(
+        settings,
+        Mode::Full(vec![subnet(
+            "192.0.2.0/24",
+            "192.0.2.2",
+            "192.0.2.254",
+            None,
+        )]),
+    );
+    let o = handle(&mut s, 1010, IPXE_EFI_DISCOVER);
+    let offer = reply_of(&o);
+    let mac = dhcp::format_mac(offer.hardware_address()).replace(':', "-");
+    let want = format!("{URL}?mac={mac}");
+    assert_eq!(offer.options.get(opt::BOOTFILE_NAME), Some(want.as_bytes()));
+    // The firmware still gets its bootfile, unchanged.
+    let o = handle(&mut s, 1000, OVMF_DISCOVER);
+    assert_eq!(
+        reply_of(&o).options.get(opt::BOOTFILE_NAME),
+        Some(&b"ipxe.efi"[..])
     );
 }
 

@@ -488,6 +488,7 @@ pub struct Machines {
 #[argh(subcommand)]
 pub enum MachinesWhat {
     List(MachinesList),
+    Status(MachinesStatus),
     Show(MachinesShow),
     Add(MachinesAdd),
     Reinstall(MachinesReinstall),
@@ -508,6 +509,25 @@ pub struct MachinesList {
     /// the records directory (default: <pxe-dir>/machines)
     #[argh(option)]
     pub machines: Option<PathBuf>,
+}
+
+/// the status table of every machine the servers saw (as `ze install remote` draws it on a terminal)
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "status",
+    note = "The table is read from <pxe-dir>/state/fleet.json, which the servers save at most once a second. The same figures are served live as GET /install/status (JSON), GET / (a web page) and GET /metrics."
+)]
+pub struct MachinesStatus {
+    /// PXE serve root, relative to the working directory (default: build/pxe)
+    #[argh(option, default = "PathBuf::from(\"build/pxe\")")]
+    pub pxe_dir: PathBuf,
+    /// redraw every second until interrupted (on a terminal)
+    #[argh(switch)]
+    pub watch: bool,
+    /// table width in columns (default: the terminal's, else 120)
+    #[argh(option)]
+    pub width: Option<usize>,
 }
 
 /// print one machine's record and its status

@@ -98,6 +98,7 @@ fn run(ze: Ze) -> anyhow::Result<()> {
         Command::Cli(a) => cmd::cli::run(&a),
         Command::Machines(m) => match m.what {
             MachinesWhat::List(a) => cmd::machines::list(&a),
+            MachinesWhat::Status(a) => cmd::machines::status_table(&a),
             MachinesWhat::Show(a) => cmd::machines::show(&a),
             MachinesWhat::Add(a) => cmd::machines::add(&a),
             MachinesWhat::Reinstall(a) => cmd::machines::reinstall(&a),

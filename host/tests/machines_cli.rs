@@ -355,6 +355,19 @@ fn f2_f5_show_prints_the_status_a_server_saved() {
     ] {
         assert!(stdout.contains(want), "{want:?} in:\n{stdout}");
     }
+    // The terminal view of the same saved table (F6).
+    let o = run_ok(ze(dir, &["machines", "status", "--width", "100"]));
+    let (table, _) = out(&o);
+    assert!(table.starts_with("1 machine"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("52:54:00:12:34:56  192.0.2.2")
+                && l.contains("from-dhcp")
+                && l.contains("kernel")),
+        "{table}"
+    );
+    assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
     run_ok(ze(dir, &["machines", "add", MAC, "--image", "a.img"]));
     let o = run_ok(ze(dir, &["machines", "list"]));
     assert!(

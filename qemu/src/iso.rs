@@ -998,6 +998,7 @@ fn o2_o3_dd_written_media_is_excluded(ctx: &Ctx, dir: &Path) -> anyhow::Result<S
 }
 
 /// One case.
+#[derive(Clone, Copy)]
 pub struct Case {
     /// Name, with checklist ids.
     pub name: &'static str,

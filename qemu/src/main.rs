@@ -16,6 +16,7 @@
 
 mod bench;
 mod demo;
+mod fleet;
 mod hardware;
 mod image;
 mod iso;
@@ -62,6 +63,9 @@ struct ApplianceTest {
     /// the installer initrd (default: build/initrd/initrd.img.gz)
     #[argh(option)]
     initrd: Option<PathBuf>,
+    /// run only the cases whose names contain this (repeatable)
+    #[argh(option)]
+    only: Vec<String>,
     /// print the serial consoles live
     #[argh(switch)]
     verbose: bool,
@@ -303,10 +307,10 @@ fn hw_test(t: HwTest) -> anyhow::Result<bool> {
 fn appliance_test(t: ApplianceTest) -> anyhow::Result<bool> {
     run_appliance_cases(
         "ze-install-qemu-test (appliance)",
-        iso::HTTP_CASES,
+        &[iso::HTTP_CASES, fleet::CASES].concat(),
         None,
         t.initrd,
-        &[],
+        &t.only,
         Some(1),
         t.verbose,
     )

@@ -38,6 +38,18 @@ impl Network {
         Ok(net)
     }
 
+    /// Another tap on the bridge, for another machine.
+    pub fn add_tap(&self, tap: &str) -> anyhow::Result<()> {
+        for args in [
+            &["tuntap", "add", "dev", tap, "mode", "tap"][..],
+            &["link", "set", tap, "master", "br0"],
+            &["link", "set", tap, "up"],
+        ] {
+            self.run("ip", args, true)?;
+        }
+        Ok(())
+    }
+
     /// `program` run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

@@ -5,7 +5,9 @@
 //! for the installed mark.
 
 use crate::{
-    cli::{MachinesAdd, MachinesList, MachinesReinstall, MachinesRemove, MachinesShow},
+    cli::{
+        MachinesAdd, MachinesList, MachinesReinstall, MachinesRemove, MachinesShow, MachinesStatus,
+    },
     credentials,
     provision::{
         mac::Mac,
@@ -55,6 +57,44 @@ fn columns(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `ze machines status`: the terminal view of the saved table.
+pub fn status_table(a: &MachinesStatus) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let (_, state) = dirs(&a.pxe_dir, &None)?;
+    let terminal = std::io::stdout().is_terminal();
+    let width = || {
+        a.width.unwrap_or_else(|| {
+            rustix::termios::tcgetwinsize(std::io::stdout())
+                .ok()
+                .filter(|w| w.ws_col > 0)
+                .map_or(120, |w| usize::from(w.ws_col))
+        })
+    };
+    let render = || {
+        crate::provision::views::tty::render_rows(
+            &status(&state),
+            width(),
+            crate::timefmt::now_ms(),
+        )
+    };
+    if !(a.watch && terminal) {
+        print!("{}", render());
+        return Ok(());
+    }
+    let mut drawn = 0;
+    loop {
+        let text = render();
+        let mut out = std::io::stdout().lock();
+        if drawn > 0 {
+            write!(out, "\r\x1b[{drawn}F\x1b[J")?;
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        drawn = text.matches('\n').count();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `ze machines list`.

@@ -48,7 +48,7 @@ demo: deps build-dev kernel initrd
 	$(CARGO) run --locked -p ze-qemu -- demo
 
 ## test: every test tier that exists, on a fresh machine
-test: deps build-dev firmware kernels
+test: deps build-dev firmware kernels initrd
 	$(CARGO) test --workspace --locked
 	$(MAKE) ze-install-qemu-test
 	$(MAKE) ze-install-iso-qemu-test

@@ -1,23 +1,25 @@
 //! `make demo` (`ze-qemu demo`): the main job on a built-in virtual target.
 //!
 //! 1. Build the appliance image, with the installer kernel and initrd.
-//! 2. Make a provisioning network: a namespace with a bridge, and a tap
-//!    for the target machine.
-//! 3. `ze install remote` on the bridge: DHCP with PXE options, TFTP and
-//!    the HTTP image server.
-//! 4. A QEMU machine with OVMF and a blank disk network-boots: EDK2's PXE
-//!    fetches `ipxe.efi` over TFTP, iPXE fetches `boot.ipxe`, the kernel
-//!    and the initrd over HTTP; the installer writes the disk and reboots.
-//! 5. The machine boots the appliance from its disk: bootstrap mode takes a
-//!    lease from the provisioning server and starts SSH.
-//! 6. The demo logs in over SSH and runs `show version`.
+//! 2. Two blank QEMU machines whose boot order puts the network first, as
+//!    in a data centre: one UEFI (OVMF, its own NVRAM), one BIOS (SeaBIOS
+//!    running the NIC's iPXE ROM).
+//! 3. A record per machine (`ze machines add … --install once`), then
+//!    `ze install remote` on a namespace's bridge: DHCP with PXE options,
+//!    TFTP and the HTTP image server.
+//! 4. Both network-boot at once; each gets its own boot script, installs
+//!    and reboots. The server marks each record installed.
+//! 5. Each network-boots again and is sent to its disk (iPXE `exit` on
+//!    UEFI, `sanboot` on BIOS); the appliance takes a lease from the
+//!    provisioning server and starts SSH; the fleet's table shows both up.
+//! 6. The demo logs in to each over SSH and runs `show version`.
 //!
-//! Each stage prints as it happens: the server's log lines and the
-//! machine's console, filtered to what matters.
+//! Each stage prints as it happens: the server's log lines, the machines'
+//! consoles filtered to what matters, and the fleet's table whenever it
+//! changes.
 
 use crate::{
-    iso::{self, OVMF_CODE, OVMF_VARS},
-    login, provision,
+    fleet, iso, login,
     vm::{self, Session},
 };
 use anyhow::ensure;
@@ -26,10 +28,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The provisioning network (RFC 5737 documentation range).
-const NETWORK: &str = "192.0.2.0/24";
-/// The target's MAC address.
-const MAC: &str = "52:54:00:5e:00:01";
+/// The machines' MAC addresses.
+const MAC_UEFI: &str = "52:54:00:5e:00:01";
+const MAC_BIOS: &str = "52:54:00:5e:00:02";
 
 fn banner(n: usize, text: &str) {
     println!("\n\x1b[1m== {n}/6 {text}\x1b[0m");
@@ -55,6 +56,7 @@ fn interesting(line: &str) -> bool {
         "BdsDxe: loading",
         "BdsDxe: starting",
         "ze: booting slot",
+        "Booting from ",
     ];
     let l = line.trim_start_matches(|c: char| {
         c == '[' || c.is_ascii_digit() || c == '.' || c == ' ' || c == ']'
@@ -62,46 +64,95 @@ fn interesting(line: &str) -> bool {
     MARKS.iter().any(|m| line.contains(m) || l.starts_with(m)) || line.starts_with("ze ")
 }
 
-/// Print the console lines that arrived since `shown`; returns the new mark.
-fn show_console(s: &Session, shown: usize) -> usize {
-    let text = s.serial();
-    let Some(new) = text.get(shown..) else {
-        return shown;
-    };
-    let Some(end) = new.rfind('\n') else {
-        return shown;
-    };
-    for line in new[..end].lines() {
-        let line = line.trim_end();
-        if interesting(line) {
-            println!("  \x1b[33mtarget |\x1b[0m {line}");
-        }
-    }
-    shown + end + 1
+/// One machine of the demo, its console followed.
+struct Machine {
+    target: fleet::Target,
+    hostname: &'static str,
+    vm: Session,
+    shown: usize,
+    /// Where its console was last matched.
+    at: usize,
 }
 
-/// Wait for `pattern` on the console after byte `from`, showing the
-/// console meanwhile; returns the offset past the pattern.
-fn follow(
-    s: &mut Session,
-    shown: &mut usize,
-    pattern: &str,
-    from: usize,
-    timeout: Duration,
-) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        *shown = show_console(s, *shown);
-        match s.wait_for(pattern, from, Duration::from_millis(500)) {
-            Ok(at) => {
-                *shown = show_console(s, *shown);
-                return Ok(at);
+impl Machine {
+    /// Print the console lines that arrived since last time, marked with
+    /// the machine's name.
+    fn show(&mut self) {
+        let text = self.vm.serial();
+        let Some(new) = text.get(self.shown..) else {
+            return;
+        };
+        let Some(end) = new.rfind('\n') else {
+            return;
+        };
+        for line in new[..end].lines() {
+            let line = line.trim_end();
+            if interesting(line) {
+                println!("  \x1b[33m{:<6}|\x1b[0m {line}", self.target.name);
             }
-            Err(e) if Instant::now() >= deadline || e.to_string().contains("QEMU exited") => {
-                return Err(e.context(format!("waiting for {pattern:?}")));
-            }
-            Err(_) => {}
         }
+        self.shown += end + 1;
+    }
+}
+
+/// Wait until every machine's console shows `pattern` (each after where
+/// it was last matched), showing the consoles and, when it changed, the
+/// status table meanwhile.
+fn follow_all(
+    rig: &fleet::Rig,
+    machines: &mut [Machine],
+    pattern: &str,
+    timeout: Duration,
+    table: &mut String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut done = vec![false; machines.len()];
+    let mut last_table = Instant::now();
+    while !done.iter().all(|d| *d) {
+        for (m, d) in machines.iter_mut().zip(done.iter_mut()) {
+            m.show();
+            if *d {
+                continue;
+            }
+            match m.vm.wait_for(pattern, m.at, Duration::from_millis(200)) {
+                Ok(at) => {
+                    m.at = at;
+                    *d = true;
+                    m.show();
+                }
+                Err(e) if e.to_string().contains("QEMU exited") => {
+                    return Err(e.context(format!("{}: waiting for {pattern:?}", m.target.name)));
+                }
+                Err(_) => {}
+            }
+        }
+        if last_table.elapsed() >= Duration::from_secs(10) {
+            show_table(rig, table);
+            last_table = Instant::now();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "waiting for {pattern:?}: not every machine got there in {timeout:?}"
+        );
+    }
+    show_table(rig, table);
+    Ok(())
+}
+
+/// Print the fleet's table when it changed since it was last printed.
+fn show_table(rig: &fleet::Rig, last: &mut String) {
+    let text = rig.table(110);
+    // Elapsed times change every second: compare without them.
+    let key: String = text
+        .lines()
+        .map(|l| l.rsplit_once(' ').map_or(l, |(a, _)| a))
+        .collect();
+    if key != *last {
+        println!("  \x1b[36mfleet  |\x1b[0m");
+        for line in text.lines() {
+            println!("  \x1b[36mfleet  |\x1b[0m {line}");
+        }
+        *last = key;
     }
 }
 
@@ -109,7 +160,7 @@ fn follow(
 pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
     ensure!(
         rustix::process::geteuid().is_root(),
-        "the demo creates a network namespace and a tap device: run it as root (sudo make demo)"
+        "the demo creates a network namespace and tap devices: run it as root (sudo make demo)"
     );
     let t0 = Instant::now();
     let work = std::env::temp_dir().join(format!("ze-demo-{}", std::process::id()));
@@ -119,8 +170,6 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
         "build the appliance image (ze appliance init + build), with the installer kernel and initrd",
     );
     let ctx = iso::Ctx::prepare(initrd, work.clone(), false)?;
-    let ze = crate::suite::root()?.join("target/debug/ze");
-    let ze = std::env::var_os("ZE_BIN").map(PathBuf::from).unwrap_or(ze);
     println!(
         "  image  {} ({} MiB, sha256 {}…)\n  kernel {}\n  initrd {}",
         ctx.image.display(),
@@ -133,127 +182,132 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
 
     banner(
         2,
-        "a provisioning network: namespace with bridge br0 and tap0 for the target",
+        "two blank machines, the network first in their boot order: one UEFI (OVMF), one BIOS (SeaBIOS + iPXE ROM)",
     );
-    let net = provision::Network::new("ze-demo")?;
-    println!(
-        "  namespace {}: br0 (bridge), tap0 (the target's cable)",
-        net.name
-    );
+    let targets = [
+        (
+            fleet::Target::new(&work, "uefi", MAC_UEFI, fleet::Firmware::Uefi, "tap0", ctx.disk_size)?,
+            "rack1-uefi",
+        ),
+        (
+            fleet::Target::new(&work, "bios", MAC_BIOS, fleet::Firmware::Bios, "tap1", ctx.disk_size)?,
+            "rack1-bios",
+        ),
+    ];
+    for (t, h) in &targets {
+        println!("  {:<5} {} {} → {h}, install once", t.name, t.firmware.name(), t.mac);
+    }
 
     banner(
         3,
-        "ze install remote: DHCP (PXE), TFTP and the HTTP image server on br0",
+        "a record per machine (ze machines add), then ze install remote: DHCP (PXE), TFTP and HTTP on br0",
     );
-    let server = provision::InstallRemote {
-        image: &ctx.image,
-        kernel: &ctx.kernel,
-        initrd: &ctx.initrd,
-        pxe_dir: &work.join("pxe"),
-        ssh: (&ctx.ssh.0, &ctx.ssh.1),
-        network: NETWORK,
-        extra: &[],
-    }
-    .start(&net, &ze, true)?;
-    server.wait_for("ze: started", Duration::from_secs(60))?;
+    let records: Vec<(&fleet::Target, &str)> = targets.iter().map(|(t, h)| (t, *h)).collect();
+    let rig = fleet::Rig::start(&ctx, &work, "ze-demo", &records, true)?;
+    print!("$ ze machines list\n{}", rig.machines(&["list"])?);
 
     banner(
         4,
-        "the target powers on: OVMF network boot → TFTP ipxe.efi → iPXE → HTTP → installer",
+        "both power on: network boot → iPXE → HTTP → installer, each with its own boot script",
     );
-    let vars = work.join("OVMF_VARS.fd");
-    std::fs::copy(OVMF_VARS, &vars)?;
-    let disk = work.join("target-disk.img");
-    std::fs::File::create(&disk)?.set_len(ctx.disk_size)?;
-    let mut q = net.command("qemu-system-x86_64");
-    q.args([
-        "-accel", "tcg", "-smp", "1", "-m", "512", "-display", "none", "-serial", "stdio",
-        "-monitor", "none",
-    ])
-    .arg("-drive")
-    .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-    .arg("-drive")
-    .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-    .arg("-drive")
-    .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
-    // The disk first: blank, it is skipped and the NIC boots; once
-    // written, the machine boots from it.
-    .args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"])
-    .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-    .args([
-        "-device",
-        &format!("virtio-net-pci,netdev=n0,mac={MAC},romfile=,bootindex=1"),
-    ])
-    .args(["-device", "virtio-rng-pci"]);
-    let mut vm = vm::spawn(q, false, None)?;
+    let mut machines = Vec::new();
+    for (t, hostname) in targets {
+        let vm = vm::spawn(t.command(&rig.net), false, None)?;
+        machines.push(Machine {
+            target: t,
+            hostname,
+            vm,
+            shown: 0,
+            at: 0,
+        });
+    }
     let timeout = ctx.boot_timeout;
-    let mut shown = 0;
-    let at = follow(
-        &mut vm,
-        &mut shown,
+    let mut table = String::new();
+    follow_all(
+        &rig,
+        &mut machines,
         "[ze-install] install complete; rebooting",
-        0,
         timeout,
+        &mut table,
     )?;
     let installed = t0.elapsed();
 
     banner(
         5,
-        "the target reboots into the appliance: bootstrap mode, DHCP from the provisioning server, SSH",
+        "they reboot: the network again, which sends each (installed once) to its disk; the appliance takes a lease",
     );
-    let at = follow(
-        &mut vm,
-        &mut shown,
-        "ze: starting mode=bootstrap",
-        at,
-        timeout,
-    )?;
-    let at = follow(&mut vm, &mut shown, "sshserver: listening", at, timeout)?;
+    follow_all(&rig, &mut machines, "ze: starting mode=bootstrap", timeout, &mut table)?;
+    follow_all(&rig, &mut machines, "sshserver: listening", timeout, &mut table)?;
     let lease_mark = "dhcpclient: lease interface=eth0 ip=";
-    let at_lease = follow(&mut vm, &mut shown, lease_mark, at, timeout)?;
-    let serial = vm.serial();
-    let ip = serial[at_lease..]
-        .split(|c: char| c == '/' || c.is_whitespace())
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    ensure!(!ip.is_empty(), "no address in the lease line");
+    follow_all(&rig, &mut machines, lease_mark, timeout, &mut table)?;
     let booted = t0.elapsed();
+    // Each is up in the table once its lease is acknowledged.
+    let t_up = Instant::now();
+    while machines
+        .iter()
+        .any(|m| rig.row(&m.target.mac).map(|r| r["stage"] != "up").unwrap_or(true))
+    {
+        ensure!(
+            t_up.elapsed() < Duration::from_secs(60),
+            "not every machine is up in /install/status"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    show_table(&rig, &mut table);
 
-    banner(6, &format!("ssh {}@{ip} show version", ctx.ssh.0));
-    let target = login::Target {
-        host: ip.clone(),
-        port: 22,
-        netns: Some(net.name.clone()),
-    };
-    let mut ssh_out = String::new();
-    for command in ["show version", "show interfaces"] {
+    banner(6, "ssh into each: show version");
+    for m in &machines {
+        let serial = m.vm.serial();
+        let at = serial
+            .rfind(lease_mark)
+            .map(|i| i + lease_mark.len())
+            .unwrap_or_default();
+        let ip = serial[at..]
+            .split(|c: char| c == '/' || c.is_whitespace())
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(!ip.is_empty(), "{}: no address in the lease line", m.target.name);
+        let row = rig.row(&m.target.mac)?;
+        ensure!(
+            row["hostname"] == m.hostname && row["ip"] == ip.as_str(),
+            "{}: the table says {row}",
+            m.target.name
+        );
+        let target = login::Target {
+            host: ip.clone(),
+            port: 22,
+            netns: Some(rig.net.name.clone()),
+        };
         let text = login::ssh_command(
             &target,
             &ctx.ssh.0,
             &ctx.ssh.1,
-            command,
+            "show version",
             Duration::from_secs(120),
         )?;
-        println!("$ ssh {}@{ip} '{command}'", ctx.ssh.0);
+        println!("$ ssh {}@{ip} 'show version'   # {} ({})", ctx.ssh.0, m.hostname, m.target.firmware.name());
         print!("{text}");
-        ssh_out.push_str(&text);
+        let image_line = format!("image: {}", ctx.meta.image);
+        ensure!(
+            text.contains(&image_line),
+            "`show version` on {} does not name {}",
+            m.target.name,
+            ctx.meta.image
+        );
     }
-    show_console(&vm, shown);
-    let image_line = format!("image: {}", ctx.meta.image);
-    ensure!(
-        ssh_out.contains(&image_line),
-        "`show version` does not name {}",
-        ctx.meta.image
-    );
+    print!("$ ze machines list\n{}", rig.machines(&["list"])?);
     let done = t0.elapsed();
 
-    let _ = vm.wait(Duration::ZERO);
-    server.stop();
-    drop(net);
+    for m in machines {
+        let _ = m.vm.wait(Duration::ZERO);
+    }
+    rig.server.stop();
+    drop(rig.net);
     let _ = std::fs::remove_dir_all(&work);
     println!(
-        "\n\x1b[1mdone:\x1b[0m a blank machine network-booted, installed {} and was reachable over SSH.\n  build {:.0} s | network boot + install {:.0} s | first boot to SSH {:.0} s | login {:.0} s | total {:.0} s",
+        "\n\x1b[1mdone:\x1b[0m two blank machines (UEFI and BIOS) network-booted, installed {} from their own records, booted their disks although the network comes first, and were reachable over SSH.\n  build {:.0} s | network boot + install {:.0} s | second boot to SSH {:.0} s | login {:.0} s | total {:.0} s",
         ctx.meta.image,
         built.as_secs_f64(),
         (installed - built).as_secs_f64(),

@@ -186,16 +186,35 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
     );
     let targets = [
         (
-            fleet::Target::new(&work, "uefi", MAC_UEFI, fleet::Firmware::Uefi, "tap0", ctx.disk_size)?,
+            fleet::Target::new(
+                &work,
+                "uefi",
+                MAC_UEFI,
+                fleet::Firmware::Uefi,
+                "tap0",
+                ctx.disk_size,
+            )?,
             "rack1-uefi",
         ),
         (
-            fleet::Target::new(&work, "bios", MAC_BIOS, fleet::Firmware::Bios, "tap1", ctx.disk_size)?,
+            fleet::Target::new(
+                &work,
+                "bios",
+                MAC_BIOS,
+                fleet::Firmware::Bios,
+                "tap1",
+                ctx.disk_size,
+            )?,
             "rack1-bios",
         ),
     ];
     for (t, h) in &targets {
-        println!("  {:<5} {} {} → {h}, install once", t.name, t.firmware.name(), t.mac);
+        println!(
+            "  {:<5} {} {} → {h}, install once",
+            t.name,
+            t.firmware.name(),
+            t.mac
+        );
     }
 
     banner(
@@ -236,17 +255,30 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
         5,
         "they reboot: the network again, which sends each (installed once) to its disk; the appliance takes a lease",
     );
-    follow_all(&rig, &mut machines, "ze: starting mode=bootstrap", timeout, &mut table)?;
-    follow_all(&rig, &mut machines, "sshserver: listening", timeout, &mut table)?;
+    follow_all(
+        &rig,
+        &mut machines,
+        "ze: starting mode=bootstrap",
+        timeout,
+        &mut table,
+    )?;
+    follow_all(
+        &rig,
+        &mut machines,
+        "sshserver: listening",
+        timeout,
+        &mut table,
+    )?;
     let lease_mark = "dhcpclient: lease interface=eth0 ip=";
     follow_all(&rig, &mut machines, lease_mark, timeout, &mut table)?;
     let booted = t0.elapsed();
     // Each is up in the table once its lease is acknowledged.
     let t_up = Instant::now();
-    while machines
-        .iter()
-        .any(|m| rig.row(&m.target.mac).map(|r| r["stage"] != "up").unwrap_or(true))
-    {
+    while machines.iter().any(|m| {
+        rig.row(&m.target.mac)
+            .map(|r| r["stage"] != "up")
+            .unwrap_or(true)
+    }) {
         ensure!(
             t_up.elapsed() < Duration::from_secs(60),
             "not every machine is up in /install/status"
@@ -268,7 +300,11 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
             .next()
             .unwrap_or_default()
             .to_string();
-        ensure!(!ip.is_empty(), "{}: no address in the lease line", m.target.name);
+        ensure!(
+            !ip.is_empty(),
+            "{}: no address in the lease line",
+            m.target.name
+        );
         let row = rig.row(&m.target.mac)?;
         ensure!(
             row["hostname"] == m.hostname && row["ip"] == ip.as_str(),
@@ -287,7 +323,12 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
             "show version",
             Duration::from_secs(120),
         )?;
-        println!("$ ssh {}@{ip} 'show version'   # {} ({})", ctx.ssh.0, m.hostname, m.target.firmware.name());
+        println!(
+            "$ ssh {}@{ip} 'show version'   # {} ({})",
+            ctx.ssh.0,
+            m.hostname,
+            m.target.firmware.name()
+        );
         print!("{text}");
         let image_line = format!("image: {}", ctx.meta.image);
         ensure!(

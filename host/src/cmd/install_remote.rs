@@ -768,6 +768,31 @@ mod tests {
                 .to_string()
                 .contains("nope.img: cannot read it")
         );
+        let mut a = args(d.path());
+        a.unknown = "maybe".into();
+        assert_eq!(
+            prepare(&a, d.path(), &[]).unwrap_err().to_string(),
+            "--unknown \"maybe\": expected follow or ignore"
+        );
+        let mut a = args(d.path());
+        std::fs::write(d.path().join("records"), "").unwrap();
+        a.machines = Some(PathBuf::from("records"));
+        assert_eq!(
+            prepare(&a, d.path(), &[]).unwrap_err().to_string(),
+            format!("--machines {}/records: not a directory", d.path().display())
+        );
+        // unknown ignore reaches both servers that answer machines.
+        let mut a = args(d.path());
+        a.unknown = "ignore".into();
+        a.kernel = Some(d.path().join("vmlinuz-src"));
+        a.initrd = Some(d.path().join("initrd-src"));
+        let s = prepare(&a, d.path(), &[]).unwrap();
+        let text = generate_config(
+            &s,
+            "admin",
+            &credentials::hash_password("pw-pw-pw").unwrap(),
+        );
+        assert_eq!(text.matches("    unknown ignore;\n").count(), 2, "{text}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ ZE_DEV := target/debug/ze
 # missing ones (as root, or through sudo).
 APT_PACKAGES := \
 	qemu-system-x86 qemu-utils ovmf ipxe ipxe-qemu \
-	xorriso grub-efi-amd64-bin grub-common mtools dosfstools exfatprogs e2fsprogs gdisk fdisk \
+	xorriso grub-efi-amd64-bin grub-pc-bin grub-common mtools dosfstools exfatprogs e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server isc-dhcp-server isc-dhcp-relay procps \
 	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \

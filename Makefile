@@ -142,9 +142,9 @@ bench-map: initrd kernel build
 bench-firmware: initrd
 	$(CARGO) run --release --locked -p ze-qemu -- bench
 
-## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF):
-## build an image, boot it to ze as PID 1; build the ISO, boot it to the
-## installer kernel as a CD and as a disk
+## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF,
+## and SeaBIOS): build an image, boot it to ze as PID 1 by UEFI and by BIOS;
+## build the ISO, boot it to the installer kernel as a CD and as a disk
 appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 

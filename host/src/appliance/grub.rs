@@ -266,6 +266,30 @@ mod tests {
     }
 
     #[test]
+    fn bios_disk_config_finds_the_esp_by_serial_and_shares_the_slot_logic() {
+        let boot = DiskBoot {
+            root_a: "11111111-1111-4111-8111-111111111111",
+            root_b: "22222222-2222-4222-8222-222222222222",
+            esp_serial: "1234-ABCD",
+            arch: Arch::Amd64,
+        };
+        let (efi, bios) = (disk_config(&boot), bios_disk_config(&boot));
+        assert!(efi.contains("\"$cmdpath\""));
+        assert!(!bios.contains("cmdpath"), "{bios}");
+        assert!(bios.contains(
+            "if [ -z \"$ze_dev\" ]; then\n  search --no-floppy --fs-uuid --set=ze_dev 1234-ABCD\nfi\nset ze_esp=\"($ze_dev)\"\n"
+        ));
+        // From `set ze_slot=a` on, the two are the same script.
+        let tail = |c: &str| c[c.find("set ze_slot=a\n").unwrap()..].to_string();
+        assert_eq!(tail(&efi), tail(&bios));
+        assert!(
+            bios.starts_with(
+                "# ze appliance boot configuration (embedded in the BIOS core image)."
+            )
+        );
+    }
+
+    #[test]
     fn iso_config_names_volume_kernel_and_initrd() {
         let cfg = iso_config(&IsoBoot {
             volume_uuid: "2026-06-17-16-00-00-42",

@@ -29,7 +29,7 @@ ZE_DEV := target/debug/ze
 # missing ones (as root, or through sudo).
 APT_PACKAGES := \
 	qemu-system-x86 qemu-utils ovmf ipxe ipxe-qemu \
-	xorriso grub-efi-amd64-bin grub-common mtools dosfstools exfatprogs e2fsprogs gdisk fdisk \
+	xorriso grub-efi-amd64-bin grub-pc-bin grub-common mtools dosfstools exfatprogs e2fsprogs gdisk fdisk \
 	busybox-static udhcpc isc-dhcp-client tftpd-hpa tftp-hpa atftp curl \
 	dnsmasq-base nginx-light kea-admin kea-dhcp4-server isc-dhcp-server isc-dhcp-relay procps \
 	linux-source-$(KERNEL_VERSION) build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils \
@@ -142,9 +142,9 @@ bench-map: initrd kernel build
 bench-firmware: initrd
 	$(CARGO) run --release --locked -p ze-qemu -- bench
 
-## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF):
-## build an image, boot it to ze as PID 1; build the ISO, boot it to the
-## installer kernel as a CD and as a disk
+## appliance-qemu-test: tier 3 for the appliance image and ISO (QEMU + OVMF,
+## and SeaBIOS): build an image, boot it to ze as PID 1 by UEFI and by BIOS;
+## build the ISO, boot it to the installer kernel as a CD and as a disk
 appliance-qemu-test: build-dev kernel
 	$(CARGO) test --locked -p ze --test appliance_qemu -- --ignored --test-threads=2 --nocapture
 

@@ -294,6 +294,13 @@ fn build_size_comes_from_the_flag_then_the_environment_then_the_file() {
         stdout.contains("p4 perm      1726 MiB at 321 MiB"),
         "{stdout}"
     );
+    // amd64 (the host's arch is the default): the BIOS boot partition in
+    // the gap before the ESP.
+    assert_eq!(
+        stdout.contains("p5 bios-boot   1004 KiB at 20 KiB"),
+        cfg!(target_arch = "x86_64"),
+        "{stdout}"
+    );
     assert!(stdout.contains("dry run: nothing was built"));
     let stdout = text(&dry(&[], Some("512M")).stdout);
     assert!(

@@ -1,5 +1,7 @@
 //! Tier 3, QEMU (TCG) with OVMF: a built appliance image boots to ze as
-//! PID 1, which prints the version lines with the image's name; the
+//! PID 1, which prints the version lines with the image's name, and so it
+//! does under SeaBIOS (QEMU's default firmware) from its BIOS boot
+//! partition; the
 //! install ISO boots, as a CD and as a USB-style disk, to the installer
 //! kernel with `ze.source=iso ze.media-id=<id>`, and Linux finds the media
 //! id on the volume; the ISO carries the image as its block map and the
@@ -91,6 +93,7 @@ fn fixture() -> &'static Fixture {
         for (program, package) in [
             ("qemu-system-x86_64", "qemu-system-x86"),
             ("grub-mkstandalone", "grub-common grub-efi-amd64-bin"),
+            ("grub-mkimage", "grub-common grub-pc-bin"),
             ("xorriso", "xorriso"),
             ("mke2fs", "e2fsprogs"),
             ("debugfs", "e2fsprogs"),
@@ -145,7 +148,16 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// A QEMU machine with OVMF whose serial console is captured.
+/// The machine's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Firmware {
+    /// OVMF (UEFI), with a fresh copy of its variables.
+    Uefi,
+    /// QEMU's default firmware, SeaBIOS: no `-bios`, no pflash.
+    Bios,
+}
+
+/// A QEMU machine whose serial console is captured.
 struct Qemu {
     child: Child,
     console: Arc<Mutex<String>>,
@@ -153,17 +165,28 @@ struct Qemu {
 }
 
 impl Qemu {
+    /// Boot under OVMF.
     fn boot(name: &str, drives: &[&str]) -> Qemu {
-        let vars = home().join(format!("{name}.vars.fd"));
-        fs::copy(OVMF_VARS, &vars).unwrap();
+        Qemu::boot_with(Firmware::Uefi, name, drives)
+    }
+
+    fn boot_with(firmware: Firmware, name: &str, drives: &[&str]) -> Qemu {
+        let mut flash = Vec::new();
+        if firmware == Firmware::Uefi {
+            let vars = home().join(format!("{name}.vars.fd"));
+            fs::copy(OVMF_VARS, &vars).unwrap();
+            flash = vec![
+                "-drive".to_string(),
+                format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                "-drive".to_string(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+            ];
+        }
         let accel = std::env::var("ZE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut child = Command::new("qemu-system-x86_64")
             .args(["-accel", &accel, "-m", "512", "-nographic", "-no-reboot"])
             .args(["-monitor", "none", "-serial", "stdio", "-display", "none"])
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .args(&flash)
             .args(drives)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -297,6 +320,7 @@ fn a1_a9_the_image_boots_to_ze_as_pid1_and_prints_its_version_lines() {
         (2, "8304", "root-a"),
         (3, "8304", "root-b"),
         (4, "8300", "perm"),
+        (5, "EF02", "bios-boot"),
     ] {
         assert!(
             listing
@@ -371,9 +395,19 @@ fn a1_a9_the_image_boots_to_ze_as_pid1_and_prints_its_version_lines() {
     );
 
     // The first boot.
+    first_boot(fx, Firmware::Uefi, "image");
+}
+
+/// Boot the fixture's image under `firmware` to `ze: init: ready` and
+/// check the boot's lines, in order: GRUB's slot choice, the squashfs
+/// root, ze as PID 1 with /perm and its version lines. Returns the
+/// console.
+fn first_boot(fx: &Fixture, firmware: Firmware, name: &str) -> String {
+    let img = fx.image.to_str().unwrap();
     let started = Instant::now();
-    let mut vm = Qemu::boot(
-        "image",
+    let mut vm = Qemu::boot_with(
+        firmware,
+        name,
         &[
             "-drive",
             &format!("file={img},if=virtio,format=raw,snapshot=on"),
@@ -381,7 +415,7 @@ fn a1_a9_the_image_boots_to_ze_as_pid1_and_prints_its_version_lines() {
     );
     vm.expect("ze: init: ready");
     println!(
-        "booted to ze as PID 1 in {:.1} s",
+        "{firmware:?}: booted to ze as PID 1 in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let console = vm.console();
@@ -393,9 +427,16 @@ fn a1_a9_the_image_boots_to_ze_as_pid1_and_prints_its_version_lines() {
                 || l.starts_with("image:")
                 || l.starts_with("appliance:")
                 || l.contains("Mounted root")
+                || l.contains("Booting from")
+                || l.contains("SeaBIOS (version")
+                || l.contains("GRUB loading")
+                || l.contains("efi: EFI v")
         })
         .collect();
-    println!("first-boot console:\n{}", first_boot.join("\n"));
+    println!(
+        "{firmware:?} first-boot console:\n{}",
+        first_boot.join("\n")
+    );
     let order = [
         "ze: booting slot a".to_string(),
         "VFS: Mounted root (squashfs filesystem) readonly".to_string(),
@@ -419,6 +460,73 @@ fn a1_a9_the_image_boots_to_ze_as_pid1_and_prints_its_version_lines() {
             .any(|l| l.contains("ro rootfstype=squashfs rootwait init=/sbin/init ze.slot=a console=tty0 console=ttyS0")),
         "{console}"
     );
+    console
+}
+
+#[test]
+#[ignore = "tier 3 (QEMU): make appliance-qemu-test"]
+fn the_image_boots_to_ze_as_pid1_under_seabios_too() {
+    let fx = fixture();
+    let img = fx.image.to_str().unwrap();
+    // p5, the BIOS boot partition, holds GRUB's i386-pc core image; LBA 0
+    // GRUB's boot sector pointing at it, the protective MBR's table kept.
+    let bytes = {
+        let mut f = fs::File::open(&fx.image).unwrap();
+        let mut head = vec![0u8; 1 << 20];
+        f.read_exact(&mut head).unwrap();
+        head
+    };
+    let sectors = fs::metadata(&fx.image).unwrap().len() / 512;
+    let table = Table::read_from(&mut &fs::File::open(&fx.image).unwrap(), sectors).unwrap();
+    let p5 = &table.partitions[4];
+    assert_eq!(p5.type_guid, ze::appliance::gpt::types::BIOS_BOOT);
+    assert_eq!(
+        (p5.first_lba, p5.last_lba, p5.name.as_str()),
+        (40, 2047, "bios-boot")
+    );
+    let boot_img = fs::read("/usr/lib/grub/i386-pc/boot.img")
+        .expect("GRUB for BIOS is needed: apt-get install grub-pc-bin");
+    assert_eq!(bytes[..3], boot_img[..3]);
+    assert_eq!(bytes[0x5c..0x64], 40u64.to_le_bytes());
+    assert_eq!(bytes[446 + 4], 0xEE, "the protective MBR's partition");
+    assert_eq!(bytes[510..512], [0x55, 0xAA]);
+    let core = &bytes[40 * 512..41 * 512];
+    assert_eq!(core[0x1f4..0x1fc], 41u64.to_le_bytes());
+    assert_eq!(core[0x1fe..0x200], 0x820u16.to_le_bytes());
+    let listing = text(
+        &Command::new("sgdisk")
+            .args(["-p", img])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        listing.lines().any(|l| l.trim_start().starts_with("5 ")
+            && l.contains("EF02")
+            && l.trim_end().ends_with("bios-boot")),
+        "partition 5 EF02 bios-boot missing:\n{listing}"
+    );
+
+    // SeaBIOS boots it: GRUB from p5 with its console on the serial line,
+    // then the same slot a and ze as under UEFI; no EFI anywhere.
+    let console = first_boot(fx, Firmware::Bios, "image-bios");
+    let mut at = 0;
+    for want in [
+        "SeaBIOS (version ",
+        "Booting from Hard Disk...",
+        "GRUB loading",
+        "Welcome to GRUB",
+        "ze: booting slot a",
+        "Command line: BOOT_IMAGE=(hd0,gpt1)/ze/a/vmlinuz ",
+    ] {
+        match console[at..].find(want) {
+            Some(i) => at += i + want.len(),
+            None => panic!("{want:?} missing or out of order; console:\n{console}"),
+        }
+    }
+    // The UEFI kernel says "efi: EFI v2.70 by EDK II"; this one was not
+    // started by UEFI.
+    assert!(!console.contains("efi: EFI v"), "{console}");
 }
 
 /// A one-shot initrd: busybox finds the volume whose /ze/media-id matches

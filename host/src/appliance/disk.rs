@@ -2,14 +2,18 @@
 //! ends for a given image size, as a GPT [`Table`].
 //!
 //! ```text
-//! 0        1 MiB      65 MiB       193 MiB      321 MiB                 end-1 MiB  end
-//! | GPT    | p1 ESP   | p2 root-a  | p3 root-b  | p4 perm               | (free) |GPT|
-//! |        | FAT32    | squashfs   | squashfs   | ext4, the rest        |        |   |
+//! 0     20 KiB         1 MiB      65 MiB       193 MiB      321 MiB          end-1 MiB  end
+//! | GPT | p5 bios-boot  | p1 ESP   | p2 root-a  | p3 root-b  | p4 perm        | (free) |GPT|
+//! |     | GRUB core.img | FAT32    | squashfs   | squashfs   | ext4, the rest |        |   |
 //! ```
 //!
-//! Every partition starts and ends on a 1 MiB boundary. The ESP and the two
-//! roots have fixed sizes, so a later update can write a new root into the
-//! inactive slot of any installed appliance; `/perm` takes what is left.
+//! Every partition but p5 starts and ends on a 1 MiB boundary. The ESP and
+//! the two roots have fixed sizes, so a later update can write a new root
+//! into the inactive slot of any installed appliance; `/perm` takes what is
+//! left. On amd64, p5 (the BIOS boot partition, [`super::bios`]) fills the
+//! gap between the primary GPT and the ESP; it is the last entry so that
+//! partitions 1–4 keep their numbers, and it lies inside the first MiB, which
+//! the installer writes last. arm64 images boot by UEFI only and have no p5.
 
 use super::{
     config::Arch,
@@ -30,6 +34,15 @@ pub const MIN_PERM_BYTES: u64 = 32 << 20;
 pub const NAMES: [&str; 4] = ["ESP", "root-a", "root-b", "perm"];
 /// The partition number of `/perm`.
 pub const PERM_PARTITION: usize = 4;
+/// The partition number of the BIOS boot partition (amd64 only).
+pub const BIOS_BOOT_PARTITION: usize = 5;
+/// Its GPT name.
+pub const BIOS_BOOT_NAME: &str = "bios-boot";
+/// Its first sector: the first 4 KiB boundary after the primary GPT
+/// (sectors 0–33).
+pub const BIOS_BOOT_FIRST_LBA: u64 = 40;
+/// Its last sector: the one before the ESP.
+pub const BIOS_BOOT_LAST_LBA: u64 = ALIGN / gpt::SECTOR - 1;
 
 /// The smallest image the layout fits: the leading MiB (MBR, primary
 /// GPT), the ESP, two roots, a minimal `/perm`, and the trailing MiB that
@@ -65,6 +78,8 @@ pub struct Identities {
     pub disk: Guid,
     /// Partition GUIDs (`PARTUUID=`), p1..p4.
     pub partitions: [Guid; 4],
+    /// The BIOS boot partition's GUID (p5, amd64 only).
+    pub bios_boot: Guid,
 }
 
 impl Identities {
@@ -73,6 +88,7 @@ impl Identities {
         Identities {
             disk: Guid::default(),
             partitions: [Guid::default(); 4],
+            bios_boot: Guid::default(),
         }
     }
 
@@ -86,6 +102,7 @@ impl Identities {
         Ok(Identities {
             disk: g()?,
             partitions: [g()?, g()?, g()?, g()?],
+            bios_boot: g()?,
         })
     }
 }
@@ -133,7 +150,7 @@ impl DiskLayout {
             ),
             (perm_start, perm_end - perm_start, types::LINUX_DATA, 0),
         ];
-        let partitions = spans
+        let mut partitions: Vec<Partition> = spans
             .iter()
             .zip(NAMES)
             .zip(ids.partitions)
@@ -148,6 +165,16 @@ impl DiskLayout {
                 },
             )
             .collect();
+        if arch == Arch::Amd64 {
+            partitions.push(Partition {
+                type_guid: types::BIOS_BOOT,
+                guid: ids.bios_boot,
+                first_lba: BIOS_BOOT_FIRST_LBA,
+                last_lba: BIOS_BOOT_LAST_LBA,
+                attributes: 0,
+                name: BIOS_BOOT_NAME.to_string(),
+            });
+        }
         let table = Table {
             disk_guid: ids.disk,
             disk_sectors: sectors,
@@ -179,6 +206,11 @@ impl DiskLayout {
     pub fn perm(&self) -> &Partition {
         self.partition(PERM_PARTITION)
     }
+
+    /// The BIOS boot partition, on amd64.
+    pub fn bios_boot(&self) -> Option<&Partition> {
+        self.table.partitions.get(BIOS_BOOT_PARTITION - 1)
+    }
 }
 
 /// One of the two root slots.
@@ -208,6 +240,7 @@ mod tests {
         Identities {
             disk: Guid::from_random([1; 16]),
             partitions: [2, 3, 4, 5].map(|n| Guid::from_random([n; 16])),
+            bios_boot: Guid::from_random([6; 16]),
         }
     }
 
@@ -225,16 +258,34 @@ mod tests {
                 .iter()
                 .map(|p| p.name.as_str())
                 .collect::<Vec<_>>(),
-            NAMES
+            [&NAMES[..], &[BIOS_BOOT_NAME]].concat()
         );
         assert_eq!(l.root(Slot::A).type_guid, types::ROOT_X86_64);
+        // p5, the BIOS boot partition: the gap between the primary GPT
+        // and the ESP, 4 KiB aligned.
+        let bios = l.bios_boot().unwrap();
+        assert_eq!(bios.type_guid, types::BIOS_BOOT);
         assert_eq!(
-            DiskLayout::plan(2 << 30, Arch::Arm64, ids())
-                .unwrap()
-                .root(Slot::B)
-                .type_guid,
-            types::ROOT_ARM64
+            bios.type_guid.to_string(),
+            "21686148-6449-6e6f-744e-656564454649"
         );
+        assert_eq!((bios.first_lba, bios.last_lba), (40, 2047));
+        assert_eq!((bios.offset(), bios.size()), (20 << 10, 1004 << 10));
+        assert!(bios.first_lba >= gpt::FIRST_USABLE_LBA);
+        assert_eq!(bios.last_lba + 1, l.esp().first_lba);
+        let arm = DiskLayout::plan(2 << 30, Arch::Arm64, ids()).unwrap();
+        assert_eq!(arm.root(Slot::B).type_guid, types::ROOT_ARM64);
+        assert_eq!(arm.table.partitions.len(), 4, "arm64 boots by UEFI only");
+        assert!(arm.bios_boot().is_none());
+        // Partitions 1-4 are where they were before p5 was added.
+        let spans = |t: &Table| {
+            t.partitions
+                .iter()
+                .take(4)
+                .map(|p| (p.first_lba, p.last_lba, p.name.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(spans(&arm.table), spans(&l.table));
         assert!(l.table.validate().is_ok());
     }
 

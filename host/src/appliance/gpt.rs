@@ -62,6 +62,9 @@ pub mod types {
     pub const ROOT_X86_64: Guid = Guid::from_u128(0x4F68BCE3_E8CD_4DB1_96E7_FBCAF984B709);
     /// Linux root (AArch64), Discoverable Partitions Specification.
     pub const ROOT_ARM64: Guid = Guid::from_u128(0xB921B045_1DF0_41C3_AF44_4C6F280D3FAE);
+    /// BIOS boot partition: raw GRUB core image for BIOS firmware
+    /// (`sgdisk` code `EF02`).
+    pub const BIOS_BOOT: Guid = Guid::from_u128(0x21686148_6449_6E6F_744E_656564454649);
 }
 
 impl Guid {

@@ -4,7 +4,8 @@
 //!
 //! - the appliance disk ([`disk_config`]): boot slot A or B (partition 2 or
 //!   3) with the kernel of that slot from the ESP, falling back to the
-//!   other slot when the chosen kernel does not load;
+//!   other slot when the chosen kernel does not load ([`bios_disk_config`]
+//!   is the same logic for the BIOS core image, [`super::bios`]);
 //! - the installer ISO ([`iso_config`]): find the ISO volume by its UUID and
 //!   boot the installer kernel and initrd with `ze.source=iso`.
 
@@ -114,7 +115,7 @@ pub struct DiskBoot<'a> {
     /// `PARTUUID` of slot B (partition 3).
     pub root_b: &'a str,
     /// The ESP's FAT serial, `XXXX-XXXX`, for when `$cmdpath` names no
-    /// partition.
+    /// partition (always, on BIOS).
     pub esp_serial: &'a str,
     /// The image's architecture (console arguments).
     pub arch: Arch,
@@ -125,20 +126,54 @@ pub fn kernel_path(slot: &str) -> String {
     format!("ze/{slot}/vmlinuz")
 }
 
-/// The appliance disk's boot configuration.
+/// The appliance disk's boot configuration for UEFI: the ESP is the
+/// partition in `$cmdpath` (the loader's own), by FAT serial when that names
+/// no partition.
 pub fn disk_config(b: &DiskBoot<'_>) -> String {
-    format!(
-        r#"# ze appliance boot configuration (embedded in the EFI boot loader).
-# Slot a is partition 2 (root-a), slot b partition 3 (root-b); ze_slot in
-# /{env} on the ESP picks one (default a). Each slot has its kernel on the
-# ESP; when the chosen one does not load, the other slot is tried.
-set timeout=0
-regexp --set=1:ze_esp '^(\([^)]+\))' "$cmdpath"
+    ab_config(
+        b,
+        "EFI boot loader",
+        &format!(
+            r#"regexp --set=1:ze_esp '^(\([^)]+\))' "$cmdpath"
 if [ -z "$ze_esp" ]; then
   search --no-floppy --fs-uuid --set=ze_dev {serial}
   set ze_esp="($ze_dev)"
 fi
-set ze_slot=a
+"#,
+            serial = b.esp_serial
+        ),
+    )
+}
+
+/// The appliance disk's boot configuration for BIOS (the i386-pc core
+/// image's memdisk, [`super::bios`]): GRUB was loaded from the BIOS boot
+/// partition, so `$cmdpath` names no ESP; the ESP is found by FAT serial
+/// (the early configuration has usually done so already, in `ze_dev`).
+pub fn bios_disk_config(b: &DiskBoot<'_>) -> String {
+    ab_config(
+        b,
+        "BIOS core image",
+        &format!(
+            r#"if [ -z "$ze_dev" ]; then
+  search --no-floppy --fs-uuid --set=ze_dev {serial}
+fi
+set ze_esp="($ze_dev)"
+"#,
+            serial = b.esp_serial
+        ),
+    )
+}
+
+/// The A/B slot logic both firmwares share, after `find_esp` has set
+/// `ze_esp` to the ESP's device, `(hd0,gpt1)`.
+fn ab_config(b: &DiskBoot<'_>, loader: &str, find_esp: &str) -> String {
+    format!(
+        r#"# ze appliance boot configuration (embedded in the {loader}).
+# Slot a is partition 2 (root-a), slot b partition 3 (root-b); ze_slot in
+# /{env} on the ESP picks one (default a). Each slot has its kernel on the
+# ESP; when the chosen one does not load, the other slot is tried.
+set timeout=0
+{find_esp}set ze_slot=a
 if [ -f "$ze_esp/{env}" ]; then
   load_env --file "$ze_esp/{env}" ze_slot
 fi
@@ -154,7 +189,6 @@ done
 echo "ze: no slot could be booted"
 "#,
         env = ENV_PATH,
-        serial = b.esp_serial,
         a = b.root_a,
         b = b.root_b,
         console = console_args(b.arch),
@@ -229,6 +263,30 @@ mod tests {
         assert!(cfg.contains("search --no-floppy --fs-uuid --set=ze_dev 1234-ABCD"));
         assert!(cfg.contains("root=PARTUUID=$ze_root ro rootfstype=squashfs rootwait init=/sbin/init ze.slot=$ze_try console=tty0 console=ttyS0"));
         assert!(cfg.contains(&format!("$ze_esp/{}", kernel_path("$ze_try"))));
+    }
+
+    #[test]
+    fn bios_disk_config_finds_the_esp_by_serial_and_shares_the_slot_logic() {
+        let boot = DiskBoot {
+            root_a: "11111111-1111-4111-8111-111111111111",
+            root_b: "22222222-2222-4222-8222-222222222222",
+            esp_serial: "1234-ABCD",
+            arch: Arch::Amd64,
+        };
+        let (efi, bios) = (disk_config(&boot), bios_disk_config(&boot));
+        assert!(efi.contains("\"$cmdpath\""));
+        assert!(!bios.contains("cmdpath"), "{bios}");
+        assert!(bios.contains(
+            "if [ -z \"$ze_dev\" ]; then\n  search --no-floppy --fs-uuid --set=ze_dev 1234-ABCD\nfi\nset ze_esp=\"($ze_dev)\"\n"
+        ));
+        // From `set ze_slot=a` on, the two are the same script.
+        let tail = |c: &str| c[c.find("set ze_slot=a\n").unwrap()..].to_string();
+        assert_eq!(tail(&efi), tail(&bios));
+        assert!(
+            bios.starts_with(
+                "# ze appliance boot configuration (embedded in the BIOS core image)."
+            )
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! only the partition table, the boot files, the squashfs roots and the
 //! ext4 metadata are written; everything else stays a hole.
 //!
-//! Steps: GPT → boot loader → ESP (FAT32: boot loader, a kernel per slot,
+//! Steps: GPT → boot loader (UEFI; on amd64 also BIOS: GRUB's core image
+//! in the BIOS boot partition and its boot sector in LBA 0) → ESP (FAT32: boot loader, a kernel per slot,
 //! the slot selector) → roots A and B (squashfs) → `/perm` (ext4: zefs and
 //! the baked manifest) → verify the GPT, hash and map → rename →
 //! `<image>.bmap` (the block map, [`crate::bmap`]) → `build.json`.
 
 use super::{
+    bios,
     config::{Appliance, TLS_CERT_FILE, TLS_KEY_FILE},
     disk::{DiskLayout, Identities, Slot},
     esp::{self, Content, FatFile},
@@ -287,6 +289,33 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
     });
     let loader = scratch.path().join(arch.efi_loader());
     grub::mkstandalone(arch, &config, &loader, scratch.path())?;
+    if let Some(part) = layout.bios_boot() {
+        // amd64: GRUB for BIOS too, in p5 and LBA 0 (see bios.rs).
+        let bios_config = grub::bios_disk_config(&grub::DiskBoot {
+            root_a: &layout.root(Slot::A).guid.to_string(),
+            root_b: &layout.root(Slot::B).guid.to_string(),
+            esp_serial: &serial_text,
+            arch,
+        });
+        let core = scratch.path().join("core.img");
+        bios::mkimage(
+            &bios::early_config(&serial_text),
+            &bios_config,
+            &core,
+            scratch.path(),
+        )?;
+        let core_bytes =
+            fs::read(&core).with_context(|| format!("cannot read {}", core.display()))?;
+        let done = bios::install(&file, part, &core_bytes)?;
+        writeln!(
+            log,
+            "      and grub-mkimage {}: p5 {} holds the core image ({} of {} sectors), LBA 0 GRUB's boot sector",
+            bios::PLATFORM,
+            part.name,
+            done.core_sectors,
+            done.room
+        )?;
+    }
 
     writeln!(
         log,
@@ -466,6 +495,84 @@ pub fn build(inputs: &Inputs, log: &mut dyn Write) -> anyhow::Result<Built> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::appliance::{
+        config::{Arch, SshCredentials},
+        disk,
+        gpt::types,
+    };
+    use std::os::unix::fs::FileExt;
+
+    /// Build a small image for `arch` from stand-ins (kernel, ze, TLS).
+    fn build_for(arch: Arch) -> (tempfile::TempDir, Built) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("tls")).unwrap();
+        for f in [TLS_CERT_FILE, TLS_KEY_FILE] {
+            fs::write(dir.path().join(f), b"stand-in").unwrap();
+        }
+        let stand_in = dir.path().join("stand-in");
+        fs::write(&stand_in, vec![0x5a; 8192]).unwrap();
+        let mut appliance = Appliance::default();
+        appliance.image.arch = arch;
+        appliance.ssh = Some(SshCredentials {
+            username: "admin".into(),
+            password_hash: bcrypt::hash("secret", 4).unwrap(),
+        });
+        let inputs = Inputs {
+            name: "unit".into(),
+            appliance,
+            dir: dir.path().to_path_buf(),
+            size: disk::min_image_bytes(),
+            kernel: stand_in.clone(),
+            ze: stand_in,
+            seed_config: String::new(),
+            now: 1_781_712_000,
+        };
+        let built = build(&inputs, &mut Vec::new()).unwrap();
+        (dir, built)
+    }
+
+    #[test]
+    fn an_amd64_image_carries_the_bios_boot_path() {
+        let (_dir, built) = build_for(Arch::Amd64);
+        let file = File::open(&built.image).unwrap();
+        let sectors = file.metadata().unwrap().len() / 512;
+        let table = Table::read_from(&mut &file, sectors).unwrap();
+        assert_eq!(table, built.layout.table);
+        let p5 = &table.partitions[disk::BIOS_BOOT_PARTITION - 1];
+        assert_eq!(p5.type_guid, types::BIOS_BOOT);
+        assert_eq!((p5.first_lba, p5.last_lba), (40, 2047));
+        assert_eq!(p5.name, "bios-boot");
+        // LBA 0: GRUB's boot code pointing at p5, the protective MBR's
+        // table and signature.
+        let mut lba0 = [0u8; 512];
+        file.read_exact_at(&mut lba0, 0).unwrap();
+        let boot = fs::read(bios::modules_dir().join(bios::BOOT_IMG)).unwrap();
+        assert_eq!(lba0[..3], boot[..3]);
+        assert_eq!(lba0[0x5c..0x64], 40u64.to_le_bytes());
+        assert_eq!(
+            lba0[bios::MBR_CODE_END..],
+            table.protective_mbr()[bios::MBR_CODE_END..]
+        );
+        // p5: diskboot's block list names the rest of core.img, which
+        // fits p5 with its end zero-padded.
+        let mut core = vec![0u8; p5.size() as usize];
+        file.read_exact_at(&mut core, p5.offset()).unwrap();
+        assert_eq!(core[0x1f4..0x1fc], 41u64.to_le_bytes());
+        let rest = u16::from_le_bytes([core[0x1fc], core[0x1fd]]) as usize;
+        assert!(
+            (100..bios::MAX_CORE_SECTORS as usize).contains(&rest),
+            "{rest}"
+        );
+        assert!(core[(rest + 1) * 512..].iter().all(|&b| b == 0));
+        // sgdisk agrees.
+        let out = std::process::Command::new("sgdisk")
+            .arg("-v")
+            .arg(&built.image)
+            .output()
+            .expect("sgdisk (package gdisk) is needed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("No problems found"), "{text}");
+    }
 
     #[test]
     fn sweeps_only_what_dead_processes_left() {

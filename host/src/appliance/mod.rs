@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod binary;
+pub mod bios;
 pub mod config;
 pub mod disk;
 pub mod esp;

@@ -33,6 +33,12 @@ pub const GRUB_MKSTANDALONE: Tool = Tool {
     package: "grub-common",
     purpose: "builds the UEFI boot loader",
 };
+/// `grub-mkimage`: the BIOS boot loader (GRUB's `i386-pc` core image).
+pub const GRUB_MKIMAGE: Tool = Tool {
+    program: "grub-mkimage",
+    package: "grub-common",
+    purpose: "builds the BIOS boot loader",
+};
 /// `xorriso`: writes the ISO.
 pub const XORRISO: Tool = Tool {
     program: "xorriso",

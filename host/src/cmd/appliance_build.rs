@@ -4,7 +4,7 @@ use crate::{
     appliance::{
         Appliance,
         artifacts::{self, FoundKernel},
-        binary,
+        binary, bios,
         config::{SEED_CONFIG_FILE, TLS_CERT_FILE, TLS_KEY_FILE},
         disk::{DiskLayout, Identities},
         grub, image,
@@ -141,6 +141,7 @@ pub fn resolve(args: &ApplianceBuild) -> anyhow::Result<Resolved> {
         Ok(())
     })();
     let mut missing_tools = grub::missing(arch);
+    missing_tools.extend(bios::missing(arch));
     for t in [tools::MKE2FS, tools::DEBUGFS] {
         if !t.present() {
             missing_tools.push(t.missing_line());

@@ -24,9 +24,13 @@
 //! the data; `BootOrder` is an array of u16 option numbers.
 //!
 //! Where the entry goes in `BootOrder`: first for an ISO install; for an
-//! HTTP install right after the network entries that are already first
-//! (device paths with a MAC, IPv4, IPv6 or URI messaging node), so a
-//! fleet's network boot stays in charge and the disk comes next. Earlier
+//! HTTP install right after the network entry that booted the installer
+//! (`BootCurrent`) when it is among the network entries already first,
+//! else right after those (device paths with a MAC, IPv4, IPv6 or URI
+//! messaging node), so a fleet's network boot stays in charge and the
+//! disk comes next: when the server gives an installed machine's firmware
+//! no bootfile, its PXE boot fails at once and the disk boots, without
+//! the other network entries (PXE over IPv6, HTTP boot) timing out first. Earlier
 //! entries the installer made (its mark in the optional data) are
 //! removed and left out of the order; the rest keep their order.
 
@@ -216,8 +220,10 @@ pub fn free_number(used: &[u16]) -> Option<u16> {
 pub enum Place {
     /// First (ISO installs: the media is out, the disk boots next).
     First,
-    /// After the network entries already at the front (HTTP installs).
-    AfterNetwork,
+    /// After the leading network entry `current` (the one that booted
+    /// the installer), else after the network entries already at the
+    /// front (HTTP installs).
+    AfterNetwork { current: Option<u16> },
 }
 
 /// The new `BootOrder`: `new` placed per `place` in `old`, without the
@@ -236,12 +242,18 @@ pub fn new_order(
         .filter(|n| *n != new && !stale.contains(n));
     let mut out = Order::new();
     let mut placed = false;
+    let mut leading = true;
     for n in kept {
-        if !placed && (place == Place::First || !network(n)) {
+        leading &= network(n);
+        if !placed && (place == Place::First || !leading) {
             let _ = out.push(new);
             placed = true;
         }
         let _ = out.push(n);
+        if !placed && leading && place == (Place::AfterNetwork { current: Some(n) }) {
+            let _ = out.push(new);
+            placed = true;
+        }
     }
     if !placed {
         let _ = out.push(new);
@@ -342,20 +354,26 @@ mod tests {
             new_order(&old, 5, &[4], Place::First, &net),
             [5, 1, 2, 0, 3]
         );
+        let after = |current| Place::AfterNetwork { current };
+        assert_eq!(new_order(&old, 5, &[4], after(None), &net), [1, 2, 5, 0, 3]);
+        // Right after the network entry that booted the installer.
         assert_eq!(
-            new_order(&old, 5, &[4], Place::AfterNetwork, &net),
+            new_order(&old, 5, &[4], after(Some(1)), &net),
+            [1, 5, 2, 0, 3]
+        );
+        assert_eq!(
+            new_order(&old, 5, &[4], after(Some(2)), &net),
+            [1, 2, 5, 0, 3]
+        );
+        // A current entry that is not a leading network one changes nothing.
+        assert_eq!(
+            new_order(&old, 5, &[4], after(Some(3)), &net),
             [1, 2, 5, 0, 3]
         );
         // The network entries count only while they lead.
-        assert_eq!(
-            new_order(&[0, 1], 4, &[4], Place::AfterNetwork, &net),
-            [4, 0, 1]
-        );
+        assert_eq!(new_order(&[0, 1], 4, &[4], after(Some(1)), &net), [4, 0, 1]);
         // Only network entries, or nothing at all: last, or alone.
-        assert_eq!(
-            new_order(&[1, 2], 4, &[], Place::AfterNetwork, &net),
-            [1, 2, 4]
-        );
+        assert_eq!(new_order(&[1, 2], 4, &[], after(None), &net), [1, 2, 4]);
         assert_eq!(new_order(&[], 0, &[], Place::First, &net), [0]);
         // Reusing a stale number does not repeat it.
         assert_eq!(new_order(&[4, 1], 4, &[4], Place::First, &net), [4, 1]);

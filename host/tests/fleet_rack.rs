@@ -396,6 +396,14 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
                 second.contains("boot the local disk") && !second.contains("kernel "),
                 "target {i} (install once): its second network boot goes to its disk:\n{second}"
             );
+            let firmware = text
+                .lines()
+                .find(|l| l.starts_with("dhcp pxe-2 "))
+                .unwrap_or_default();
+            assert!(
+                firmware.ends_with(" opt67="),
+                "target {i} (install once, installed): its firmware gets no bootfile: {firmware}"
+            );
             let record =
                 fs::read_to_string(site.path(&format!("pxe/machines/{}.conf", dashed(i)))).unwrap();
             assert!(

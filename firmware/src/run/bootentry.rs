@@ -125,6 +125,23 @@ fn add<O: Os>(os: &mut O, disk: &str, head: &[u8; HEAD_LEN], place: Place) -> Re
         Ok(n) => efiboot::parse_order(order_buf.get(..n).unwrap_or_default()),
         Err(_) => Order::new(),
     };
+    // The entry that booted the installer, for an HTTP install.
+    let place = match place {
+        Place::AfterNetwork { current: None } => {
+            let mut buf = [0u8; 8];
+            let current = os
+                .sys()
+                .read(&var_path("BootCurrent"), &mut buf)
+                .ok()
+                .and_then(|n| {
+                    efiboot::parse_order(buf.get(..n).unwrap_or_default())
+                        .first()
+                        .copied()
+                });
+            Place::AfterNetwork { current }
+        }
+        p => p,
+    };
     let found = existing(os);
     let others: Vec<u16, { efiboot::MAX_ORDER }> = found
         .all

@@ -89,7 +89,7 @@ fn install_on_the_network<O: Os>(
         os,
         &facts.name,
         bufs.head,
-        crate::efiboot::Place::AfterNetwork,
+        crate::efiboot::Place::AfterNetwork { current: None },
     );
     Ok(())
 }

@@ -302,11 +302,35 @@ impl DhcpService {
             tracing::debug!(target: NAME, mac = %mac, "not answered: {why}");
             return;
         }
-        let outcome = if pxe_port {
+        let mut outcome = if pxe_port {
             self.server.handle_pxe_port(&req, from)
         } else {
             self.server.handle(unix_now(), &req, from)
         };
+        // An installed `install once` machine's firmware gets an address
+        // but no bootfile: its PXE boot fails at once and the firmware
+        // goes on to the next entry of its boot order, the disk. (iPXE's
+        // `exit` back to UEFI firmware hangs on some, OVMF among them.)
+        if client == DhcpClient::Firmware
+            && let NextBoot::LocalDisk(_) = self.fleet.next_boot(record.as_ref())
+            && self.fleet.per_machine()
+        {
+            if let Some(event) = outcome.event.as_mut()
+                && event.bootfile.take().is_some()
+            {
+                event.note = Some("installed: no bootfile, it boots its local disk");
+            }
+            if let Some((reply, _)) = outcome.reply.as_mut() {
+                server::DhcpServer::strip_boot_fields(reply);
+            }
+            if matches!(
+                outcome.event.as_ref().and_then(|e| e.reply),
+                Some(server::Reply::ProxyOffer)
+            ) {
+                // proxyDHCP only ever says what to boot: say nothing.
+                outcome.reply = None;
+            }
+        }
         if let Some(event) = &outcome.event {
             log_event(event);
             if let Some(mac) = mac {

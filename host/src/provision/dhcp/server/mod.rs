@@ -452,6 +452,21 @@ impl DhcpServer {
         true
     }
 
+    /// Take the PXE boot fields out of a reply (`siaddr`, `file`,
+    /// options 66, 67 and 60), leaving the address and the rest.
+    pub fn strip_boot_fields(r: &mut Repr) {
+        r.siaddr = Ipv4Addr::UNSPECIFIED;
+        r.file.clear();
+        r.sname.clear();
+        for code in [
+            opt::TFTP_SERVER_NAME,
+            opt::BOOTFILE_NAME,
+            opt::VENDOR_CLASS_ID,
+        ] {
+            r.options.remove(code);
+        }
+    }
+
     /// Options 97 and 82 copied from the request, 82 last (RFC 3046 §2.2).
     pub(super) fn echo(req: &Repr, r: &mut Repr) {
         if let Some(uuid) = req.options.client_uuid() {

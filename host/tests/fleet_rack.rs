@@ -32,8 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-const SERVER: &str = "192.0.2.1";
-const PROBE: &str = "192.0.2.251";
+const SERVER: &str = SEGMENT_SERVER;
 /// Debian's python3, where python3-prometheus-client installs.
 const PYTHON: &str = "/usr/bin/python3";
 const RACK_LIMIT: Duration = Duration::from_secs(300);
@@ -151,50 +150,6 @@ impl Site {
 
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
-    }
-}
-
-/// The server namespace with bridge br0, the targets' namespaces and a
-/// probe namespace with a fixed address, each joined by a veth pair.
-struct Segment {
-    server: Netns,
-    probe: Netns,
-    targets: NetnsGroup,
-}
-
-impl Segment {
-    fn new(n: usize) -> Segment {
-        let server = Netns::new("rack");
-        server.ip(&["link", "add", "br0", "type", "bridge"]);
-        server.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "br0"]);
-        server.ip(&["link", "set", "br0", "up"]);
-        let targets = NetnsGroup::new("rk", n);
-        let probe = Netns::new("rprobe");
-        let mut root = Vec::new();
-        let mut bridge = Vec::new();
-        for (i, t) in targets
-            .names
-            .iter()
-            .chain(std::iter::once(&probe.name))
-            .enumerate()
-        {
-            root.push(format!(
-                "link add zr{i} netns {} type veth peer name eth0 netns {t}",
-                server.name
-            ));
-            bridge.push(format!("link set zr{i} master br0"));
-            bridge.push(format!("link set zr{i} up"));
-        }
-        ip_batch(None, &root);
-        server.ip_batch(&bridge);
-        probe.ip(&["addr", "add", &format!("{PROBE}/24"), "dev", "eth0"]);
-        probe.ip(&["link", "set", "eth0", "up"]);
-        probe.ip(&["link", "set", "lo", "up"]);
-        Segment {
-            server,
-            probe,
-            targets,
-        }
     }
 }
 
@@ -361,7 +316,7 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     }
     const N: usize = 40;
     let site = Site::new(N);
-    let seg = Segment::new(N);
+    let seg = Segment::new("rack", N);
     let mut ze = install_remote(&seg, &site, &[]);
     let lines = boot_rack(&seg, &site, N);
     let log = ze.text();
@@ -481,7 +436,12 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     );
 
     // The page, in headless Chromium against the live server.
-    let dom = chromium(&seg.probe, &format!("http://{SERVER}/"), &["--dump-dom"]);
+    let dom = chromium(
+        &seg.probe,
+        &format!("http://{SERVER}/"),
+        &["--dump-dom"],
+        3000,
+    );
     assert_eq!(dom.matches("<tr class=\"machine ").count(), N, "{dom}");
     assert!(dom.contains(&format!("{N} machines:")), "{dom}");
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-rack.png");
@@ -494,6 +454,7 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
             "--window-size=1280,1400",
             "--hide-scrollbars",
         ],
+        3000,
     );
     let png = fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -550,34 +511,6 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     assert_eq!(stages(&saved), stages(&live));
     let up = stages(&live).iter().filter(|(_, s)| s == "\"up\"").count();
     assert_eq!(up, N - 1);
-}
-
-/// Headless Chromium in `ns` with a fresh profile, `extra` flags, then
-/// the URL; killed when it runs past 120 s.
-fn chromium(ns: &Netns, url: &str, extra: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = ns.cmd("chromium");
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=3000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(extra)
-    .arg(url)
-    .env("HOME", profile.path());
-    let mut run = Logged::spawn(cmd);
-    let code = run.wait_exit(Duration::from_secs(120));
-    let text = run.text();
-    assert_eq!(code, Some(0), "chromium failed:\n{text}");
-    text
 }
 
 /// Send `count` GETs of `target(i)` from the probe on one keep-alive
@@ -669,7 +602,7 @@ fn f1_f5_bad_input_leaves_the_live_server_serving() {
         &site.path(&format!("pxe/machines/{}.conf", dashed(2))),
         b"image not-there.img;\n",
     );
-    let seg = Segment::new(4);
+    let seg = Segment::new("rack", 4);
     let mut ze = install_remote(&seg, &site, &[]);
     let probe_ok = |seg: &Segment| {
         let (code, s) = get(seg, &format!("/install/boot/boot.ipxe?mac={}", dashed(0)));

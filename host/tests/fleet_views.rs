@@ -277,34 +277,6 @@ impl Drop for TestServer {
     }
 }
 
-/// Headless Chromium in `ns` with a fresh profile, `extra` flags, then
-/// the URL; killed when it runs past 120 s.
-fn chromium(ns: &Netns, url: &str, extra: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = ns.cmd("chromium");
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=7000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(extra)
-    .arg(url)
-    .env("HOME", profile.path());
-    let mut run = Logged::spawn(cmd);
-    let code = run.wait_exit(Duration::from_secs(120));
-    let text = run.text();
-    assert_eq!(code, Some(0), "chromium failed:\n{text}");
-    text
-}
-
 #[test]
 fn f6_chromium_shows_every_machine_escaped_and_live() {
     if !require(
@@ -324,7 +296,7 @@ fn f6_chromium_shows_every_machine_escaped_and_live() {
     let server = TestServer::start(&ns, f.clone(), N);
     let url = format!("http://127.0.0.1:{}/", server.port);
 
-    let dom = chromium(&ns, &url, &["--dump-dom"]);
+    let dom = chromium(&ns, &url, &["--dump-dom"], 7000);
     assert!(
         server.pages.load(Ordering::SeqCst) >= 2,
         "the page never refreshed itself"
@@ -365,6 +337,7 @@ fn f6_chromium_shows_every_machine_escaped_and_live() {
             "--window-size=1280,720",
             "--hide-scrollbars",
         ],
+        7000,
     );
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -33,8 +33,6 @@ use std::{
 };
 
 const SERVER: &str = "192.0.2.1";
-/// A fixed address outside the pool, for the reference fetch.
-const PROBE: &str = "192.0.2.251";
 /// The longest one storm may take before the test gives up on it.
 const STORM_LIMIT: Duration = Duration::from_secs(300);
 
@@ -131,54 +129,11 @@ impl Site {
     }
 }
 
-/// The server namespace with bridge br0 (192.0.2.1/24), the targets'
-/// namespaces each joined to it by a veth pair (eth0 inside), and a
-/// probe namespace with a fixed address.
-struct Segment {
-    server: Netns,
-    probe: Netns,
-    targets: NetnsGroup,
-}
-
-impl Segment {
-    fn new(n: usize) -> Segment {
-        let server = Netns::new("storm");
-        server.ip(&["link", "add", "br0", "type", "bridge"]);
-        server.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
-        server.ip(&["link", "set", "br0", "up"]);
-        let targets = NetnsGroup::new("st", n);
-        let probe = Netns::new("sprobe");
-        let mut root = Vec::new();
-        let mut bridge = Vec::new();
-        for (i, t) in targets
-            .names
-            .iter()
-            .chain(std::iter::once(&probe.name))
-            .enumerate()
-        {
-            root.push(format!(
-                "link add zt{i} netns {} type veth peer name eth0 netns {t}",
-                server.name
-            ));
-            bridge.push(format!("link set zt{i} master br0"));
-            bridge.push(format!("link set zt{i} up"));
-        }
-        ip_batch(None, &root);
-        server.ip_batch(&bridge);
-        probe.ip(&["addr", "add", &format!("{PROBE}/24"), "dev", "eth0"]);
-        probe.ip(&["link", "set", "eth0", "up"]);
-        Segment {
-            server,
-            probe,
-            targets,
-        }
-    }
-
-    /// The sha256 of every fetch, as the probe gets it before the storm.
-    fn reference(&self) -> BTreeMap<&'static str, String> {
-        let mut refs = BTreeMap::new();
-        for (name, url) in fetches() {
-            let out = self
+/// The sha256 of every fetch, as the probe gets it before the storm.
+fn probe_sums(seg: &Segment) -> BTreeMap<&'static str, String> {
+    let mut refs = BTreeMap::new();
+    for (name, url) in fetches() {
+        let out = seg
                 .probe
                 .cmd("bash")
                 .args([
@@ -189,16 +144,15 @@ impl Segment {
                 ])
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "reference fetch of {url}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            refs.insert(name, text.split(' ').next().unwrap().to_string());
-        }
-        refs
+        assert!(
+            out.status.success(),
+            "reference fetch of {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        refs.insert(name, text.split(' ').next().unwrap().to_string());
     }
+    refs
 }
 
 /// Which servers the storm runs against.
@@ -533,7 +487,7 @@ fn storm_tools(test: &str, peer: bool) -> bool {
 
 /// The reference fetch, checked against the files served.
 fn reference(seg: &Segment, site: &Site) -> BTreeMap<&'static str, String> {
-    let refs = seg.reference();
+    let refs = probe_sums(seg);
     for (name, file) in [
         ("ipxe.efi", "tftp/ipxe.efi"),
         ("vmlinuz", "boot/vmlinuz"),
@@ -555,7 +509,7 @@ fn boot_storm_of_200_targets_is_served_whole() {
         return;
     }
     let site = Site::new();
-    let seg = Segment::new(200);
+    let seg = Segment::new("storm", 200);
     let running = start(Servers::Ze, &seg, &site);
     let refs = reference(&seg, &site);
     let o = storm(&seg, &site, &refs);
@@ -615,7 +569,7 @@ fn bench_storm_against_dnsmasq_and_nginx() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(200);
     let site = Site::new();
-    let seg = Segment::new(n);
+    let seg = Segment::new("storm", n);
     let mut walls: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut rss: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for run in 0..runs {

@@ -17,27 +17,10 @@ use crate::{
     vm,
 };
 use anyhow::{Context, ensure};
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 /// How long the port blocks.
 const BLOCKED: Duration = Duration::from_secs(40);
-
-/// The `ze` that runs `ze install remote`: `ZE_BIN`, else the debug build.
-fn ze_bin() -> anyhow::Result<PathBuf> {
-    let p = match std::env::var_os("ZE_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => suite::root()?.join("target/debug/ze"),
-    };
-    ensure!(
-        p.is_file(),
-        "{} not found: run `make build-dev` or set ZE_BIN",
-        p.display()
-    );
-    Ok(p)
-}
 
 fn n3_switch_port_forwards_only_after_40_s(ctx: &Ctx, dir: &Path) -> anyhow::Result<String> {
     ensure!(
@@ -56,7 +39,7 @@ fn n3_switch_port_forwards_only_after_40_s(ctx: &Ctx, dir: &Path) -> anyhow::Res
         network: "192.0.2.0/24",
         extra: &[],
     }
-    .start(&net, &ze_bin()?, ctx.echo)?;
+    .start(&net, &crate::fleet::ze_bin()?, ctx.echo)?;
     server.wait_for("ze: started", Duration::from_secs(60))?;
     let image = ctx
         .image_path

@@ -10,8 +10,11 @@ pub mod dhcp;
 mod netns;
 pub mod qemu;
 pub mod remote;
+mod segment;
 pub mod site;
 pub use netns::*;
+#[allow(unused_imports)]
+pub use segment::*;
 
 use std::{
     fs,
@@ -388,4 +391,33 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Headless Chromium in `ns` with a fresh profile, `extra` flags, then
+/// the URL, its virtual time limited to `budget_ms`; killed when it runs
+/// past 120 s. Returns its output (the DOM with `--dump-dom`).
+pub fn chromium(ns: &Netns, url: &str, extra: &[&str], budget_ms: u32) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = ns.cmd("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--virtual-time-budget={budget_ms}"))
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(extra)
+    .arg(url)
+    .env("HOME", profile.path());
+    let mut run = Logged::spawn(cmd);
+    let code = run.wait_exit(Duration::from_secs(120));
+    let text = run.text();
+    assert_eq!(code, Some(0), "chromium failed:\n{text}");
+    text
 }

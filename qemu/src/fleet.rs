@@ -268,11 +268,13 @@ impl Rig {
     }
 }
 
-/// The marks of a network boot on `firmware`'s console, before iPXE.
-pub fn netboot_mark(firmware: Firmware) -> &'static str {
+/// The mark of a network boot on `firmware`'s serial console: OVMF
+/// prints its PXE client's start there; SeaBIOS and the NIC's iPXE ROM
+/// print to the screen only (the server's log shows that boot instead).
+pub fn netboot_mark(firmware: Firmware) -> Option<&'static str> {
     match firmware {
-        Firmware::Uefi => ">>Start PXE over IPv4",
-        Firmware::Bios => "iPXE",
+        Firmware::Uefi => Some(">>Start PXE over IPv4"),
+        Firmware::Bios => None,
     }
 }
 
@@ -304,7 +306,10 @@ fn install_once(ctx: &Ctx, dir: &Path, firmware: Firmware) -> anyhow::Result<Str
     let started = Instant::now();
     let result = (|| {
         let timeout = ctx.boot_timeout;
-        let first = wait(&mut s, &t, netboot_mark(firmware), 0, timeout)?;
+        let first = match netboot_mark(firmware) {
+            Some(mark) => wait(&mut s, &t, mark, 0, timeout)?,
+            None => 0,
+        };
         let done = wait(
             &mut s,
             &t,
@@ -322,7 +327,10 @@ fn install_once(ctx: &Ctx, dir: &Path, firmware: Firmware) -> anyhow::Result<Str
             "the record was not marked installed:\n{record}"
         );
         // The second boot: the network again, then the disk.
-        let again = wait(&mut s, &t, netboot_mark(firmware), done, timeout)?;
+        let again = match netboot_mark(firmware) {
+            Some(mark) => wait(&mut s, &t, mark, done, timeout)?,
+            None => done,
+        };
         let up = wait(&mut s, &t, "ze: starting mode=bootstrap", again, timeout)?;
         wait(
             &mut s,
@@ -346,17 +354,50 @@ fn install_once(ctx: &Ctx, dir: &Path, firmware: Firmware) -> anyhow::Result<Str
             std::thread::sleep(Duration::from_millis(500));
         };
         ensure!(row["stage"] == "up", "not up in /install/status: {row:#}");
+        // After `complete`: a network boot (DHCP from the firmware or
+        // iPXE), no installer, and the appliance's lease.
+        let steps: Vec<String> = row["timeline"]
+            .as_array()
+            .context("timeline")?
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s["stage"].as_str().unwrap_or(""),
+                    s["detail"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        let after = steps
+            .iter()
+            .rposition(|s| s.starts_with("complete:"))
+            .context("no complete in the timeline")?;
+        let second = &steps[after + 1..];
+        ensure!(
+            second.first().is_some_and(|s| s.starts_with("dhcp:"))
+                && second.last().is_some_and(|s| s.starts_with("up:"))
+                && !second.iter().any(|s| s.starts_with("kernel:")),
+            "the second boot in the timeline: {second:?}"
+        );
         ensure!(row["hostname"] == "rack1-once", "{row:#}");
         let script = rig.get(&format!(
             "/install/boot/boot.ipxe?mac={}",
             mac.replace(':', "-")
         ))?;
         ensure!(script.contains("boot the local disk"), "{script}");
+        // A running server sees the changed record within a second.
         rig.machines(&["reinstall", mac])?;
-        let script = rig.get(&format!(
-            "/install/boot/boot.ipxe?mac={}",
-            mac.replace(':', "-")
-        ))?;
+        let t0 = Instant::now();
+        let script = loop {
+            let script = rig.get(&format!(
+                "/install/boot/boot.ipxe?mac={}",
+                mac.replace(':', "-")
+            ))?;
+            if script.contains("kernel http://") || t0.elapsed() > Duration::from_secs(5) {
+                break script;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
         ensure!(
             script.contains("kernel http://"),
             "after reinstall the machine installs again:\n{script}"
@@ -368,15 +409,14 @@ fn install_once(ctx: &Ctx, dir: &Path, firmware: Firmware) -> anyhow::Result<Str
     std::fs::write(dir.join("server.log"), rig.server.log())?;
     let (installed, booted, table) = result?;
     std::fs::write(dir.join("table.txt"), &table)?;
-    suite::in_order(
-        &e.serial,
-        &[
-            netboot_mark(firmware),
-            "[ze-install] install complete; rebooting",
-            netboot_mark(firmware),
-            "ze: starting mode=bootstrap",
-        ],
-    )?;
+    let mark = netboot_mark(firmware);
+    let order: Vec<&str> = mark
+        .into_iter()
+        .chain(["[ze-install] install complete; rebooting"])
+        .chain(mark)
+        .chain(["ze: starting mode=bootstrap"])
+        .collect();
+    suite::in_order(&e.serial, &order)?;
     let log = rig.server.log();
     ensure!(
         log.matches("path=/install/boot/boot.ipxe?mac=").count() >= 2,

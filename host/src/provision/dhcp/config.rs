@@ -169,10 +169,7 @@ pub fn read_config(block: &Block<'_>) -> Result<DhcpConfig, ConfigError> {
     let fleet = crate::provision::fleet::read_config(block, state_dir.clone())?;
     let pxe = match block.block("pxe")? {
         None => None,
-        Some(p) => Some(PxeSettings {
-            script_mac: fleet.machines.is_some(),
-            ..read_pxe(p)?
-        }),
+        Some(p) => Some(read_pxe(p)?),
     };
     if mode == ModeConfig::Proxy && pxe.is_none() {
         return Err(block.error(

@@ -292,6 +292,9 @@ impl DhcpService {
             .map(Mac);
         let client = client_kind(&req);
         let record = mac.and_then(|m| self.fleet.record(m));
+        // With records, iPXE's script URL names the MAC; an empty records
+        // directory changes nothing.
+        self.server.set_script_mac(self.fleet.per_machine());
         if let Some(mac) = mac
             && self.fleet.per_machine()
             && let NextBoot::Nothing(why) = self.fleet.next_boot(record.as_ref())

@@ -40,8 +40,8 @@ pub struct PxeSettings {
     /// What iPXE (option 77 `iPXE`) gets as its bootfile.
     pub boot_script_url: Option<String>,
     /// Add `?mac=<the client's MAC>` to the boot script URL, so the
-    /// imageserver answers each machine with its own script (set when the
-    /// server has machine records).
+    /// imageserver answers each machine with its own script (set per
+    /// request by the plugin: when there are machine records).
     pub script_mac: bool,
 }
 
@@ -202,6 +202,14 @@ impl DhcpServer {
     /// The settings.
     pub fn settings(&self) -> &ServerSettings {
         &self.settings
+    }
+
+    /// Whether iPXE's boot-script URL names the client's MAC (the server
+    /// has machine records: see [`PxeSettings::script_mac`]).
+    pub fn set_script_mac(&mut self, on: bool) {
+        if let Some(pxe) = self.settings.pxe.as_mut() {
+            pxe.script_mac = on;
+        }
     }
 
     /// Every subnet's network, the interface's first.

@@ -238,6 +238,33 @@ fn client_kind(req: &Repr) -> DhcpClient {
     }
 }
 
+/// What the records make of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Answer as the config says.
+    Answer,
+    /// Answer with an address but no bootfile: an installed machine's
+    /// firmware then boots its next boot entry, the disk.
+    NoBootfile,
+    /// No answer at all.
+    Silent(Silence),
+}
+
+/// The policy for a request from `client` whose machine's next network
+/// boot is `next` (checklist F1, F4). `install never` keeps the
+/// appliance's own lease; only its network boot goes unanswered. An
+/// installed machine's firmware gets no bootfile (iPXE's `exit` back to
+/// UEFI firmware hangs on some, OVMF among them); iPXE itself still gets
+/// the script, which boots the local disk.
+fn policy(next: NextBoot<'_>, client: DhcpClient) -> Policy {
+    match (next, client) {
+        (NextBoot::Nothing(Silence::Unknown), _) => Policy::Silent(Silence::Unknown),
+        (NextBoot::Nothing(why), DhcpClient::Firmware | DhcpClient::Ipxe) => Policy::Silent(why),
+        (NextBoot::LocalDisk(_), DhcpClient::Firmware) => Policy::NoBootfile,
+        _ => Policy::Answer,
+    }
+}
+
 /// The status table's name for a DHCP message type.
 fn dhcp_message(kind: MessageType) -> Option<DhcpMessage> {
     Some(match kind {
@@ -294,14 +321,13 @@ impl DhcpService {
         let record = mac.and_then(|m| self.fleet.record(m));
         // With records, iPXE's script URL names the MAC; an empty records
         // directory changes nothing.
-        self.server.set_script_mac(self.fleet.per_machine());
-        if let Some(mac) = mac
-            && self.fleet.per_machine()
-            && let NextBoot::Nothing(why) = self.fleet.next_boot(record.as_ref())
-            // `install never` keeps the appliance's own lease; only its
-            // network boot goes unanswered.
-            && (why == Silence::Unknown || client != DhcpClient::Other)
-        {
+        let per_machine = self.fleet.per_machine();
+        self.server.set_script_mac(per_machine);
+        let policy = match mac {
+            Some(_) if per_machine => policy(self.fleet.next_boot(record.as_ref()), client),
+            _ => Policy::Answer,
+        };
+        if let (Policy::Silent(why), Some(mac)) = (policy, mac) {
             tracing::debug!(target: NAME, mac = %mac, "not answered: {why}");
             return;
         }
@@ -310,14 +336,7 @@ impl DhcpService {
         } else {
             self.server.handle(unix_now(), &req, from)
         };
-        // An installed `install once` machine's firmware gets an address
-        // but no bootfile: its PXE boot fails at once and the firmware
-        // goes on to the next entry of its boot order, the disk. (iPXE's
-        // `exit` back to UEFI firmware hangs on some, OVMF among them.)
-        if client == DhcpClient::Firmware
-            && let NextBoot::LocalDisk(_) = self.fleet.next_boot(record.as_ref())
-            && self.fleet.per_machine()
-        {
+        if policy == Policy::NoBootfile {
             if let Some(event) = outcome.event.as_mut()
                 && event.bootfile.take().is_some()
             {
@@ -494,5 +513,49 @@ impl Service for DhcpService {
         }
         tracing::info!(target: NAME, "stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::machines::record::Installed;
+
+    #[test]
+    fn f1_f4_what_the_records_make_of_a_request() {
+        let done = Installed {
+            at: 0,
+            image: "a.img".into(),
+        };
+        let all = [DhcpClient::Firmware, DhcpClient::Ipxe, DhcpClient::Other];
+        for c in all {
+            assert_eq!(policy(NextBoot::Install(None), c), Policy::Answer);
+            assert_eq!(
+                policy(NextBoot::Nothing(Silence::Unknown), c),
+                Policy::Silent(Silence::Unknown)
+            );
+        }
+        let never = NextBoot::Nothing(Silence::InstallNever);
+        assert_eq!(
+            policy(never, DhcpClient::Firmware),
+            Policy::Silent(Silence::InstallNever)
+        );
+        assert_eq!(
+            policy(never, DhcpClient::Ipxe),
+            Policy::Silent(Silence::InstallNever)
+        );
+        assert_eq!(
+            policy(never, DhcpClient::Other),
+            Policy::Answer,
+            "its appliance keeps a lease"
+        );
+        let installed = NextBoot::LocalDisk(&done);
+        assert_eq!(policy(installed, DhcpClient::Firmware), Policy::NoBootfile);
+        assert_eq!(
+            policy(installed, DhcpClient::Ipxe),
+            Policy::Answer,
+            "the local-disk script"
+        );
+        assert_eq!(policy(installed, DhcpClient::Other), Policy::Answer);
     }
 }

@@ -28,13 +28,11 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 const SERVER: &str = SEGMENT_SERVER;
-/// Debian's python3, where python3-prometheus-client installs.
-const PYTHON: &str = "/usr/bin/python3";
 const RACK_LIMIT: Duration = Duration::from_secs(300);
 
 fn mac(i: usize) -> String {
@@ -211,39 +209,8 @@ fn status_json(seg: &Segment) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// Metric families through `prometheus_client.parser`: name → samples
-/// of [name, labels, value].
-fn parse_metrics(text: &str) -> serde_json::Value {
-    let script = "import sys, json\n\
-                  from prometheus_client.parser import text_string_to_metric_families\n\
-                  out = {}\n\
-                  for fam in text_string_to_metric_families(sys.stdin.read()):\n\
-                  \x20   out[fam.name] = [[s.name, s.labels, s.value] for s in fam.samples]\n\
-                  print(json.dumps(out))\n";
-    let mut child = Command::new(PYTHON)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser refused /metrics: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn sample(families: &serde_json::Value, family: &str, label: Option<(&str, &str)>) -> f64 {
-    families[family]
+    families[family]["samples"]
         .as_array()
         .unwrap_or_else(|| panic!("no family {family}"))
         .iter()
@@ -296,10 +263,7 @@ fn boot_rack(seg: &Segment, site: &Site, n: usize) -> Vec<String> {
 #[test]
 fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     const TEST: &str = "f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record";
-    let has_parser = Command::new(PYTHON)
-        .args(["-c", "import prometheus_client.parser"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_parser = have_prometheus_parser();
     if !require(
         TEST,
         &[
@@ -408,7 +372,7 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     // The metrics, through Prometheus' parser.
     let (code, text) = get(&seg, "/metrics");
     assert_eq!(code, 200);
-    let families = parse_metrics(&text);
+    let families = prometheus_families(&text);
     assert_eq!(
         sample(&families, "ze_fleet_machines", Some(("stage", "up"))),
         N as f64

@@ -11,7 +11,6 @@ use std::{
     io::{Read, Write},
     net::{Ipv4Addr, TcpListener},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -24,9 +23,6 @@ use ze::provision::{
     status::{self, DhcpClient, DhcpMessage, Event, Fetch, Fleet, Report, Stage},
     views,
 };
-
-/// Debian's python3, where python3-prometheus-client installs.
-const PYTHON: &str = "/usr/bin/python3";
 
 fn mac(n: u32) -> Mac {
     let b = n.to_be_bytes();
@@ -104,10 +100,7 @@ fn fleet(dir: &Path, n: u32) -> Arc<Fleet> {
 
 #[test]
 fn f6_metrics_parse_with_the_prometheus_client_parser() {
-    let has_parser = Command::new(PYTHON)
-        .args(["-c", "import prometheus_client.parser"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_parser = have_prometheus_parser();
     if !require(
         "f6_metrics_parse_with_the_prometheus_client_parser",
         &[(
@@ -122,33 +115,7 @@ fn f6_metrics_parse_with_the_prometheus_client_parser() {
     status::Counters::add(&f.counters().http_bytes, 123_456_789);
     status::Counters::add(&f.counters().tftp_transfers, 3);
     let text = views::metrics::metrics(&f);
-    let script = "import sys, json\n\
-                  from prometheus_client.parser import text_string_to_metric_families\n\
-                  out = {}\n\
-                  for fam in text_string_to_metric_families(sys.stdin.read()):\n\
-                  \x20   out[fam.name] = {'type': fam.type, 'help': fam.documentation,\n\
-                  \x20                    'samples': [[s.name, s.labels, s.value] for s in fam.samples]}\n\
-                  print(json.dumps(out))\n";
-    let mut child = Command::new(PYTHON)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the parser refused:\n{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let families = prometheus_families(&text);
     // The parser drops a counter's `_total` from the family name.
     for (name, kind) in [
         ("ze_fleet_machines", "gauge"),

@@ -421,3 +421,48 @@ pub fn chromium(ns: &Netns, url: &str, extra: &[&str], budget_ms: u32) -> String
     assert_eq!(code, Some(0), "chromium failed:\n{text}");
     text
 }
+
+/// Debian's python3, where python3-prometheus-client installs.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether Prometheus' own text parser is there (python3-prometheus-client).
+pub fn have_prometheus_parser() -> bool {
+    std::process::Command::new(PYTHON)
+        .args(["-c", "import prometheus_client.parser"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `text` through `prometheus_client.parser`: family name → `type`,
+/// `help` and `samples` (each `[name, labels, value]`); a text the parser
+/// refuses fails the test.
+pub fn prometheus_families(text: &str) -> serde_json::Value {
+    use std::process::Stdio;
+    let script = "import sys, json\n\
+                  from prometheus_client.parser import text_string_to_metric_families\n\
+                  out = {}\n\
+                  for fam in text_string_to_metric_families(sys.stdin.read()):\n\
+                  \x20   out[fam.name] = {'type': fam.type, 'help': fam.documentation,\n\
+                  \x20                    'samples': [[s.name, s.labels, s.value] for s in fam.samples]}\n\
+                  print(json.dumps(out))\n";
+    let mut child = std::process::Command::new(PYTHON)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

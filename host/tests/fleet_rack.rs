@@ -260,6 +260,17 @@ fn boot_rack(seg: &Segment, site: &Site, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// What every rack test needs: root, iproute2 and the targets' clients.
+fn rack_tools() -> Vec<(&'static str, bool)> {
+    vec![
+        ("root", is_root()),
+        ("ip (iproute2)", have("ip")),
+        ("busybox (udhcpc)", have("busybox")),
+        ("curl", have("curl")),
+        ("openssl", have("openssl")),
+    ]
+}
+
 #[test]
 fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     const TEST: &str = "f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record";
@@ -267,14 +278,13 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     if !require(
         TEST,
         &[
-            ("root", is_root()),
-            ("ip (iproute2)", have("ip")),
-            ("busybox (udhcpc)", have("busybox")),
-            ("curl", have("curl")),
-            ("openssl", have("openssl")),
-            ("chromium", have("chromium")),
-            ("python3-prometheus-client", has_parser),
-        ],
+            rack_tools(),
+            vec![
+                ("chromium", have("chromium")),
+                ("python3-prometheus-client", has_parser),
+            ],
+        ]
+        .concat(),
     ) {
         return;
     }
@@ -547,16 +557,7 @@ fn parse_codes(buf: &[u8], mut at: usize, codes: &mut Vec<u16>) -> usize {
 #[test]
 fn f1_f5_bad_input_leaves_the_live_server_serving() {
     const TEST: &str = "f1_f5_bad_input_leaves_the_live_server_serving";
-    if !require(
-        TEST,
-        &[
-            ("root", is_root()),
-            ("ip (iproute2)", have("ip")),
-            ("busybox (udhcpc)", have("busybox")),
-            ("curl", have("curl")),
-            ("openssl", have("openssl")),
-        ],
-    ) {
+    if !require(TEST, &rack_tools()) {
         return;
     }
     // Two good machines (0 and 1), one whose record names a missing image

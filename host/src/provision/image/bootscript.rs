@@ -50,11 +50,7 @@ pub struct BootScript<'a> {
 impl BootScript<'_> {
     /// The script text.
     pub fn render(&self) -> String {
-        let host = if self.port == 80 {
-            self.server.to_string()
-        } else {
-            format!("{}:{}", self.server, self.port)
-        };
+        let host = url_host(self.server, self.port);
         let mut cmdline = format!("initrd={INITRD} ip=dhcp ze.server={}", self.server);
         if self.port != 80 {
             cmdline.push_str(&format!(" ze.port={}", self.port));
@@ -83,6 +79,16 @@ impl BootScript<'_> {
              initrd http://{host}/install/boot/{INITRD}\n\
              boot\n"
         )
+    }
+}
+
+/// The host part of the imageserver's URLs: `192.0.2.1`, or
+/// `192.0.2.1:8080` off port 80.
+pub fn url_host(server: Ipv4Addr, port: u16) -> String {
+    if port == 80 {
+        server.to_string()
+    } else {
+        format!("{server}:{port}")
     }
 }
 

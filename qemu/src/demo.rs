@@ -259,7 +259,7 @@ pub fn run(initrd: Option<PathBuf>) -> anyhow::Result<bool> {
         &rig,
         &mut machines,
         "ze: starting mode=bootstrap",
-        timeout,
+        timeout + fleet::Firmware::Uefi.network_entries_give_up(),
         &mut table,
     )?;
     follow_all(

@@ -19,6 +19,7 @@
 //! with what the fleet must survive and checks that a good machine is
 //! still served.
 
+mod common;
 mod pxe_support;
 
 use pxe_support::*;
@@ -274,7 +275,7 @@ fn rack_tools() -> Vec<(&'static str, bool)> {
 #[test]
 fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     const TEST: &str = "f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record";
-    let has_parser = have_prometheus_parser();
+    let has_parser = common::have_prometheus_parser();
     if !require(
         TEST,
         &[
@@ -382,7 +383,7 @@ fn f1_f4_f5_f6_a_rack_of_40_machines_each_from_its_own_record() {
     // The metrics, through Prometheus' parser.
     let (code, text) = get(&seg, "/metrics");
     assert_eq!(code, 200);
-    let families = prometheus_families(&text);
+    let families = common::prometheus_families(&text);
     assert_eq!(
         sample(&families, "ze_fleet_machines", Some(("stage", "up"))),
         N as f64

@@ -4,6 +4,7 @@
 //! (Debian's chromium) served from a namespace that has only a loopback
 //! interface, and a flood of installer reports against the table.
 
+mod common;
 mod pxe_support;
 
 use pxe_support::*;
@@ -100,7 +101,7 @@ fn fleet(dir: &Path, n: u32) -> Arc<Fleet> {
 
 #[test]
 fn f6_metrics_parse_with_the_prometheus_client_parser() {
-    let has_parser = have_prometheus_parser();
+    let has_parser = common::have_prometheus_parser();
     if !require(
         "f6_metrics_parse_with_the_prometheus_client_parser",
         &[(
@@ -115,7 +116,7 @@ fn f6_metrics_parse_with_the_prometheus_client_parser() {
     status::Counters::add(&f.counters().http_bytes, 123_456_789);
     status::Counters::add(&f.counters().tftp_transfers, 3);
     let text = views::metrics::metrics(&f);
-    let families = prometheus_families(&text);
+    let families = common::prometheus_families(&text);
     // The parser drops a counter's `_total` from the family name.
     for (name, kind) in [
         ("ze_fleet_machines", "gauge"),

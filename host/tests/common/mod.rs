@@ -311,3 +311,33 @@ pub fn ssh_with_password(
         .args(["-p", &port.to_string()]);
     base
 }
+
+/// Debian's python3, where python3-prometheus-client installs.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether Prometheus' own text parser is there (python3-prometheus-client).
+pub fn have_prometheus_parser() -> bool {
+    Command::new(PYTHON)
+        .args(["-c", "import prometheus_client.parser"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `text` through `prometheus_client.parser`: family name → `type`,
+/// `help` and `samples` (each `[name, labels, value]`); a text the parser
+/// refuses fails the test.
+pub fn prometheus_families(text: &str) -> serde_json::Value {
+    let script = "import sys, json\n\
+                  from prometheus_client.parser import text_string_to_metric_families\n\
+                  out = {}\n\
+                  for fam in text_string_to_metric_families(sys.stdin.read()):\n\
+                  \x20   out[fam.name] = {'type': fam.type, 'help': fam.documentation,\n\
+                  \x20                    'samples': [[s.name, s.labels, s.value] for s in fam.samples]}\n\
+                  print(json.dumps(out))\n";
+    let out = run_with_stdin(
+        Command::new(PYTHON).args(["-c", script]),
+        text.as_bytes(),
+        true,
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
